@@ -1,0 +1,158 @@
+"""Glow's affine and additive coupling layers."""
+
+import tensorflow as tf
+
+from glow_tf import nn
+from glow_tf.bijectors import base
+
+__all__ = ["AffineCoupling", "COUPLINGS"]
+
+COUPLINGS = ("additive", "affine")  # --flow_coupling 0 and 1
+
+
+class AffineCoupling(base.GlowBijector):
+  """The coupling layer of Glow (Kingma & Dhariwal, 2018, sec. 3.3), affine or additive.
+
+  The channels split in halves `x = [x_a, x_b]`; `x_a` passes unchanged and
+  conditions the transformation of `x_b` through the network NN() (3x3 conv,
+  actnorm, ReLU, 1x1 conv, actnorm, ReLU, zero-initialised 3x3 conv; see
+  `glow_tf.nn.CouplingNetwork`). In the encoding direction (image side `x` to
+  latent side `z`):
+
+  ```none
+  affine:    h = NN(x_a);  t = h[..., 0::2];  s = sigmoid(h[..., 1::2] + 2)
+             z_b = (x_b + t) * s             ildj = sum(log s)
+             x_b = z_b / s - t               fldj = -sum(log s)     (forward)
+  additive:  z_b = x_b + NN(x_a)             log-det 0
+  z = concat([x_a, z_b], -1)
+  ```
+
+  NN's last layer starts at zero, so the layer starts as a fixed scaling
+  `sigmoid(2)` (affine) or as the identity (additive).
+
+  A conditioning input (e.g. a class embedding or a low-resolution image) is
+  passed through TFP's conditional kwargs as `conditioning=`: a
+  `[..., K]` vector broadcast over the pixels, or a `[..., H, W, K]` map, set
+  by `conditioning_shape`; it is concatenated to `x_a` at NN()'s input.
+
+  Tensors are `[..., H, W, C]` with `C` even; the log-dets are `[...]`.
+  """
+
+  def __init__(self, num_channels, hidden_channels, coupling="affine",
+               conditioning_shape=None, seed=0, dtype=tf.float32,
+               validate_args=False, name="coupling"):
+    """Creates the bijector.
+
+    Args:
+      num_channels: Python `int`, the (even) number of channels `C`.
+      hidden_channels: Python `int`, the width of NN()'s hidden layers (the
+        original's `--width`).
+      coupling: `"affine"` or `"additive"` (or the original's
+        `--flow_coupling` integers 1 and 0). Default value: `"affine"`.
+      conditioning_shape: `None`, `[K]` or `[H, W, K]`: the event shape of
+        the optional `conditioning` kwarg. Default value: `None`.
+      seed: Python `int`, seed of NN()'s random initialisation.
+        Default value: `0`.
+      dtype: float dtype of the variables. Default value: `tf.float32`.
+      validate_args: Python `bool`. Default value: `False`.
+      name: Python `str`. Default value: `"coupling"`.
+    """
+    parameters = dict(locals())
+    if coupling in (0, 1):
+      coupling = COUPLINGS[coupling]
+    if coupling not in COUPLINGS:
+      raise ValueError(
+          f"AffineCoupling: unknown coupling {coupling!r}; use one of {COUPLINGS} "
+          "(or 0 = additive, 1 = affine).")
+    if not isinstance(num_channels, int) or num_channels < 2 or num_channels % 2:
+      raise ValueError(
+          f"AffineCoupling: num_channels must be an even int >= 2 to split in "
+          f"halves, got {num_channels!r}; squeeze first or use another split.")
+    if not isinstance(hidden_channels, int) or hidden_channels < 1:
+      raise ValueError(
+          f"AffineCoupling: hidden_channels must be a positive int, got {hidden_channels!r}.")
+    if conditioning_shape is not None:
+      conditioning_shape = [int(d) for d in conditioning_shape]
+      if len(conditioning_shape) not in (1, 3):
+        raise ValueError(
+            "AffineCoupling: conditioning_shape must be [K] or [H, W, K], got "
+            f"{conditioning_shape}.")
+    with tf.name_scope(name) as name:
+      self._num_channels = num_channels
+      self._coupling = coupling
+      self._conditioning_shape = conditioning_shape
+      half = num_channels // 2
+      extra = conditioning_shape[-1] if conditioning_shape else 0
+      out = num_channels if coupling == "affine" else half
+      self.nn = nn.CouplingNetwork(half + extra, hidden_channels, out, seed=seed,
+                                   dtype=dtype, name="nn")
+      super().__init__(dtype=dtype, validate_args=validate_args,
+                       parameters=parameters, name=name)
+
+  @property
+  def num_channels(self):
+    return self._num_channels
+
+  @property
+  def coupling(self):
+    return self._coupling
+
+  def _expected_forward_event(self):
+    return [None, None, self._num_channels]
+
+  def _conditioning_event_ndims(self, name):
+    return len(self._conditioning_shape or [])
+
+  def _nn_input(self, x_a, conditioning):
+    if self._conditioning_shape is None:
+      if conditioning is not None:
+        raise ValueError(
+            f"{self.name}: got a `conditioning` input but the bijector was built "
+            "without `conditioning_shape`.")
+      return x_a
+    if conditioning is None:
+      raise ValueError(
+          f"{self.name}: this bijector is conditional (conditioning_shape="
+          f"{self._conditioning_shape}); pass `conditioning=` as a bijector kwarg.")
+    c = tf.cast(conditioning, x_a.dtype)
+    if len(self._conditioning_shape) == 1:
+      shape = tf.shape(x_a)
+      c = tf.broadcast_to(c[:, None, None, :],
+                          tf.concat([shape[:3], tf.shape(c)[-1:]], 0))
+    return tf.concat([x_a, c], -1)
+
+  def _split(self, t):
+    half = self._num_channels // 2
+    return t[..., :half], t[..., half:]
+
+  def _shift_and_log_scale(self, h):
+    """NN output -> (shift, log s); log s is None for additive coupling."""
+    if self._coupling == "additive":
+      return h, None
+    return h[..., 0::2], tf.math.log_sigmoid(h[..., 1::2] + 2.)
+
+  def _encode(self, x, h):
+    """The encoding given NN's output `h`: (z, ildj)."""
+    x_a, x_b = self._split(x)
+    shift, log_s = self._shift_and_log_scale(h)
+    if log_s is None:
+      return tf.concat([x_a, x_b + shift], -1), tf.zeros(tf.shape(x)[:1], x.dtype)
+    z_b = (x_b + shift) * tf.exp(log_s)
+    return tf.concat([x_a, z_b], -1), tf.reduce_sum(log_s, [1, 2, 3])
+
+  def _inverse_and_log_det_4d(self, x, conditioning=None):
+    h = self.nn(self._nn_input(self._split(x)[0], conditioning))
+    return self._encode(x, h)
+
+  def _forward_and_log_det_4d(self, z, conditioning=None):
+    z_a, z_b = self._split(z)
+    shift, log_s = self._shift_and_log_scale(
+        self.nn(self._nn_input(z_a, conditioning)))
+    if log_s is None:
+      return tf.concat([z_a, z_b - shift], -1), tf.zeros(tf.shape(z)[:1], z.dtype)
+    x_b = z_b * tf.exp(-log_s) - shift
+    return tf.concat([z_a, x_b], -1), -tf.reduce_sum(log_s, [1, 2, 3])
+
+  def _initialize_4d(self, x, conditioning=None):
+    h = self.nn.initialize(self._nn_input(self._split(x)[0], conditioning))
+    return self._encode(x, h)[0]

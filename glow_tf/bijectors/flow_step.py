@@ -1,0 +1,119 @@
+"""One step of flow: actnorm -> permutation -> coupling."""
+
+import tensorflow as tf
+
+from glow_tf.bijectors import actnorm as actnorm_lib
+from glow_tf.bijectors import base
+from glow_tf.bijectors import coupling as coupling_lib
+from glow_tf.bijectors import invertible_conv
+from glow_tf.bijectors import permute
+
+__all__ = ["FlowStep", "PERMUTATIONS", "permutation_name", "coupling_name"]
+
+PERMUTATIONS = ("reverse", "shuffle", "invconv")  # --flow_permutation 0, 1, 2
+
+
+def permutation_name(value):
+  """Maps the original's `--flow_permutation` integer (or a name) to a name."""
+  if value in (0, 1, 2):
+    return PERMUTATIONS[value]
+  if value not in PERMUTATIONS:
+    raise ValueError(
+        f"unknown flow_permutation {value!r}; use one of {PERMUTATIONS} "
+        "(or 0 = reverse, 1 = shuffle, 2 = invconv).")
+  return value
+
+
+def coupling_name(value):
+  """Maps the original's `--flow_coupling` integer (or a name) to a name."""
+  if value in (0, 1):
+    return coupling_lib.COUPLINGS[value]
+  if value not in coupling_lib.COUPLINGS:
+    raise ValueError(
+        f"unknown flow_coupling {value!r}; use one of {coupling_lib.COUPLINGS} "
+        "(or 0 = additive, 1 = affine).")
+  return value
+
+
+class FlowStep(base.GlowBijector):
+  """One step of Glow's flow (Kingma & Dhariwal, 2018, fig. 2a).
+
+  In the encoding direction (image side to latent side), the original's
+  `revnet2d_step`:
+
+  ```none
+  x -> ActNorm -> permutation -> coupling -> z
+  ```
+
+  The forward (generative) direction runs the inverses in reverse order. The
+  permutation is `"reverse"`, `"shuffle"` or `"invconv"` (the original's
+  `--flow_permutation` 0, 1, 2; `lu_decomposed=True` picks the LU form of the
+  1x1 convolution) and the coupling `"additive"` or `"affine"`
+  (`--flow_coupling` 0, 1). Log-dets are the sums of the pieces'.
+
+  Tensors are `[..., H, W, C]`, `C` even; log-dets are `[...]`.
+  """
+
+  def __init__(self, num_channels, hidden_channels, flow_permutation="invconv",
+               flow_coupling="affine", lu_decomposed=False, conditioning_shape=None,
+               seed=0, dtype=tf.float32, validate_args=False, name="flow_step"):
+    """Creates the bijector.
+
+    Args:
+      num_channels: Python `int`, the (even) number of channels `C`.
+      hidden_channels: Python `int`, the coupling network width.
+      flow_permutation: `"reverse"`, `"shuffle"`, `"invconv"` or 0, 1, 2.
+        Default value: `"invconv"`.
+      flow_coupling: `"additive"`, `"affine"` or 0, 1. Default value: `"affine"`.
+      lu_decomposed: Python `bool`, LU form of the 1x1 convolution.
+        Default value: `False`.
+      conditioning_shape: event shape of the coupling's optional
+        `conditioning` kwarg (see `AffineCoupling`). Default value: `None`.
+      seed: Python `int`, seeds the random initialisations.
+        Default value: `0`.
+      dtype: float dtype. Default value: `tf.float32`.
+      validate_args: Python `bool`. Default value: `False`.
+      name: Python `str`. Default value: `"flow_step"`.
+    """
+    parameters = dict(locals())
+    flow_permutation = permutation_name(flow_permutation)
+    flow_coupling = coupling_name(flow_coupling)
+    with tf.name_scope(name) as name:
+      self.actnorm = actnorm_lib.ActNorm(num_channels, dtype=dtype)
+      if flow_permutation == "reverse":
+        self.permutation = permute.Reverse(num_channels, dtype=dtype)
+      elif flow_permutation == "shuffle":
+        self.permutation = permute.Shuffle(num_channels, seed=seed, dtype=dtype)
+      else:
+        self.permutation = invertible_conv.InvertibleConv1x1(
+            num_channels, lu_decomposed=lu_decomposed, seed=seed, dtype=dtype)
+      self.coupling = coupling_lib.AffineCoupling(
+          num_channels, hidden_channels, flow_coupling,
+          conditioning_shape=conditioning_shape, seed=seed + 1, dtype=dtype)
+      self._num_channels = num_channels
+      self._conditioning_shape = conditioning_shape
+      super().__init__(dtype=dtype, validate_args=validate_args,
+                       parameters=parameters, name=name)
+
+  def _expected_forward_event(self):
+    return [None, None, self._num_channels]
+
+  def _conditioning_event_ndims(self, name):
+    return len(self._conditioning_shape or [])
+
+  def _inverse_and_log_det_4d(self, x, conditioning=None):
+    h, ldj1 = self.actnorm._inverse_and_log_det_4d(x)
+    h, ldj2 = self.permutation._inverse_and_log_det_4d(h)
+    z, ldj3 = self.coupling._inverse_and_log_det_4d(h, conditioning=conditioning)
+    return z, ldj1 + ldj2 + ldj3
+
+  def _forward_and_log_det_4d(self, z, conditioning=None):
+    h, ldj3 = self.coupling._forward_and_log_det_4d(z, conditioning=conditioning)
+    h, ldj2 = self.permutation._forward_and_log_det_4d(h)
+    x, ldj1 = self.actnorm._forward_and_log_det_4d(h)
+    return x, ldj1 + ldj2 + ldj3
+
+  def _initialize_4d(self, x, conditioning=None):
+    h = self.actnorm._initialize_4d(x)
+    h = self.permutation._initialize_4d(h)
+    return self.coupling._initialize_4d(h, conditioning=conditioning)

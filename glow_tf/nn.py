@@ -1,0 +1,164 @@
+"""The convolutional layers of Glow's coupling networks and priors.
+
+Plain `tf.Module`s holding `tf.Variable`s (no Keras), so that every parameter
+is tracked by the bijectors that own them and by `tf.train.Checkpoint`.
+
+The original pads its "SAME" 3x3 convolutions with an extra input channel that
+is 1 on the zero-padded border and 0 inside ("edge bias"), so a filter can tell
+padding from a zero activation. That channel's contribution does not depend on
+the batch: we compute it once per call as a `[H, W, out]` map from the border
+slice of the kernel and add it to an ordinary SAME convolution of the data,
+which is the same function as the original's concatenate-and-VALID-convolve
+at a fraction of the cost.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from glow_tf.bijectors import actnorm as actnorm_lib
+
+__all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros"]
+
+
+def _border_patches(height, width, kh, kw, np_dtype):
+  """`[H, W, kh, kw]`: the border indicator seen by each filter tap at each pixel."""
+  a, b = (kh - 1) // 2, (kw - 1) // 2
+  border = np.ones([height + 2 * a, width + 2 * b], np_dtype)
+  border[a:a + height, b:b + width] = 0
+  patches = np.zeros([height, width, kh, kw], np_dtype)
+  for i in range(kh):
+    for j in range(kw):
+      patches[:, :, i, j] = border[i:i + height, j:j + width]
+  return patches
+
+
+def edge_term(kernel_edge, height, width):
+  """The border channel's contribution, `[H, W, out]`, for kernel `[kh, kw, out]`."""
+  kh, kw = kernel_edge.shape[0], kernel_edge.shape[1]
+  if isinstance(height, int) and isinstance(width, int):
+    patches = _border_patches(height, width, kh, kw,
+                              kernel_edge.dtype.as_numpy_dtype)
+    return tf.einsum("hwij,ijo->hwo", patches, kernel_edge)
+  # Unknown spatial size: convolve the border map itself.
+  a, b = (kh - 1) // 2, (kw - 1) // 2
+  ones = tf.ones([1, height, width, 1], kernel_edge.dtype)
+  border = 1. - tf.pad(ones, [[0, 0], [a, a], [b, b], [0, 0]])
+  return tf.nn.conv2d(border, kernel_edge[:, :, None, :], 1, "VALID")[0]
+
+
+def _hw(x):
+  h, w = x.shape[1], x.shape[2]
+  if h is None or w is None:
+    s = tf.shape(x)
+    return s[1], s[2]
+  return h, w
+
+
+class EdgeConv2D(tf.Module):
+  """Stride-1 "SAME" convolution with the original's edge-bias channel.
+
+  `y = conv(x, kernel[:, :, :C]) + edge(kernel[:, :, C])`; 1x1 kernels have
+  no padding and no edge channel. The kernel is `[kh, kw, C (+1), out]` as in
+  the original, initialised N(0, 0.05^2). It is followed by an actnorm
+  (data-dependent init, as the original's `conv2d(..., do_actnorm=True)`).
+  """
+
+  def __init__(self, in_channels, out_channels, kernel_size=3, seed=None,
+               dtype=tf.float32, name="conv"):
+    super().__init__(name=name)
+    self._in = in_channels
+    self._edge = kernel_size > 1
+    shape = [kernel_size, kernel_size, in_channels + int(self._edge), out_channels]
+    with self.name_scope:
+      init = np.random.RandomState(seed).normal(0., 0.05, shape)
+      self.kernel = tf.Variable(init.astype(dtype.as_numpy_dtype), name="kernel")
+      self.actnorm = actnorm_lib.ActNorm(out_channels, dtype=dtype, name="actnorm")
+
+  def _conv(self, x):
+    """x: `[B, H, W, C]` -> `[B, H, W, out]` (before actnorm)."""
+    if not self._edge:
+      return tf.einsum("bhwc,co->bhwo", x, self.kernel[0, 0])
+    y = tf.nn.conv2d(x, self.kernel[:, :, :self._in], 1, "SAME")
+    h, w = _hw(x)
+    return y + edge_term(self.kernel[:, :, self._in], h, w)
+
+  def __call__(self, x):
+    return self.actnorm._inverse_and_log_det_4d(self._conv(x))[0]
+
+  def initialize(self, x):
+    """Initialises the actnorm from `x`'s batch; returns the layer's output."""
+    return self.actnorm._initialize_4d(self._conv(x))
+
+
+class ZeroConv2D(tf.Module):
+  """The original's `conv2d_zeros`: a zero-initialised 3x3 edge-bias convolution.
+
+  `y = (conv(x) + bias) * exp(3 * log_scale)`, all variables starting at zero
+  so the layer outputs zeros at initialisation.
+  """
+
+  def __init__(self, in_channels, out_channels, kernel_size=3, dtype=tf.float32,
+               name="zero_conv"):
+    super().__init__(name=name)
+    self._in = in_channels
+    shape = [kernel_size, kernel_size, in_channels + 1, out_channels]
+    with self.name_scope:
+      self.kernel = tf.Variable(tf.zeros(shape, dtype), name="kernel")
+      self.bias = tf.Variable(tf.zeros([out_channels], dtype), name="bias")
+      self.log_scale = tf.Variable(tf.zeros([out_channels], dtype), name="log_scale")
+
+  def _post(self, y):
+    return (y + self.bias) * tf.exp(actnorm_lib.LOGSCALE_FACTOR * self.log_scale)
+
+  def __call__(self, x):
+    """x: `[B, H, W, C]` -> `[B, H, W, out]`."""
+    y = tf.nn.conv2d(x, self.kernel[:, :, :self._in], 1, "SAME")
+    h, w = _hw(x)
+    return self._post(y + edge_term(self.kernel[:, :, self._in], h, w))
+
+  def on_zeros(self, height, width):
+    """The output for an all-zero input, `[H, W, out]` (no convolution needed)."""
+    return self._post(edge_term(self.kernel[:, :, self._in], height, width))
+
+
+class CouplingNetwork(tf.Module):
+  """NN() of the paper: 3x3 conv -> actnorm -> ReLU -> 1x1 conv -> actnorm -> ReLU -> zero 3x3 conv.
+
+  Maps `[B, H, W, in]` to `[B, H, W, out]`; outputs zeros at initialisation.
+  """
+
+  def __init__(self, in_channels, hidden_channels, out_channels, seed=0,
+               dtype=tf.float32, name="nn"):
+    super().__init__(name=name)
+    with self.name_scope:
+      self.conv1 = EdgeConv2D(in_channels, hidden_channels, 3, seed, dtype, "conv1")
+      self.conv2 = EdgeConv2D(hidden_channels, hidden_channels, 1,
+                              None if seed is None else seed + 1, dtype, "conv2")
+      self.conv_out = ZeroConv2D(hidden_channels, out_channels, 3, dtype, "conv_out")
+
+  def __call__(self, x):
+    h = tf.nn.relu(self.conv1(x))
+    h = tf.nn.relu(self.conv2(h))
+    return self.conv_out(h)
+
+  def initialize(self, x):
+    """Data-dependent init of the two actnorms; returns the network output."""
+    h = tf.nn.relu(self.conv1.initialize(x))
+    h = tf.nn.relu(self.conv2.initialize(h))
+    return self.conv_out(h)
+
+
+class LinearZeros(tf.Module):
+  """The original's `linear_zeros`: `(x @ W + b) * exp(3 * log_scale)`, all zero-initialised."""
+
+  def __init__(self, in_features, out_features, dtype=tf.float32, name="linear_zeros"):
+    super().__init__(name=name)
+    with self.name_scope:
+      self.kernel = tf.Variable(tf.zeros([in_features, out_features], dtype), name="kernel")
+      self.bias = tf.Variable(tf.zeros([out_features], dtype), name="bias")
+      self.log_scale = tf.Variable(tf.zeros([out_features], dtype), name="log_scale")
+
+  def __call__(self, x):
+    """x: `[B, in]` -> `[B, out]`."""
+    return ((tf.matmul(x, self.kernel) + self.bias)
+            * tf.exp(actnorm_lib.LOGSCALE_FACTOR * self.log_scale))
