@@ -1,0 +1,387 @@
+"""The multi-scale Glow bijector: flat standard-normal latent <-> image."""
+
+import numpy as np
+import tensorflow as tf
+
+from glow_tf import nn
+from glow_tf.bijectors import base
+from glow_tf.bijectors import flow_step
+from glow_tf.bijectors import squeeze as squeeze_lib
+
+__all__ = ["Glow", "SplitPrior", "TopPrior", "level_shapes"]
+
+
+def level_shapes(image_shape, n_levels):
+  """Per-level latent shapes `[h, w, c]`: one per split, then the top latent.
+
+  Raises:
+    ValueError: when the image cannot be squeezed `n_levels` times.
+  """
+  image_shape = [int(d) for d in image_shape]
+  if len(image_shape) != 3 or min(image_shape) < 1:
+    raise ValueError(f"image_shape must be [height, width, channels], got {image_shape}.")
+  if not isinstance(n_levels, (int, np.integer)) or n_levels < 1:
+    raise ValueError(f"n_levels must be a positive int, got {n_levels!r}.")
+  h, w, c = image_shape
+  f = 2 ** n_levels
+  if h % f or w % f:
+    fits = [l for l in range(1, 12) if h % 2 ** l == 0 and w % 2 ** l == 0]
+    hint = (f"use n_levels <= {max(fits)}" if fits else
+            "resize or pad the image to a multiple of 2")
+    raise ValueError(
+        f"image size {h}x{w} is not divisible by 2^n_levels = {f} "
+        f"(n_levels={n_levels}): {hint}, or choose an --image_size divisible by {f}.")
+  shapes = []
+  for level in range(n_levels):
+    h, w, c = h // 2, w // 2, c * 4
+    if level < n_levels - 1:
+      shapes.append([h, w, c // 2])
+      c = c // 2
+  shapes.append([h, w, c])
+  return shapes
+
+
+def _encode_steps_recomputing(steps, x):
+  """Runs `steps` in the encoding direction with memory-free backprop.
+
+  Returns `(z, ildj)` like chaining `_inverse_and_log_det_4d`, but the
+  gradient keeps no activation of the steps: walking back from the output,
+  each step's input is reconstructed by its forward (generative) map and the
+  step is re-run under a tape to get the gradients of its input and its
+  variables (as in reversible networks, Gomez et al., 2017).
+  """
+  step_vars = [list(s.trainable_variables) for s in steps]
+
+  @tf.custom_gradient
+  def encode(x):
+    z, ildj = x, tf.zeros(tf.shape(x)[:1], x.dtype)
+    for s in steps:
+      z, ldj = s._inverse_and_log_det_4d(z)
+      ildj += ldj
+
+    def grad(dz, dildj, variables=None):
+      dz = tf.zeros_like(z) if dz is None else dz
+      dildj = tf.zeros_like(ildj) if dildj is None else dildj
+      var_grads = {}
+      z_out = z
+      for s, s_vars in zip(reversed(steps), reversed(step_vars)):
+        x_in = tf.stop_gradient(s._forward_and_log_det_4d(z_out)[0])
+        with tf.GradientTape() as tape:
+          tape.watch(x_in)
+          z_re, ldj = s._inverse_and_log_det_4d(x_in)
+        grads = tape.gradient([z_re, ldj], [x_in] + s_vars,
+                              output_gradients=[dz, dildj],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        dz = grads[0]
+        for v, g in zip(s_vars, grads[1:]):
+          var_grads[v.ref()] = g
+        z_out = x_in
+      return dz, [var_grads.get(v.ref(), tf.zeros_like(v)) for v in (variables or [])]
+
+    return (z, ildj), grad
+
+  return encode(x)
+
+
+class SplitPrior(tf.Module):
+  """The original's `split2d_prior`: Gaussian of the leaving half given the kept half.
+
+  `h = ZeroConv2D(z_kept)`, `mean = h[..., 0::2]`, `log_scale = h[..., 1::2]`;
+  zero-initialised, so it starts as a standard normal.
+  """
+
+  def __init__(self, kept_channels, out_channels, dtype=tf.float32, name="split_prior"):
+    super().__init__(name=name)
+    with self.name_scope:
+      self.conv = nn.ZeroConv2D(kept_channels, 2 * out_channels, dtype=dtype)
+
+  def __call__(self, z_kept):
+    """z_kept: `[B, h, w, c]` -> mean, log_scale: `[B, h, w, c_out]`."""
+    h = self.conv(z_kept)
+    return h[..., 0::2], h[..., 1::2]
+
+
+class TopPrior(tf.Module):
+  """The original's `prior`: Gaussian of the top latent, learned (`learntop`) and/or class-conditional (`ycond`).
+
+  `h = 0`; with `learntop`, `h = conv2d_zeros(zeros)` (a learned bias plus the
+  border term of the original's edge padding); with classes, `h += linear_zeros(onehot(y))`.
+  `mean = h[..., :c]`, `log_scale = h[..., c:]`. Without either it is N(0, 1).
+  """
+
+  def __init__(self, shape, learntop=False, n_classes=None, dtype=tf.float32,
+               name="top_prior"):
+    super().__init__(name=name)
+    self._shape = list(shape)
+    self._learntop = learntop
+    self._n_classes = n_classes
+    c = self._shape[-1]
+    with self.name_scope:
+      if learntop:
+        self.conv = nn.ZeroConv2D(2 * c, 2 * c, dtype=dtype)
+      if n_classes:
+        self.embedding = nn.LinearZeros(n_classes, 2 * c, dtype=dtype, name="y_emb")
+
+  @property
+  def is_standard(self):
+    return not self._learntop and not self._n_classes
+
+  def __call__(self, batch_size, labels=None, dtype=tf.float32):
+    """Returns mean, log_scale broadcastable to `[B, h, w, c]`."""
+    h_, w_, c = self._shape
+    if self._n_classes and labels is None:
+      raise ValueError(
+          "this Glow is class-conditional (n_classes="
+          f"{self._n_classes}): pass `labels=` (int `[B]`) as a bijector kwarg.")
+    h = tf.zeros([1, h_, w_, 2 * c], dtype)
+    if self._learntop:
+      h = self.conv.on_zeros(h_, w_)[None]
+    if self._n_classes:
+      onehot = tf.one_hot(tf.cast(labels, tf.int32), self._n_classes, dtype=dtype)
+      h = h + self.embedding(onehot)[:, None, None, :]
+    return h[..., :c], h[..., c:]
+
+
+class Glow(base.GlowBijector):
+  """Glow (Kingma & Dhariwal, 2018) as one bijector from a flat latent to an image.
+
+  Forward (generative) maps a standard-normal vector `eps` `[..., D]`,
+  `D = H * W * C`, to an image `[..., H, W, C]` in the model's continuous
+  space (`[-0.5, 0.5)` for the original's preprocessing); inverse encodes.
+  The encoding direction is the original's `codec`:
+
+  ```none
+  x [H, W, C]
+   | for level l = 1 .. L:
+   |   squeeze 2x2                                  [H/2^l, W/2^l, c_l]
+   |   `depth` x FlowStep (actnorm -> permutation -> coupling)
+   |   if l < L: split z = [z1, z2]; z2 = mean(z1) + exp(log_scale(z1)) * eps_l
+   |            (SplitPrior, zero-init conv of z1); continue with z1
+   v
+  top latent z_L = mean_top + exp(log_scale_top) * eps_top   (TopPrior)
+  eps = concat(flatten(eps_1), ..., flatten(eps_{L-1}), flatten(eps_top))
+  ```
+
+  Because each prior is written as an affine map of standard-normal noise,
+  `tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), D), glow)` is
+  exactly Glow's density, and scaling the base by `T` is the original's
+  sampling temperature (`eps_std`) at every level. Any other base over `[D]`
+  works too.
+
+  Class conditioning (`n_classes`, the original's `--ycond`) makes the top
+  prior depend on the label, passed as the conditional kwarg `labels` (int
+  `[...]`): `dist.log_prob(x, bijector_kwargs={"labels": y})`.
+
+  `forward`/`inverse` and their log-dets come from one pass (shared through
+  TFP's cache), so `log_prob` evaluates each coupling network once.
+
+  Initialise the actnorms with `initialize(x)` on a batch of data (the
+  original's `n_batch_init` pass) before training; see `GlowBijector.initialize`.
+  """
+
+  def __init__(self, image_shape, n_levels=3, depth=32, width=512,
+               flow_permutation=2, flow_coupling=0, learntop=False,
+               n_classes=None, lu_decomposed=False, recompute_gradients=False,
+               seed=0, dtype=tf.float32, validate_args=False, name="glow"):
+    """Creates the bijector.
+
+    Args:
+      image_shape: `[H, W, C]`; `H` and `W` divisible by `2**n_levels`.
+      n_levels: Python `int` `L`, number of levels. Default value: `3`.
+      depth: Python `int` `K`, flow steps per level. Default value: `32`.
+      width: Python `int`, coupling network width. Default value: `512`.
+      flow_permutation: 0/`"reverse"`, 1/`"shuffle"`, 2/`"invconv"`.
+        Default value: `2`.
+      flow_coupling: 0/`"additive"`, 1/`"affine"`. Default value: `0`.
+      learntop: Python `bool`, learn the top prior. Default value: `False`.
+      n_classes: `None` or Python `int`: condition the top prior on a class
+        label (`--ycond`). Default value: `None`.
+      lu_decomposed: Python `bool`, LU form of the 1x1 convolutions.
+        Default value: `False`.
+      recompute_gradients: Python `bool`. When `True`, gradients of the
+        encoding direction (the training loss) are computed without storing
+        the activations of the flow steps: the backward pass reconstructs
+        each step's input from its output (the flow is invertible) and
+        re-derives that step's gradients, so activation memory does not grow
+        with `depth`. Costs about one more forward pass. Default value: `False`.
+      seed: Python `int`, seeds all random initialisations. Default value: `0`.
+      dtype: float dtype. Default value: `tf.float32`.
+      validate_args: Python `bool`. Default value: `False`.
+      name: Python `str`. Default value: `"glow"`.
+
+    Raises:
+      ValueError: for an image size that `2**n_levels` does not divide, a
+        non-positive depth or width, an unknown permutation or coupling.
+    """
+    parameters = dict(locals())
+    shapes = level_shapes(image_shape, n_levels)
+    for arg, value in (("depth", depth), ("width", width)):
+      if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Glow: {arg} must be a positive int, got {value!r}.")
+    if n_classes is not None and (not isinstance(n_classes, (int, np.integer)) or n_classes < 2):
+      raise ValueError(f"Glow: n_classes must be None or an int >= 2, got {n_classes!r}.")
+    flow_permutation = flow_step.permutation_name(flow_permutation)
+    flow_coupling = flow_step.coupling_name(flow_coupling)
+    with tf.name_scope(name) as name:
+      self._image_shape = [int(d) for d in image_shape]
+      self._n_levels = int(n_levels)
+      self._latent_shapes = shapes
+      self._latent_sizes = [int(np.prod(s)) for s in shapes]
+      self._n_classes = n_classes
+      self._recompute_gradients = bool(recompute_gradients)
+      self.levels = []
+      self.priors = []
+      c = self._image_shape[-1]
+      for level in range(n_levels):
+        c *= 4
+        self.levels.append([
+            flow_step.FlowStep(
+                c, width, flow_permutation, flow_coupling, lu_decomposed,
+                seed=seed + 1000 * level + 2 * k, dtype=dtype,
+                name=f"level{level}_step{k}")
+            for k in range(depth)])
+        if level < n_levels - 1:
+          self.priors.append(SplitPrior(c // 2, c // 2, dtype=dtype,
+                                        name=f"split_prior{level}"))
+          c //= 2
+      self.top_prior = TopPrior(shapes[-1], learntop, n_classes, dtype=dtype)
+      super().__init__(forward_min_event_ndims=1, inverse_min_event_ndims=3,
+                       dtype=dtype, validate_args=validate_args,
+                       parameters=parameters, name=name)
+
+  # ---- Shapes --------------------------------------------------------------------
+
+  @property
+  def image_shape(self):
+    return list(self._image_shape)
+
+  @property
+  def latent_shapes(self):
+    """Per-level latent shapes `[h, w, c]`: the splits, then the top."""
+    return [list(s) for s in self._latent_shapes]
+
+  @property
+  def latent_size(self):
+    """`D = H * W * C`, the size of the flat latent."""
+    return int(np.prod(self._image_shape))
+
+  @property
+  def n_classes(self):
+    return self._n_classes
+
+  def _expected_forward_event(self):
+    return [self.latent_size]
+
+  def _expected_inverse_event(self):
+    return self.image_shape
+
+  def _conditioning_event_ndims(self, name):
+    return 0
+
+  def _forward_event_shape(self, input_shape):
+    return tf.TensorShape(input_shape)[:-1].concatenate(self._image_shape)
+
+  def _forward_event_shape_tensor(self, input_shape):
+    return tf.concat([input_shape[:-1], self._image_shape], 0)
+
+  def _inverse_event_shape(self, output_shape):
+    return tf.TensorShape(output_shape)[:-3].concatenate([self.latent_size])
+
+  def _inverse_event_shape_tensor(self, output_shape):
+    return tf.concat([output_shape[:-3], [self.latent_size]], 0)
+
+  def split_latent(self, eps):
+    """Flat `[B, D]` -> list of per-level `[B, h, w, c]` latents."""
+    parts = tf.split(eps, self._latent_sizes, axis=-1)
+    return [tf.reshape(p, [-1] + s) for p, s in zip(parts, self._latent_shapes)]
+
+  def join_latents(self, latents):
+    """List of per-level `[B, h, w, c]` latents -> flat `[B, D]`."""
+    return tf.concat([tf.reshape(z, [tf.shape(z)[0], -1]) for z in latents], -1)
+
+  # ---- The two directions ------------------------------------------------------
+
+  def _encode(self, x, labels=None, init=False):
+    """Encoding pass: x `[B, H, W, C]` -> (per-level eps list, top z, ildj `[B]`)."""
+    z, ildj = x, tf.zeros(tf.shape(x)[:1], x.dtype)
+    eps = []
+    for level, steps in enumerate(self.levels):
+      z = squeeze_lib.squeeze(z)
+      if init:
+        for step in steps:
+          z = step._initialize_4d(z)
+      elif self._recompute_gradients:
+        z, ldj = _encode_steps_recomputing(steps, z)
+        ildj += ldj
+      else:
+        for step in steps:
+          z, ldj = step._inverse_and_log_det_4d(z)
+          ildj += ldj
+      if level < self._n_levels - 1:
+        z1, z2 = tf.split(z, 2, axis=-1)
+        mean, log_scale = self.priors[level](z1)
+        eps.append((z2 - mean) * tf.exp(-log_scale))
+        ildj -= tf.reduce_sum(log_scale, [1, 2, 3])
+        z = z1
+    if self.top_prior.is_standard:
+      eps.append(z)
+    else:
+      mean, log_scale = self.top_prior(tf.shape(z)[0], labels, z.dtype)
+      eps.append((z - mean) * tf.exp(-log_scale))
+      ildj -= tf.reduce_sum(log_scale + tf.zeros_like(z), [1, 2, 3])
+    return eps, z, ildj
+
+  def _decode(self, eps, labels=None):
+    """Generative pass: per-level eps list -> (x `[B, H, W, C]`, fldj `[B]`)."""
+    z = eps[-1]
+    fldj = tf.zeros(tf.shape(z)[:1], z.dtype)
+    if not self.top_prior.is_standard:
+      mean, log_scale = self.top_prior(tf.shape(z)[0], labels, z.dtype)
+      z = mean + tf.exp(log_scale) * z
+      fldj += tf.reduce_sum(log_scale + tf.zeros_like(z), [1, 2, 3])
+    for level in reversed(range(self._n_levels)):
+      if level < self._n_levels - 1:
+        mean, log_scale = self.priors[level](z)
+        z = tf.concat([z, mean + tf.exp(log_scale) * eps[level]], -1)
+        fldj += tf.reduce_sum(log_scale, [1, 2, 3])
+      for step in reversed(self.levels[level]):
+        z, ldj = step._forward_and_log_det_4d(z)
+        fldj += ldj
+      z = squeeze_lib.unsqueeze(z)
+    return z, fldj
+
+  def _inverse_and_log_det_4d(self, x, labels=None):
+    eps, _, ildj = self._encode(x, labels)
+    return self.join_latents(eps), ildj
+
+  def _forward_and_log_det_4d(self, eps, labels=None):
+    return self._decode(self.split_latent(eps), labels)
+
+  def _initialize_4d(self, x, labels=None):
+    eps, _, _ = self._encode(x, labels, init=True)
+    return self.join_latents(eps)
+
+  # ---- Per-level access -------------------------------------------------------------
+
+  def encode(self, x, labels=None):
+    """Encodes images to per-level latents (the original's `eps` list).
+
+    Args:
+      x: float `[B, H, W, C]`, images in the model's continuous space.
+      labels: int `[B]` for a class-conditional Glow, else `None`.
+
+    Returns:
+      latents: list of `[B, h, w, c]`, one per split then the top (see
+        `latent_shapes`); standard normal under the model.
+      top: `[B, h, w, c]`, the top latent before its prior's standardisation
+        (the input of the original's classifier head).
+      ildj: `[B]`, the log-det of the encoding Jacobian.
+    """
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+    self._check_event(x, self.image_shape, "images")
+    return self._encode(x, labels)
+
+  def decode(self, latents, labels=None):
+    """Decodes per-level latents (as from `encode`) to images `[B, H, W, C]`."""
+    return self._decode([tf.convert_to_tensor(z, dtype_hint=self.dtype)
+                         for z in latents], labels)[0]

@@ -1,0 +1,247 @@
+"""GlowModel: the Glow bijector, its TransformedDistribution and the original's image interface."""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from glow_tf import config as config_lib
+from glow_tf import glow as glow_lib
+from glow_tf import nn
+
+tfd = tfp.distributions
+
+__all__ = ["GlowModel"]
+
+LN2 = math.log(2.)
+
+
+class GlowModel(tf.Module):
+  """Glow on uint8 images: likelihood in bits/dim, sampling, encoding, class conditioning.
+
+  Owns `glow` (a `glow_tf.Glow` bijector, latent -> image) and
+  `distribution`, the `tfd.TransformedDistribution` of a standard normal
+  over the flat latent through `glow`; the continuous density of
+  `distribution` is over images in `[-0.5, 0.5)` (the original's
+  preprocessing). On top it gives what the original computes:
+
+  * preprocessing: keep `n_bits_x` bits, `x = floor(img / 2^(8 - n_bits_x)) /
+    n_bins - 0.5`, plus uniform dequantisation noise in `[0, 1/n_bins)`;
+  * `log_prob(images)`: `log p(x) = log N(eps) + log|det d eps/dx| - D log(n_bins)`
+    in nats per image, and `bits_per_dim = -log p / (D ln 2)`, exactly the
+    original's objective (`D = H * W * C`);
+  * `sample(n, temperature)`: noise of standard deviation `temperature` at
+    every level (the original's `eps_std`), postprocessed to uint8;
+  * `encode`/`decode`: per-level latents, exact inverses up to the
+    quantisation;
+  * with `ycond`, the top prior depends on the label and a classifier head
+    on the mean of the top latent adds `weight_y * bits_y` to the loss.
+
+  Build it from a `ModelConfig` or keyword arguments of `ModelConfig`:
+  `GlowModel(image_shape=(32, 32, 1), n_levels=2, depth=8, width=128)`.
+  Call `initialize(images)` once on a data batch before training.
+  """
+
+  def __init__(self, config=None, name="glow_model", **kwargs):
+    super().__init__(name=name)
+    if config is None:
+      config = config_lib.ModelConfig(**kwargs)
+    elif kwargs:
+      raise ValueError("GlowModel: pass either a ModelConfig or keyword arguments, not both.")
+    self.config = config
+    with self.name_scope:
+      self.glow = glow_lib.Glow(
+          config.image_shape, config.n_levels, config.depth, config.width,
+          config.flow_permutation, config.flow_coupling, config.learntop,
+          config.n_classes if config.ycond else None, config.lu_decomposed,
+          config.recompute_gradients, seed=config.seed)
+      if config.ycond:
+        self.classifier = nn.LinearZeros(
+            config.latent_shapes[-1][-1], config.n_classes, name="classifier")
+    self.distribution = tfd.TransformedDistribution(
+        tfd.Sample(tfd.Normal(0., 1.), self.glow.latent_size), self.glow)
+
+  # ---- Data representation -------------------------------------------------------
+
+  @property
+  def image_shape(self):
+    return list(self.config.image_shape)
+
+  @property
+  def num_dims(self):
+    """`D = H * W * C`."""
+    return self.glow.latent_size
+
+  @property
+  def n_bins(self):
+    return self.config.n_bins
+
+  def _check_images(self, images):
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank is not None and images.shape[1:].as_list() != self.image_shape:
+      raise ValueError(
+          f"images have shape {images.shape.as_list()}, the model expects "
+          f"[batch] + {self.image_shape}.")
+    return images
+
+  def preprocess(self, images, noise=None, seed=None):
+    """uint8 images -> dequantised floats in `[-0.5, 0.5)`.
+
+    Args:
+      images: uint8 (or integer-valued) `[B, H, W, C]` in 0..255.
+      noise: optional float `[B, H, W, C]` in `[0, 1)`: the dequantisation
+        offsets, in units of one bin. `0.5` (a scalar) puts every value at
+        the middle of its bin (deterministic). Default: uniform random.
+      seed: optional stateless seed (shape `[2]` int) for the random noise.
+
+    Returns:
+      float32 `[B, H, W, C]`: `floor(images / 2^(8 - n_bits)) / n_bins - 0.5
+      + noise / n_bins`.
+    """
+    images = self._check_images(images)
+    x = tf.floor(tf.cast(images, tf.float32) / 2 ** (8 - self.config.n_bits_x))
+    if noise is None:
+      shape = tf.shape(x)
+      noise = (tf.random.uniform(shape) if seed is None
+               else tf.random.stateless_uniform(shape, seed))
+    return (x + tf.cast(noise, tf.float32)) / self.n_bins - .5
+
+  def postprocess(self, x):
+    """Floats in `[-0.5, 0.5)` -> uint8 images, as the original (`n_bits_x` levels spread over 0..255)."""
+    bins = tf.floor((x + .5) * self.n_bins)
+    return tf.cast(tf.clip_by_value(bins * (256. / self.n_bins), 0., 255.), tf.uint8)
+
+  def _labels(self, labels, batch_size, seed=None):
+    if not self.config.ycond:
+      return None
+    if labels is None:
+      raise ValueError(
+          "this model is class-conditional (ycond): pass labels (int [batch]).")
+    labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+    return tf.broadcast_to(labels, [batch_size]) if labels.shape.rank == 0 else labels
+
+  # ---- Likelihood -------------------------------------------------------------------
+
+  def log_prob(self, images, labels=None, noise=None, seed=None):
+    """Discrete log-likelihood of uint8 images, nats per image `[B]`.
+
+    Computed through `distribution.log_prob` (one pass of the flow).
+    """
+    x = self.preprocess(images, noise, seed)
+    kwargs = {}
+    if self.config.ycond:
+      kwargs = {"labels": self._labels(labels, tf.shape(x)[0])}
+    return (self.distribution.log_prob(x, bijector_kwargs=kwargs)
+            - self.num_dims * math.log(self.n_bins))
+
+  def bits_per_dim(self, images, labels=None, noise=None, seed=None):
+    """`-log p(images) / (D ln 2)`, `[B]`."""
+    return -self.log_prob(images, labels, noise, seed) / (self.num_dims * LN2)
+
+  def losses(self, images, labels=None, noise=None, seed=None):
+    """The original's training objective and metrics, per image.
+
+    Returns:
+      A dict of `[B]` tensors: `loss = bits_x + weight_y * bits_y`, `bits_x`
+      (bits/dim of the images), and with `ycond` also `bits_y` (classifier
+      cross-entropy in bits) and `classification_error` (0 or 1).
+    """
+    x = self.preprocess(images, noise, seed)
+    labels = self._labels(labels, tf.shape(x)[0])
+    eps, top, ildj = self.glow.encode(x, labels)
+    log_normal = tf.add_n([tf.reduce_sum(-0.5 * tf.square(e), [1, 2, 3]) for e in eps])
+    log_p = (log_normal - 0.5 * self.num_dims * math.log(2 * math.pi) + ildj
+             - self.num_dims * math.log(self.n_bins))
+    bits_x = -log_p / (self.num_dims * LN2)
+    out = {"bits_x": bits_x, "loss": bits_x}
+    if self.config.ycond:
+      logits = self.classifier(tf.reduce_mean(top, [1, 2]))
+      bits_y = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits) / LN2
+      out["bits_y"] = bits_y
+      out["classification_error"] = 1. - tf.cast(
+          tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
+      out["loss"] = bits_x + self.config.weight_y * bits_y
+    return out
+
+  def predict_labels(self, images):
+    """Class probabilities `[B, n_classes]` from the classifier head (`ycond` only)."""
+    if not self.config.ycond:
+      raise ValueError("predict_labels needs a class-conditional model (ycond=True).")
+    x = self.preprocess(images, noise=0.5)
+    # The top latent does not depend on the label; any label encodes it.
+    _, top, _ = self.glow.encode(x, tf.zeros(tf.shape(x)[:1], tf.int32))
+    return tf.nn.softmax(self.classifier(tf.reduce_mean(top, [1, 2])))
+
+  # ---- Initialisation -------------------------------------------------------------
+
+  def initialize(self, images, labels=None, seed=None):
+    """The data-dependent actnorm initialisation (the original's `n_batch_init` pass).
+
+    Call once, before training, on a batch of training images. In
+    cross-replica context give it the whole batch; in replica context
+    (`strategy.run`) each replica's shard, and statistics are all-reduced
+    over the global batch. Either way all replicas end identical.
+
+    Args:
+      images: uint8 `[B, H, W, C]`.
+      labels: int `[B]` for a class-conditional model.
+      seed: optional stateless seed for the dequantisation noise.
+
+    Returns:
+      The flat latents `[B, D]` of the batch after initialisation.
+    """
+    x = self.preprocess(images, seed=seed)
+    kwargs = {"labels": self._labels(labels, tf.shape(x)[0])} if self.config.ycond else {}
+    return self.glow.initialize(x, **kwargs)
+
+  # ---- Sampling, encoding, decoding -------------------------------------------------
+
+  def sample_latents(self, n, temperature=1.0, seed=None):
+    """Per-level latents `eps ~ N(0, temperature^2)`, shapes as `glow.latent_shapes`."""
+    if isinstance(temperature, (int, float)) and temperature < 0:
+      raise ValueError(f"temperature must be >= 0, got {temperature}.")
+    shape = [n, self.num_dims]
+    eps = (tf.random.normal(shape) if seed is None
+           else tf.random.stateless_normal(shape, seed))
+    return self.glow.split_latent(eps * temperature)
+
+  def sample(self, n, temperature=1.0, labels=None, seed=None):
+    """Draws `n` uint8 images `[n, H, W, C]` at the given temperature.
+
+    Args:
+      n: Python `int`, number of images.
+      temperature: standard deviation of the latent noise at every level
+        (the original's `eps_std`); 0 gives the decoded prior means.
+      labels: int `[n]` (or a scalar) for a class-conditional model; when
+        `None`, labels are drawn uniformly.
+      seed: optional stateless seed `[2]`; the same seed gives the same images.
+    """
+    if self.config.ycond and labels is None:
+      labels = (tf.random.uniform([n], 0, self.config.n_classes, tf.int32) if seed is None
+                else tf.random.stateless_uniform([n], seed, 0, self.config.n_classes, tf.int32))
+    return self.decode(self.sample_latents(n, temperature, seed), labels)
+
+  def encode(self, images, labels=None):
+    """uint8 images -> per-level latents (the original's `eps` list).
+
+    Deterministic: each value sits at the middle of its quantisation bin.
+
+    Returns:
+      A list of float32 `[B, h, w, c]`, one per split, then the top latent.
+    """
+    x = self.preprocess(images, noise=0.5)
+    return self.glow.encode(x, self._labels(labels, tf.shape(x)[0]))[0]
+
+  def decode(self, latents, labels=None):
+    """Per-level latents (as from `encode`) -> uint8 images `[B, H, W, C]`."""
+    labels = self._labels(labels, tf.shape(latents[0])[0])
+    return self.postprocess(self.glow.decode(latents, labels))
+
+  def decode_float(self, latents, labels=None):
+    """Like `decode`, but returns the continuous images in `[-0.5, 0.5)`."""
+    return self.glow.decode(latents, self._labels(labels, tf.shape(latents[0])[0]))
+
+  def num_parameters(self):
+    """The number of trainable scalars."""
+    return int(sum(np.prod(v.shape) for v in self.trainable_variables))

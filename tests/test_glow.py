@@ -1,0 +1,293 @@
+"""Tests of the multi-scale Glow bijector and GlowModel."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import glow_tf
+from glow_tf.glow import Glow, level_shapes
+from tests import bijector_test_util as util
+
+tfd = tfp.distributions
+tfb = tfp.bijectors
+F64 = tf.float64
+
+
+def uint8_images(shape, seed=0):
+  return np.random.RandomState(seed).randint(0, 256, shape).astype(np.uint8)
+
+
+def perturbed_model(seed=0, scale=0.05, **kwargs):
+  model = glow_tf.GlowModel(**kwargs)
+  labels = np.arange(16) % kwargs["n_classes"] if kwargs.get("ycond") else None
+  model.initialize(uint8_images([16] + list(model.image_shape), seed=seed + 100), labels,
+                   seed=[seed, 0])
+  util.perturb(model, scale, seed)
+  return model
+
+
+# ---- Exact likelihood ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image_shape, kwargs", [
+    ([4, 4, 2], dict(flow_coupling="affine", learntop=True, n_classes=3)),
+    ([8, 8, 1], dict(flow_coupling="additive", flow_permutation="shuffle")),
+    ([4, 4, 2], dict(flow_coupling="affine", lu_decomposed=True)),
+])
+def test_log_prob_is_the_change_of_variables_density(image_shape, kwargs):
+  glow = Glow(image_shape, n_levels=2, depth=2, width=6, dtype=F64, **kwargs)
+  x = tf.constant(np.random.RandomState(1).uniform(-.5, .5, [2] + image_shape))
+  glow.initialize(x, labels=tf.constant([0, 2])) if kwargs.get("n_classes") else glow.initialize(x)
+  util.perturb(glow, 0.03)
+  labels = tf.constant([0, 2])
+  bkw = {"labels": labels} if kwargs.get("n_classes") else {}
+  dist = tfd.TransformedDistribution(
+      tfd.Sample(tfd.Normal(tf.constant(0., F64), 1.), glow.latent_size), glow)
+  log_prob = dist.log_prob(x, bijector_kwargs=bkw).numpy()
+
+  # Brute force: eps = inverse(x), log N(eps) + log|det d eps / dx|.
+  expected = []
+  for i in range(2):
+    kw = {k: v[i:i + 1] for k, v in bkw.items()}
+    eps = glow.inverse(util.fresh(x[i:i + 1]), **kw).numpy()[0]
+    ldj = util.brute_force_log_det(lambda t: glow.inverse(t, **kw), x[i:i + 1])[0]
+    expected.append(-0.5 * np.sum(eps ** 2) - 0.5 * eps.size * np.log(2 * np.pi) + ldj)
+  np.testing.assert_allclose(log_prob, expected, atol=1e-8, rtol=0)
+  assert np.ptp(np.array(expected)) > 1e-3  # two different, non-trivial values
+
+  # And the forward log-det, from the Jacobian of the generative map.
+  eps = util.fresh(glow.inverse(x, **bkw))
+  fldj = glow.forward_log_det_jacobian(eps, event_ndims=1, **bkw)
+  np.testing.assert_allclose(fldj, -glow.inverse_log_det_jacobian(util.fresh(x), 3, **bkw),
+                             atol=1e-10)
+  np.testing.assert_allclose(glow.forward(eps, **bkw), x, atol=1e-10)
+
+
+def test_model_log_prob_and_losses_agree_with_the_original_objective():
+  model = perturbed_model(image_shape=(8, 8, 3), n_levels=2, depth=2, width=8,
+                          flow_coupling=1, n_bits_x=5, learntop=True)
+  images = uint8_images([3, 8, 8, 3], seed=2)
+  noise = np.random.RandomState(3).uniform(size=images.shape).astype(np.float32)
+  x = (np.floor(images / 8.) + noise) / 32. - .5  # the original's preprocessing
+  np.testing.assert_allclose(model.preprocess(images, noise), x, atol=1e-7)
+  continuous = model.distribution.log_prob(x).numpy()
+  discrete = continuous - 8 * 8 * 3 * np.log(32.)
+  np.testing.assert_allclose(model.log_prob(images, noise=noise), discrete, rtol=1e-6)
+  bpd = -discrete / (8 * 8 * 3 * np.log(2.))
+  np.testing.assert_allclose(model.bits_per_dim(images, noise=noise), bpd, rtol=1e-6)
+  np.testing.assert_allclose(model.losses(images, noise=noise)["bits_x"], bpd, rtol=1e-5)
+
+
+# ---- One pass -------------------------------------------------------------------
+
+
+def _count_ops(fn, spec, op_type):
+  graph = tf.function(fn).get_concrete_function(spec).graph
+  return sum(op.type == op_type for op in graph.get_operations())
+
+
+def test_log_prob_evaluates_each_coupling_network_once():
+  n_levels, depth = 2, 4
+  model = glow_tf.GlowModel(image_shape=(16, 16, 3), n_levels=n_levels, depth=depth,
+                            width=8, flow_coupling=1)
+  spec = tf.TensorSpec([None, 16, 16, 3], tf.float32)
+  # Each coupling network has two 3x3 convolutions (its 1x1 layer is a matmul)
+  # and each split prior one: a single pass holds exactly this many.
+  one_pass = n_levels * depth * 2 + (n_levels - 1)
+  assert _count_ops(model.distribution.log_prob, spec, "Conv2D") == one_pass
+  assert _count_ops(model.glow.inverse, spec, "Conv2D") == one_pass
+  uint8_spec = tf.TensorSpec([None, 16, 16, 3], tf.uint8)
+  assert _count_ops(model.log_prob, uint8_spec, "Conv2D") == one_pass
+  assert _count_ops(lambda x: model.losses(x)["loss"], uint8_spec, "Conv2D") == one_pass
+  # tfp.bijectors.Glow evaluates its networks twice in log_prob.
+  peer = tfb.Glow(output_shape=(16, 16, 3), num_glow_blocks=n_levels,
+                  num_steps_per_block=depth,
+                  coupling_bijector_fn=tfb.GlowDefaultNetwork,
+                  exit_bijector_fn=tfb.GlowDefaultExitNetwork)
+  peer_dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), 16 * 16 * 3), peer)
+  peer_spec = tf.TensorSpec([2, 16, 16, 3], tf.float32)
+  assert _count_ops(peer_dist.log_prob, peer_spec, "Conv2D") >= 2 * one_pass
+
+
+# ---- Encode / decode / shapes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_bits_x", [8, 5])
+def test_decode_inverts_encode_exactly(n_bits_x):
+  model = perturbed_model(image_shape=(8, 8, 3), n_levels=3, depth=2, width=8,
+                          flow_coupling=1, n_bits_x=n_bits_x)
+  images = uint8_images([4, 8, 8, 3], seed=5)
+  latents = model.encode(images)
+  expected = (np.floor(images / 2 ** (8 - n_bits_x)) * 2 ** (8 - n_bits_x)).astype(np.uint8)
+  np.testing.assert_array_equal(model.decode(latents).numpy(), expected)
+  assert [z.shape.as_list()[1:] for z in latents] == model.glow.latent_shapes
+
+
+@pytest.mark.parametrize("n_levels", [1, 2, 3, 4])
+def test_latent_shapes_for_every_level_count(n_levels):
+  model = glow_tf.GlowModel(image_shape=(16, 16, 3), n_levels=n_levels, depth=1, width=4)
+  latents = model.encode(uint8_images([2, 16, 16, 3]))
+  shapes = [z.shape.as_list() for z in latents]
+  expected = []
+  h, c = 16, 3
+  for level in range(n_levels):
+    h, c = h // 2, c * 4
+    if level < n_levels - 1:
+      expected.append([2, h, h, c // 2])
+      c //= 2
+  expected.append([2, h, h, c])
+  assert shapes == expected
+  assert sum(np.prod(s[1:]) for s in shapes) == 16 * 16 * 3
+
+
+# ---- Sampling --------------------------------------------------------------------
+
+
+def test_sampling_temperature():
+  model = perturbed_model(image_shape=(8, 8, 1), n_levels=2, depth=2, width=8,
+                          flow_coupling=1, learntop=True)
+  zero = [tf.zeros([3] + s) for s in model.glow.latent_shapes]
+  means = model.decode(zero).numpy()
+  np.testing.assert_array_equal(model.sample(3, temperature=0., seed=[1, 2]), means)
+  np.testing.assert_array_equal(model.sample(3, temperature=0., seed=[7, 7]), means)
+  # Temperature scales the noise at every level.
+  eps1 = model.sample_latents(3, 1.0, seed=[4, 2])
+  eps07 = model.sample_latents(3, 0.7, seed=[4, 2])
+  for a, b in zip(eps1, eps07):
+    np.testing.assert_allclose(b, 0.7 * a.numpy(), rtol=1e-6)
+  np.testing.assert_array_equal(model.sample(3, 0.7, seed=[4, 2]), model.decode(eps07))
+  np.testing.assert_array_equal(model.sample(3, 0.7, seed=[4, 2]), model.sample(3, 0.7, seed=[4, 2]))
+  assert not np.array_equal(model.sample(3, 0.7, seed=[4, 2]), model.sample(3, 0.7, seed=[5, 2]))
+  assert model.sample(3, 1.0).dtype == tf.uint8
+  with pytest.raises(ValueError, match="temperature"):
+    model.sample(1, -0.5)
+
+
+def test_labels_change_samples_of_a_conditional_model():
+  model = perturbed_model(image_shape=(8, 8, 1), n_levels=2, depth=1, width=8,
+                          ycond=True, n_classes=4)
+  util.perturb(model.glow.top_prior.embedding, 0.2, seed=5)  # labels matter
+  a = model.sample(2, 0.5, labels=[0, 0], seed=[1, 1]).numpy()
+  b = model.sample(2, 0.5, labels=[3, 3], seed=[1, 1]).numpy()
+  assert np.mean(a != b) > 0.1
+  images = uint8_images([2, 8, 8, 1])
+  assert not np.allclose(model.log_prob(images, [0, 0], noise=0.5),
+                         model.log_prob(images, [3, 3], noise=0.5))
+  with pytest.raises(ValueError, match="labels"):
+    model.log_prob(images)
+  losses = model.losses(images, [1, 2], noise=0.5)
+  assert set(losses) == {"loss", "bits_x", "bits_y", "classification_error"}
+  assert model.predict_labels(images).shape == [2, 4]
+
+
+def test_class_conditioning_through_tfp_kwargs():
+  glow = Glow([8, 8, 1], n_levels=2, depth=1, width=4, n_classes=3)
+  util.perturb(glow, 0.05)
+  dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), glow.latent_size), glow)
+  x = dist.sample(4, seed=1, bijector_kwargs={"labels": tf.constant([0, 1, 2, 0])})
+  assert x.shape == [4, 8, 8, 1]
+  lp = dist.log_prob(x, bijector_kwargs={"labels": tf.constant([0, 1, 2, 0])})
+  assert np.all(np.isfinite(lp))
+  other = dist.log_prob(x, bijector_kwargs={"labels": tf.constant([1, 2, 0, 1])})
+  assert np.all(np.abs(lp - other) > 1e-4)
+
+
+# ---- bits/dim of an untrained model ----------------------------------------------------
+
+
+def test_untrained_bits_per_dim_is_the_analytic_value():
+  # Fresh model: actnorms are identities, 1x1 convs orthogonal, additive
+  # couplings and zero priors are identities: -log p is a Gaussian of x.
+  model = glow_tf.GlowModel(image_shape=(16, 16, 3), n_levels=2, depth=2, width=8,
+                            flow_coupling=0)
+  images = uint8_images([8, 16, 16, 3], seed=9)
+  noise = np.random.RandomState(10).uniform(size=images.shape).astype(np.float32)
+  x = (images + noise) / 256. - .5
+  d = 16 * 16 * 3
+  analytic = (0.5 * np.sum(x.reshape(8, -1) ** 2, 1) / d + 0.5 * np.log(2 * np.pi)
+              + np.log(256.)) / np.log(2.)
+  np.testing.assert_allclose(model.bits_per_dim(images, noise=noise), analytic, rtol=1e-5)
+  # Uniform noise images: E|x|^2 = D/12, so about 9.386 bits/dim.
+  expected_mean = (1 / 24 + 0.5 * np.log(2 * np.pi) + np.log(256.)) / np.log(2.)
+  assert abs(np.mean(model.bits_per_dim(images)) - expected_mean) < 0.02
+
+
+def test_constant_images_have_finite_bits_per_dim():
+  const = np.full([4, 8, 8, 3], 128, np.uint8)
+  model = glow_tf.GlowModel(image_shape=(8, 8, 3), n_levels=2, depth=2, width=8,
+                            flow_coupling=1)
+  assert np.all(np.isfinite(model.bits_per_dim(const)))
+  model.initialize(uint8_images([8, 8, 8, 3]))
+  assert np.all(np.isfinite(model.bits_per_dim(const)))
+  model.initialize(const)  # degenerate init batch: zero variance
+  assert np.all(np.isfinite(model.bits_per_dim(const)))
+
+
+# ---- Memory-free gradients ---------------------------------------------------------------
+
+
+def test_recomputed_gradients_equal_ordinary_backprop():
+  images = uint8_images([4, 8, 8, 3], seed=11)
+  grads = []
+  for recompute in (False, True):
+    model = perturbed_model(image_shape=(8, 8, 3), n_levels=2, depth=3, width=8,
+                            flow_coupling=1, learntop=True, recompute_gradients=recompute)
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(model.losses(images, noise=0.5)["loss"])
+    grads.append([g.numpy() for g in tape.gradient(loss, model.trainable_variables)])
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+  assert sum(np.abs(g).sum() for g in grads[0]) > 1e-3
+
+
+# ---- Parameters and checkpoints ------------------------------------------------------------
+
+
+def test_model_parameters_are_tracked_and_checkpointed(tmp_path):
+  model = perturbed_model(image_shape=(8, 8, 1), n_levels=2, depth=2, width=8,
+                          flow_coupling=1, learntop=True, ycond=True, n_classes=3)
+  # Every tf.Variable reachable in the module tree is trainable and listed once.
+  found = {id(v) for v in model._flatten(predicate=lambda v: isinstance(v, tf.Variable))}
+  assert found == {id(v) for v in model.trainable_variables}
+  images, labels = uint8_images([2, 8, 8, 1]), [0, 2]
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(model.losses(images, labels, noise=0.5)["loss"])
+  grads = tape.gradient(loss, model.trainable_variables)
+  assert all(g is not None for g in grads)
+  before = model.bits_per_dim(images, labels, noise=0.5).numpy()
+  path = tf.train.Checkpoint(model=model).save(os.path.join(tmp_path, "ckpt"))
+  fresh = glow_tf.GlowModel(model.config)
+  tf.train.Checkpoint(model=fresh).restore(path).assert_consumed()
+  np.testing.assert_array_equal(fresh.bits_per_dim(images, labels, noise=0.5), before)
+
+
+# ---- Bad configurations --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(image_shape=(30, 30, 3), n_levels=2), "not divisible by 2\\^n_levels = 4"),
+    (dict(image_shape=(8, 8, 3), n_levels=4), "use n_levels <= 3"),
+    (dict(image_shape=(32, 32, 3), depth=0), "depth"),
+    (dict(image_shape=(32, 32, 3), width=-4), "width"),
+    (dict(image_shape=(32, 32, 3), flow_permutation="rotate"), "flow_permutation"),
+    (dict(image_shape=(32, 32, 3), flow_coupling=7), "flow_coupling"),
+    (dict(image_shape=(32, 32, 3), n_bits_x=9), "n_bits_x"),
+    (dict(image_shape=(32, 32, 3), ycond=True), "n_classes"),
+    (dict(image_shape=(32, 32), n_levels=1), "image_shape"),
+])
+def test_bad_configurations_fail_at_construction(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    glow_tf.GlowModel(**kwargs)
+
+
+def test_bad_inputs_to_the_model():
+  model = glow_tf.GlowModel(image_shape=(8, 8, 1), n_levels=2, depth=1, width=4)
+  with pytest.raises(ValueError, match="expects"):
+    model.log_prob(uint8_images([2, 8, 8, 3]))
+  with pytest.raises(ValueError, match="odd|even"):
+    glow_tf.bijectors.AffineCoupling(5, 8)
+  assert level_shapes([8, 8, 1], 3) == [[4, 4, 2], [2, 2, 4], [1, 1, 16]]
