@@ -1,0 +1,85 @@
+"""The optimisers follow the original's update equations exactly; Polyak averages; warmup."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glow_tf import optim
+
+
+def reference(kind, grads, w0, lr_fn, beta1, beta2, eps=1e-8):
+  """The original's optim.py in numpy."""
+  w, m, u, avg = w0.copy(), np.zeros_like(w0), np.zeros_like(w0), w0.copy()
+  for t, g in enumerate(grads, start=1):
+    alpha = lr_fn(t) * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+    m = beta1 * m + (1 - beta1) * g
+    if kind == "adamax":
+      u = np.maximum(beta2 * u, np.abs(g))
+      w = w - alpha * m / (u + eps)
+    else:
+      u = beta2 * u + (1 - beta2) * g * g
+      w = w - alpha * m / (np.sqrt(u) + eps)
+    avg = beta2 * avg + (1 - beta2) * w
+  return w, avg
+
+
+@pytest.mark.parametrize("kind", ["adamax", "adam"])
+@pytest.mark.parametrize("use_function", [False, True])
+def test_updates_match_the_original(kind, use_function):
+  rng = np.random.RandomState(0)
+  w0 = rng.randn(3, 4)
+  grads = [rng.randn(3, 4) for _ in range(7)]
+  opt = optim.make_optimizer(kind, lr=0.01, beta1=0.9, steps_per_epoch=5, epochs_warmup=1,
+                             polyak_epochs=2)
+  beta2 = 1 - 1 / 10.
+  assert opt.beta2 == pytest.approx(beta2)
+  var = tf.Variable(w0.astype(np.float32))  # the fused kernels run in the variable's dtype
+  opt.build([var])
+  apply = lambda g: opt.apply_gradients([(g, var)])
+  if use_function:
+    apply = tf.function(apply)
+  for g in grads:
+    apply(tf.constant(g, tf.float32))
+  w, avg = reference(kind, grads, w0, lambda t: 0.01 * min(1., t / 5.), 0.9, beta2)
+  np.testing.assert_allclose(var.numpy(), w, rtol=2e-6, atol=1e-6)
+  np.testing.assert_allclose(opt.polyak_variables([var])[0].numpy(), avg, rtol=2e-6, atol=1e-6)
+  assert np.abs(w - w0).max() > 0.01  # the test moves the weights measurably
+  assert int(opt.iterations.numpy()) == 7
+  opt.swap_polyak([var])
+  np.testing.assert_allclose(var.numpy(), avg, rtol=2e-6, atol=1e-6)
+  opt.swap_polyak([var])
+  np.testing.assert_allclose(var.numpy(), w, rtol=2e-6, atol=1e-6)
+
+
+def test_bad_kind():
+  with pytest.raises(ValueError, match="adamax"):
+    optim.GlowOptimizer("sgd")
+
+
+def test_identical_under_two_replicas(two_replicas):
+  w0 = np.arange(6, dtype=np.float32).reshape(2, 3)
+  with two_replicas.scope():
+    var = tf.Variable(w0)
+    opt = optim.GlowOptimizer("adamax", 0.1, beta2=0.99)
+    opt.build([var])
+
+  @tf.function
+  def step():
+    def replica_fn():
+      ctx = tf.distribute.get_replica_context()
+      g = tf.ones_like(var) * tf.cast(ctx.replica_id_in_sync_group + 1, tf.float32)
+      g = ctx.all_reduce(tf.distribute.ReduceOp.SUM, g)
+      opt.apply_gradients([(g, var)])
+    two_replicas.run(replica_fn)
+
+  step()
+  step()
+  values = [v.numpy() for v in two_replicas.experimental_local_results(var)]
+  np.testing.assert_array_equal(values[0], values[1])
+  single = tf.Variable(w0)
+  ref = optim.GlowOptimizer("adamax", 0.1, beta2=0.99)
+  ref.build([single])
+  for _ in range(2):
+    ref.apply_gradients([(tf.fill([2, 3], 3.), single)])
+  np.testing.assert_allclose(values[0], single.numpy(), rtol=1e-6)
+  assert int(opt.iterations.numpy()) == 2
