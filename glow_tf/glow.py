@@ -118,7 +118,7 @@ class TopPrior(tf.Module):
     c = self._shape[-1]
     with self.name_scope:
       if learntop:
-        self.conv = nn.ZeroConv2D(2 * c, 2 * c, dtype=dtype)
+        self.conv = nn.ZeroConv2D(0, 2 * c, dtype=dtype)  # applied to zeros only
       if n_classes:
         self.embedding = nn.LinearZeros(n_classes, 2 * c, dtype=dtype, name="y_emb")
 

@@ -57,30 +57,37 @@ def _hw(x):
 class EdgeConv2D(tf.Module):
   """Stride-1 "SAME" convolution with the original's edge-bias channel.
 
-  `y = conv(x, kernel[:, :, :C]) + edge(kernel[:, :, C])`; 1x1 kernels have
-  no padding and no edge channel. The kernel is `[kh, kw, C (+1), out]` as in
-  the original, initialised N(0, 0.05^2). It is followed by an actnorm
-  (data-dependent init, as the original's `conv2d(..., do_actnorm=True)`).
+  `y = conv(x, kernel) + edge(edge_kernel)`, where `kernel` `[kh, kw, C, out]`
+  and `edge_kernel` `[kh, kw, out]` together are the original's
+  `[kh, kw, C + 1, out]` kernel, initialised N(0, 0.05^2). 1x1 layers have no
+  padding and no edge channel, and their kernel is a `[C, out]` matrix. It is
+  followed by an actnorm (data-dependent init, as the original's
+  `conv2d(..., do_actnorm=True)`).
   """
 
   def __init__(self, in_channels, out_channels, kernel_size=3, seed=None,
                dtype=tf.float32, name="conv"):
     super().__init__(name=name)
-    self._in = in_channels
     self._edge = kernel_size > 1
-    shape = [kernel_size, kernel_size, in_channels + int(self._edge), out_channels]
+    k = kernel_size
     with self.name_scope:
-      init = np.random.RandomState(seed).normal(0., 0.05, shape)
-      self.kernel = tf.Variable(init.astype(dtype.as_numpy_dtype), name="kernel")
+      init = np.random.RandomState(seed).normal(
+          0., 0.05, [k, k, in_channels + int(self._edge), out_channels])
+      init = init.astype(dtype.as_numpy_dtype)
+      if self._edge:
+        self.kernel = tf.Variable(init[:, :, :in_channels], name="kernel")
+        self.edge_kernel = tf.Variable(init[:, :, in_channels], name="edge_kernel")
+      else:
+        self.kernel = tf.Variable(init[0, 0], name="kernel")
       self.actnorm = actnorm_lib.ActNorm(out_channels, dtype=dtype, name="actnorm")
 
   def _conv(self, x):
     """x: `[B, H, W, C]` -> `[B, H, W, out]` (before actnorm)."""
     if not self._edge:
-      return tf.einsum("bhwc,co->bhwo", x, self.kernel[0, 0])
-    y = tf.nn.conv2d(x, self.kernel[:, :, :self._in], 1, "SAME")
+      return tf.einsum("bhwc,co->bhwo", x, self.kernel)
+    y = tf.nn.conv2d(x, self.kernel, 1, "SAME")
     h, w = _hw(x)
-    return y + edge_term(self.kernel[:, :, self._in], h, w)
+    return y + edge_term(self.edge_kernel, h, w)
 
   def __call__(self, x):
     return self.actnorm._inverse_and_log_det_4d(self._conv(x))[0]
@@ -94,16 +101,20 @@ class ZeroConv2D(tf.Module):
   """The original's `conv2d_zeros`: a zero-initialised 3x3 edge-bias convolution.
 
   `y = (conv(x) + bias) * exp(3 * log_scale)`, all variables starting at zero
-  so the layer outputs zeros at initialisation.
+  so the layer outputs zeros at initialisation. With `in_channels=0` it only
+  ever sees zeros (the original's learned top prior, `conv2d_zeros` of a
+  zero tensor): then only the edge term, bias and scale exist (`on_zeros`).
   """
 
   def __init__(self, in_channels, out_channels, kernel_size=3, dtype=tf.float32,
                name="zero_conv"):
     super().__init__(name=name)
-    self._in = in_channels
-    shape = [kernel_size, kernel_size, in_channels + 1, out_channels]
+    k = kernel_size
     with self.name_scope:
-      self.kernel = tf.Variable(tf.zeros(shape, dtype), name="kernel")
+      if in_channels:
+        self.kernel = tf.Variable(tf.zeros([k, k, in_channels, out_channels], dtype),
+                                  name="kernel")
+      self.edge_kernel = tf.Variable(tf.zeros([k, k, out_channels], dtype), name="edge_kernel")
       self.bias = tf.Variable(tf.zeros([out_channels], dtype), name="bias")
       self.log_scale = tf.Variable(tf.zeros([out_channels], dtype), name="log_scale")
 
@@ -112,13 +123,13 @@ class ZeroConv2D(tf.Module):
 
   def __call__(self, x):
     """x: `[B, H, W, C]` -> `[B, H, W, out]`."""
-    y = tf.nn.conv2d(x, self.kernel[:, :, :self._in], 1, "SAME")
+    y = tf.nn.conv2d(x, self.kernel, 1, "SAME")
     h, w = _hw(x)
-    return self._post(y + edge_term(self.kernel[:, :, self._in], h, w))
+    return self._post(y + edge_term(self.edge_kernel, h, w))
 
   def on_zeros(self, height, width):
     """The output for an all-zero input, `[H, W, out]` (no convolution needed)."""
-    return self._post(edge_term(self.kernel[:, :, self._in], height, width))
+    return self._post(edge_term(self.edge_kernel, height, width))
 
 
 class CouplingNetwork(tf.Module):

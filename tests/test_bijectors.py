@@ -136,7 +136,8 @@ def test_in_transformed_distribution_chain_and_invert(name):
 
 # Expected trainable variables per bijector (the parameterisation, not a count to match).
 def _coupling_vars(prefix):
-  return {f"{prefix}nn.conv1.kernel", f"{prefix}nn.conv1.actnorm.shift",
+  return {f"{prefix}nn.conv1.kernel", f"{prefix}nn.conv1.edge_kernel",
+          f"{prefix}nn.conv_out.edge_kernel", f"{prefix}nn.conv1.actnorm.shift",
           f"{prefix}nn.conv1.actnorm.log_scale", f"{prefix}nn.conv2.kernel",
           f"{prefix}nn.conv2.actnorm.shift", f"{prefix}nn.conv2.actnorm.log_scale",
           f"{prefix}nn.conv_out.kernel", f"{prefix}nn.conv_out.bias",

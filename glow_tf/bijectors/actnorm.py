@@ -110,14 +110,12 @@ class ActNorm(base.GlowBijector):
   def _forward_and_log_det_4d(self, z):
     s = self._scale_log()
     x = z * tf.exp(-s) - self.shift
-    fldj = -base.num_pixels(z) * tf.reduce_sum(s)
-    return x, tf.fill(tf.shape(z)[:1], fldj)
+    return x, -base.num_pixels(z) * tf.reduce_sum(s)
 
   def _inverse_and_log_det_4d(self, x):
     s = self._scale_log()
     z = (x + self.shift) * tf.exp(s)
-    ildj = base.num_pixels(x) * tf.reduce_sum(s)
-    return z, tf.fill(tf.shape(x)[:1], ildj)
+    return z, base.num_pixels(x) * tf.reduce_sum(s)
 
   def _initialize_4d(self, x):
     mean, var = global_moments(x, [0, 1, 2])

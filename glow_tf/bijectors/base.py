@@ -78,6 +78,9 @@ class GlowBijector(tfb.Bijector):
 
   # ---- Subclass interface ----------------------------------------------------
 
+  # The log-dets they return may be scalars when they do not depend on the
+  # batch member (actnorm, 1x1 conv); the public methods broadcast them.
+
   def _forward_and_log_det_4d(self, x, **kwargs):
     raise NotImplementedError
 
@@ -185,7 +188,7 @@ class GlowBijector(tfb.Bijector):
     y4, fldj = self._forward_and_log_det_4d(
         x4, **self._fold_kwargs(kwargs, batch_shape))
     y = unfold_batch(y4, batch_shape, len(self._expected_inverse_event()))
-    return y, tf.reshape(fldj, batch_shape)
+    return y, tf.reshape(tf.broadcast_to(fldj, tf.shape(x4)[:1]), batch_shape)
 
   def _inverse_and_log_det(self, y, **kwargs):
     event = self._expected_inverse_event()
@@ -194,7 +197,7 @@ class GlowBijector(tfb.Bijector):
     x4, ildj = self._inverse_and_log_det_4d(
         y4, **self._fold_kwargs(kwargs, batch_shape))
     x = unfold_batch(x4, batch_shape, len(self._expected_forward_event()))
-    return x, tf.reshape(ildj, batch_shape)
+    return x, tf.reshape(tf.broadcast_to(ildj, tf.shape(y4)[:1]), batch_shape)
 
   def _augmented_forward(self, x, **kwargs):
     y, fldj = self._forward_and_log_det(x, **kwargs)
@@ -218,7 +221,10 @@ class GlowBijector(tfb.Bijector):
 
 
 def num_pixels(t):
-  """H * W of a rank-4 tensor `[B, H, W, C]`, as `t`'s dtype."""
+  """H * W of a rank-4 tensor `[B, H, W, C]` (a Python float when static)."""
+  h, w = t.shape[1], t.shape[2]
+  if h is not None and w is not None:
+    return float(h * w)
   shape = tf.shape(t)
   return tf.cast(shape[1] * shape[2], t.dtype)
 

@@ -122,8 +122,7 @@ class AffineCoupling(base.GlowBijector):
     return tf.concat([x_a, c], -1)
 
   def _split(self, t):
-    half = self._num_channels // 2
-    return t[..., :half], t[..., half:]
+    return tf.split(t, 2, axis=-1)
 
   def _shift_and_log_scale(self, h):
     """NN output -> (shift, log s); log s is None for additive coupling."""
@@ -136,7 +135,7 @@ class AffineCoupling(base.GlowBijector):
     x_a, x_b = self._split(x)
     shift, log_s = self._shift_and_log_scale(h)
     if log_s is None:
-      return tf.concat([x_a, x_b + shift], -1), tf.zeros(tf.shape(x)[:1], x.dtype)
+      return tf.concat([x_a, x_b + shift], -1), tf.zeros([], x.dtype)
     z_b = (x_b + shift) * tf.exp(log_s)
     return tf.concat([x_a, z_b], -1), tf.reduce_sum(log_s, [1, 2, 3])
 
@@ -149,7 +148,7 @@ class AffineCoupling(base.GlowBijector):
     shift, log_s = self._shift_and_log_scale(
         self.nn(self._nn_input(z_a, conditioning)))
     if log_s is None:
-      return tf.concat([z_a, z_b - shift], -1), tf.zeros(tf.shape(z)[:1], z.dtype)
+      return tf.concat([z_a, z_b - shift], -1), tf.zeros([], z.dtype)
     x_b = z_b * tf.exp(-log_s) - shift
     return tf.concat([z_a, x_b], -1), -tf.reduce_sum(log_s, [1, 2, 3])
 

@@ -146,10 +146,8 @@ class InvertibleConv1x1(base.GlowBijector):
   # A row vector x (the channels at one pixel) maps to z = x W^T.
   def _forward_and_log_det_4d(self, z):
     x = _matmul_channels(z, tf.transpose(self.inverse_weight()))
-    fldj = -base.num_pixels(z) * self.log_abs_det_weight()
-    return x, tf.fill(tf.shape(z)[:1], fldj)
+    return x, -base.num_pixels(z) * self.log_abs_det_weight()
 
   def _inverse_and_log_det_4d(self, x):
     z = _matmul_channels(x, tf.transpose(self.weight()))
-    ildj = base.num_pixels(x) * self.log_abs_det_weight()
-    return z, tf.fill(tf.shape(x)[:1], ildj)
+    return z, base.num_pixels(x) * self.log_abs_det_weight()

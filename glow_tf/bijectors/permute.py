@@ -41,11 +41,11 @@ class _ChannelPermutation(base.GlowBijector):
 
   def _forward_and_log_det_4d(self, z):
     return (tf.gather(z, self._inv_perm, axis=-1),
-            tf.zeros(tf.shape(z)[:1], z.dtype))
+            tf.zeros([], z.dtype))
 
   def _inverse_and_log_det_4d(self, x):
     return (tf.gather(x, self._perm, axis=-1),
-            tf.zeros(tf.shape(x)[:1], x.dtype))
+            tf.zeros([], x.dtype))
 
 
 class Reverse(_ChannelPermutation):
@@ -63,10 +63,10 @@ class Reverse(_ChannelPermutation):
                      dtype, validate_args, parameters, name)
 
   def _forward_and_log_det_4d(self, z):
-    return tf.reverse(z, [-1]), tf.zeros(tf.shape(z)[:1], z.dtype)
+    return tf.reverse(z, [-1]), tf.zeros([], z.dtype)
 
   def _inverse_and_log_det_4d(self, x):
-    return tf.reverse(x, [-1]), tf.zeros(tf.shape(x)[:1], x.dtype)
+    return tf.reverse(x, [-1]), tf.zeros([], x.dtype)
 
 
 class Shuffle(_ChannelPermutation):

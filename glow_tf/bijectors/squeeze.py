@@ -92,10 +92,10 @@ class Squeeze(base.GlowBijector):
       self._check_divisible([c], "channel count", f * f)
 
   def _forward_and_log_det_4d(self, z):
-    return unsqueeze(z, self._factor), tf.zeros(tf.shape(z)[:1], z.dtype)
+    return unsqueeze(z, self._factor), tf.zeros([], z.dtype)
 
   def _inverse_and_log_det_4d(self, x):
-    return squeeze(x, self._factor), tf.zeros(tf.shape(x)[:1], x.dtype)
+    return squeeze(x, self._factor), tf.zeros([], x.dtype)
 
   def _forward_event_shape(self, input_shape):
     h, w, c = tf.TensorShape(input_shape)[-3:].as_list()
