@@ -1,0 +1,1 @@
+"""absl flag definitions of train.py and sample.py (import as `from flags import glow_flags`)."""

@@ -1,0 +1,37 @@
+"""Train Glow: `python train.py --dataset=fashion_mnist --n_levels=2 --depth=8 --width=128`.
+
+Flags follow the original openai/glow train.py (`--problem` is `--dataset`);
+see `python train.py --help` and the README. Training resumes from the latest
+checkpoint in --logdir.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags as absl_flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+from flags import glow_flags  # noqa: E402
+
+FLAGS = absl_flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  from glow_tf import train_lib  # after flag parsing: --help stays fast
+  try:
+    config = glow_flags.config_from_flags(FLAGS)
+    train_lib.train_and_evaluate(config)
+  except (ValueError, FileNotFoundError, train_lib.TrainingError) as e:
+    print(f"train.py: error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  glow_flags.define_flags()
+  app.run(main)
