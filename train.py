@@ -12,7 +12,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
-from absl import logging  # noqa: E402
 
 from flags import glow_flags  # noqa: E402
 
@@ -22,7 +21,6 @@ FLAGS = absl_flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
   from glow_tf import train_lib  # after flag parsing: --help stays fast
   try:
     config = glow_flags.config_from_flags(FLAGS)
@@ -33,5 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  glow_flags.define_flags()
-  app.run(main)
+  glow_flags.run_app(main, glow_flags.define_flags, glow_flags)

@@ -5,13 +5,37 @@
 `glow_tf.train_lib.GlowConfig`; the library never reads flags.
 """
 
+import sys
+
+from absl import app
 from absl import flags
+from absl import logging
 
 from glow_tf import config as config_lib
 from glow_tf import data as data_lib
 from glow_tf import train_lib
 
-__all__ = ["define_flags", "config_from_flags"]
+__all__ = ["define_flags", "config_from_flags", "run_app"]
+
+
+def run_app(main, define, flag_module):
+  """Defines the flags, answers --help (exit 0) and runs `main` under absl.
+
+  Args:
+    main: the entry point's `main(argv)`.
+    define: the function defining the flags.
+    flag_module: the module defining them (its flags are listed by --help).
+  """
+  define()
+  help_flags = ("--help", "-h", "--helpshort", "-?", "--helpfull")
+  if any(a in help_flags for a in sys.argv[1:]):
+    flags.FLAGS.mark_as_parsed()
+    print((sys.modules["__main__"].__doc__ or "").strip() + "\n")
+    print(flags.FLAGS.module_help(flag_module) if "--helpfull" not in sys.argv
+          else flags.FLAGS.get_help())
+    sys.exit(0)
+  logging.set_verbosity(logging.WARNING)
+  app.run(main)
 
 
 def define_flags(flag_values=flags.FLAGS):

@@ -75,6 +75,7 @@ class GlowOptimizer(tf.Module):
                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.m, self.u, self.polyak = [], [], []
     self._index = {}
+    self._strategy = tf.distribute.get_strategy()  # slots are created in the same scope
 
   @property
   def learning_rate(self):
@@ -87,11 +88,11 @@ class GlowOptimizer(tf.Module):
       if len(self._index) != len(variables):
         raise ValueError("GlowOptimizer was built for other variables.")
       return
-    strategy = tf.distribute.get_strategy()
+    strategy = self._strategy
     for i, var in enumerate(variables):
       self._index[var.ref()] = i
       name = var.name.split(":")[0]
-      with strategy.extended.colocate_vars_with(var):
+      with strategy.scope(), strategy.extended.colocate_vars_with(var):
         self.m.append(tf.Variable(tf.zeros_like(var), trainable=False, name=f"{name}/m"))
         self.u.append(tf.Variable(tf.zeros_like(var), trainable=False, name=f"{name}/u"))
         self.polyak.append(tf.Variable(tf.identity(var), trainable=False,
@@ -120,6 +121,8 @@ class GlowOptimizer(tf.Module):
     kind, beta1, beta2, eps = self.kind, self.beta1, self.beta2, self.epsilon
 
     def update(var, grad, m, u, avg):
+      # `var` is this device's copy; take the slots' copies on the same device.
+      m, u, avg = (_on_device_of(slot, var) for slot in (m, u, avg))
       dtype = var.dtype
       c = lambda x: tf.cast(x, dtype)
       if kind == "adamax":
@@ -150,6 +153,16 @@ class GlowOptimizer(tf.Module):
       tmp = tf.identity(var)
       var.assign(avg)
       avg.assign(tmp)
+
+
+def _on_device_of(slot, var):
+  """The component of a (possibly mirrored) slot that lives with `var`'s component."""
+  if not isinstance(slot, tf.distribute.DistributedValues):
+    return slot
+  for component in slot.values:
+    if component.device == var.device:
+      return component
+  raise ValueError(f"no copy of {slot.name} on {var.device}")
 
 
 def make_optimizer(kind, lr, beta1, steps_per_epoch, epochs_warmup, polyak_epochs):

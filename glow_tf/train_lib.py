@@ -301,6 +301,7 @@ class Trainer:
     self._ckpt_dir = os.path.join(cfg.logdir, "checkpoints")
     self._train_fn = None
     self._eval_fn = None
+    self._saved_step = None
 
   # ---- Set-up ---------------------------------------------------------------------
 
@@ -373,15 +374,30 @@ class Trainer:
     strategy = self.strategy
 
     @tf.function
-    def train_step(iterator):
+    def compute_step(iterator):
       batch = next(iterator)
       grads, sums, finite = strategy.run(replica_compute, args=(batch,))
       # Every replica holds the same reduced values: read the first.
       finite = strategy.experimental_local_results(finite)[0]
       sums = {k: strategy.experimental_local_results(v)[0] for k, v in sums.items()}
-      tf.cond(finite, lambda: strategy.run(replica_apply, args=(grads,)), lambda: None)
       grad_norm = tf.linalg.global_norm(strategy.experimental_local_results(grads)[0])
       self.step.assign_add(1)
+      return grads, sums, finite, grad_norm
+
+    @tf.function
+    def apply_step(grads):
+      strategy.run(replica_apply, args=(grads,))
+
+    def train_step(iterator):
+      """One step; the update is applied only when loss and gradients are finite.
+
+      The decision is taken in Python between two functions: a `tf.cond`
+      around per-device updates cannot be placed across devices.
+      """
+      grads, sums, finite, grad_norm = compute_step(iterator)
+      finite = bool(finite)
+      if finite:
+        apply_step(grads)
       return sums, finite, grad_norm
 
     return train_step
@@ -461,7 +477,8 @@ class Trainer:
     for v in self.variables:
       if not np.all(np.isfinite(v.numpy())):
         raise TrainingError(f"refusing to checkpoint non-finite weights ({v.name}).")
-    return self.manager.save(checkpoint_number=int(self.step.numpy()))
+    self._saved_step = int(self.step.numpy())
+    return self.manager.save(checkpoint_number=self._saved_step)
 
   # ---- The loop -------------------------------------------------------------------------------
 
@@ -540,7 +557,7 @@ class Trainer:
         last_ckpt = time.time()
     if step % self.steps_per_epoch:  # the run stopped mid-epoch: final evaluation
       self._end_of_epoch(step / self.steps_per_epoch, step, writer, start, final=True)
-    if self.manager.latest_checkpoint != self.manager._checkpoint_prefix + f"-{step}":  # pylint: disable=protected-access
+    if self._saved_step != step:
       self.save_checkpoint()
     writer.flush()
     return step
@@ -597,6 +614,11 @@ def train_and_evaluate(config, strategy=None, stream=None):
   """Trains and evaluates as configured; returns the Trainer."""
   trainer = prepare(config, strategy, stream)
   trainer.train()
-  trainer.progress.log(f"done at step {int(trainer.step.numpy())}; weights sha256 "
-                       f"{weights_digest(trainer.variables)}")
+  # Every worker reports, so that multi-worker runs can be checked for agreement.
+  message = (f"done at step {int(trainer.step.numpy())}; weights sha256 "
+             f"{weights_digest(trainer.variables)}")
+  if trainer.is_chief:
+    trainer.progress.log(message)
+  else:
+    print(f"[worker {trainer.strategy.cluster_resolver.task_id}] {message}", flush=True)
   return trainer

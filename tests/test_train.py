@@ -1,0 +1,216 @@
+"""Training: real runs on Fashion-MNIST, replicas, workers, kill-and-resume, the CLI."""
+
+import dataclasses
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glow_tf import config as config_lib
+from glow_tf import data as data_lib
+from glow_tf import train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_FMNIST = os.path.exists(os.path.join(data_lib.DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz"))
+pytestmark = pytest.mark.skipif(
+    not HAVE_FMNIST, reason="needs Debian's dataset-fashion-mnist (scripts/setup.sh installs it)")
+
+# A tiny architecture on real Fashion-MNIST images.
+SMALL = ["--dataset=fashion_mnist", "--n_levels=2", "--depth=2", "--width=16",
+         "--train_subset=640", "--n_test=128", "--n_batch_train=32", "--n_batch_test=64",
+         "--n_batch_init=64", "--n_sample=3", "--log_every_steps=5", "--epochs_warmup=0"]
+
+
+def small_config(logdir, **train_overrides):
+  data = data_lib.DataConfig(dataset="fashion_mnist", n_train=640, n_test=128,
+                             n_batch_train=32, n_batch_test=64, n_batch_init=64)
+  model = config_lib.ModelConfig(image_shape=(32, 32, 1), n_levels=2, depth=2, width=16,
+                                 flow_coupling=1)
+  train = dict(logdir=str(logdir), n_batch_train=32, n_batch_test=64, n_batch_init=64,
+               epochs_warmup=0., lr=0.003, n_sample=3, log_every_steps=5,
+               epochs_full_valid=1, epochs_full_sample=1)
+  train.update(train_overrides)
+  return train_lib.GlowConfig(data, model, train_lib.TrainConfig(**train))
+
+
+def run_cli(args, timeout=600, env=None):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+  return subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args,
+                        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_short_real_training_lowers_test_bits_per_dim(tmp_path):
+  config = small_config(tmp_path / "run", epochs=2, n_train=640)  # 2 x 20 steps
+  trainer = train_lib.prepare(config)
+  before, n = trainer.evaluate()
+  assert n == 128
+  steps = trainer.train()
+  after, _ = trainer.evaluate()
+  assert steps == 40
+  assert after["bits_x"] < before["bits_x"] - 0.3, (before, after)
+  logdir = str(tmp_path / "run")
+  assert tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints")).endswith("ckpt-40")
+  assert glob.glob(os.path.join(logdir, "tensorboard", "events.out.tfevents.*"))
+  with open(os.path.join(logdir, "train.txt")) as f:
+    train_log = [json.loads(line) for line in f]
+  assert train_log[-1]["step"] == 40 and "bits_x" in train_log[-1]
+  with open(os.path.join(logdir, "test.txt")) as f:
+    test_log = [json.loads(line) for line in f]
+  assert [r["full"] for r in test_log] == [True, True]
+  assert test_log[-1]["n_images"] == 128
+  assert os.path.getsize(os.path.join(logdir, "samples_latest.png")) > 100
+  saved = train_lib.GlowConfig.load(os.path.join(logdir, "config.json"))
+  assert saved.model.image_shape == (32, 32, 1) and saved.model.n_classes is None
+
+
+def test_one_replica_equals_two_replicas(tmp_path, two_replicas):
+  results = []
+  for name, strategy in (("one", tf.distribute.get_strategy()), ("two", two_replicas)):
+    config = small_config(tmp_path / name, max_steps=3, epochs=1)
+    trainer = train_lib.prepare(config, strategy=strategy)
+    init = [v.numpy().copy() for v in trainer.variables]
+    trainer._train_fn = trainer._build_train_fn()
+    iterator = trainer._train_iterator()
+    losses = [float(trainer._train_fn(iterator)[0]["loss"]) for _ in range(3)]
+    results.append((init, losses, [v.numpy() for v in trainer.variables], trainer))
+  (init1, loss1, w1, _), (init2, loss2, w2, t2) = results
+  for a, b in zip(init1, init2):  # actnorm initialisation included
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
+  for a, b in zip(w1, w2):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert max(np.abs(a - b).max() for a, b in zip(w1, init1)) > 1e-3  # training moved them
+  for v in t2.variables:  # and the two replicas hold identical copies
+    copies = [c.numpy() for c in two_replicas.experimental_local_results(v)]
+    np.testing.assert_array_equal(copies[0], copies[1])
+
+
+def test_nonfinite_steps_are_skipped_then_stop_without_bad_checkpoints(tmp_path):
+  config = small_config(tmp_path / "run", epochs=100, max_nonfinite_steps=3)
+  trainer = train_lib.prepare(config)
+  trainer.train_steps = None
+  trainer.save_checkpoint()
+  before = trainer.manager.checkpoints
+  actnorm = trainer.model.glow.levels[0][0].actnorm
+  actnorm.shift.assign(tf.fill(actnorm.shift.shape, np.nan))
+  with pytest.raises(train_lib.TrainingError, match="3 consecutive steps"):
+    trainer.train()
+  assert trainer.manager.checkpoints == before
+  assert int(trainer.optimizer.iterations.numpy()) == 0  # no update was applied
+  with pytest.raises(train_lib.TrainingError, match="non-finite"):
+    trainer.save_checkpoint()
+
+
+def _free_ports(n):
+  socks = [socket.socket() for _ in range(n)]
+  for s in socks:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in socks]
+  for s in socks:
+    s.close()
+  return ports
+
+
+def test_multi_worker_training_keeps_workers_identical(tmp_path):
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs = []
+  env_base = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  for i in range(2):
+    env = dict(env_base, TF_CONFIG=json.dumps({"cluster": cluster,
+                                               "task": {"type": "worker", "index": i}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py")] + SMALL +
+        ["--strategy=multi_worker", "--max_steps=4", "--epochs=1",
+         f"--logdir={tmp_path / 'run'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
+  outs = []
+  try:
+    for p in procs:
+      out, err = p.communicate(timeout=300)
+      assert p.returncode == 0, err[-3000:]
+      outs.append(out + err)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  digests = [line.split("sha256")[-1].strip() for out in outs
+             for line in out.splitlines() if "weights sha256" in line]
+  assert len(digests) == 2 and digests[0] == digests[1], outs
+  assert "on 2 replica(s)" in outs[0]
+  assert os.path.exists(tmp_path / "run" / "checkpoints" / "checkpoint")  # chief wrote
+
+
+def _final_weights(logdir):
+  reader = tf.train.load_checkpoint(os.path.join(logdir, "checkpoints"))
+  names = sorted(k for k in reader.get_variable_to_shape_map()
+                 if k.startswith("model/") and "OPTIMIZER_SLOT" not in k)
+  return {k: reader.get_tensor(k) for k in names}, int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_sigkill_and_resume_continues_exactly(tmp_path):
+  args = SMALL + ["--epochs=6", "--n_train=160", "--epochs_full_valid=100",
+                  "--epochs_full_sample=100", "--quick_valid_batches=1"]  # 5 steps/epoch
+  reference = run_cli(args + [f"--logdir={tmp_path / 'reference'}"])
+  assert reference.returncode == 0, reference.stderr[-3000:]
+  ref_weights, ref_step = _final_weights(tmp_path / "reference")
+  assert ref_step == 30
+
+  logdir = tmp_path / "killed"
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + args +
+                          [f"--logdir={logdir}"], cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  ckpt_dir = logdir / "checkpoints"
+  while time.time() < deadline and proc.poll() is None:  # kill once 2 checkpoints exist
+    if len(glob.glob(str(ckpt_dir / "ckpt-*.index"))) >= 2:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = tf.train.latest_checkpoint(str(ckpt_dir))
+  assert killed_at is not None
+  resumed = run_cli(args + [f"--logdir={logdir}"])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "restored" in resumed.stdout
+  weights, step = _final_weights(logdir)
+  assert step == ref_step
+  for k in ref_weights:
+    np.testing.assert_array_equal(weights[k], ref_weights[k], err_msg=k)
+
+
+def test_help_documents_every_flag():
+  out = run_cli(["--help"], timeout=120)
+  assert out.returncode == 0
+  for flag in ("n_levels", "depth", "width", "n_bits_x", "image_size", "flow_permutation",
+               "flow_coupling", "learntop", "ycond", "weight_y", "lr", "beta1", "optimizer",
+               "epochs", "epochs_warmup", "polyak_epochs", "n_train", "n_test", "n_batch_train",
+               "n_batch_test", "n_batch_init", "epochs_full_valid", "epochs_full_sample",
+               "n_sample", "seed", "logdir", "restore_path", "data_dir", "category", "strategy",
+               "jit_compile", "checkpoint_every_minutes", "recompute_gradients", "dataset"):
+    assert f"--{flag}" in out.stdout or f"--[no]{flag}" in out.stdout, flag
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--depth=-1"], "depth must be a positive integer"),
+    (["--dataset=svhn"], "dataset"),
+    (["--image_size=28", "--n_levels=3"], "not divisible by 2^n_levels = 8"),
+    (["--restore_path=/nonexistent/ckpt-7"], "does not exist"),
+    (["--flow_permutation=5"], "flow_permutation"),
+    (["--optimizer=sgd"], "optimizer"),
+])
+def test_bad_flags_exit_nonzero_and_write_nothing(tmp_path, args, message):
+  logdir = tmp_path / "run"
+  out = run_cli(SMALL + [f"--logdir={logdir}"] + args, timeout=120)
+  assert out.returncode != 0
+  assert message in out.stderr, out.stderr[-2000:]
+  assert not os.path.exists(logdir)
