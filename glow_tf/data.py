@@ -154,7 +154,9 @@ def _tfds_load(name, config, split_names=("train", "test"), manual_hint=""):
     builder = tfds.builder(name, data_dir=config.data_dir)
     builder.download_and_prepare()
     splits = builder.info.splits
-    test_split = split_names[1] if split_names[1] in splits else "validation"
+    test_split = split_names[1]
+    if splits and test_split not in splits:
+      test_split = "validation" if "validation" in splits else "test"
     return (builder.as_dataset(split=split_names[0], shuffle_files=False),
             builder.as_dataset(split=test_split, shuffle_files=False), builder.info)
   except Exception as e:  # noqa: BLE001 - TFDS raises many kinds; we add the fix
@@ -163,6 +165,15 @@ def _tfds_load(name, config, split_names=("train", "test"), manual_hint=""):
         f"{manual_hint or 'TFDS downloads it on first use; this needs network access.'} "
         "Or point --data_dir at OpenAI's TFRecord shards (train/ and validation/ "
         "subfolders of *-rXX-s-*-of-*.tfrecords).") from e
+
+
+def _num_examples(info, split, ds):
+  """Example count from the TFDS metadata, else from the dataset itself."""
+  try:
+    return info.splits[split].num_examples
+  except KeyError:  # no metadata (e.g. under tfds.testing.mock_data)
+    n = int(ds.cardinality())
+    return n if n >= 0 else int(ds.reduce(0, lambda c, _: c + 1))
 
 
 def _openai_shards(config):
@@ -378,8 +389,8 @@ def load(config):
               "(apt-get install dataset-fashion-mnist) or pass --data_dir with the four "
               "IDX .gz files." if name == "fashion_mnist" else "")
       train, test, info = _tfds_load(name, config, manual_hint=hint)
+      num_train, num_test = _num_examples(info, "train", train), _num_examples(info, "test", test)
       train, test = _from_tfds_dicts(train), _from_tfds_dicts(test)
-      num_train, num_test = info.splits["train"].num_examples, info.splits["test"].num_examples
       source = "TFDS"
     train, test = (_pad_or_resize(d, 28, size, True) for d in (train, test))
     return _finish(config, train, test, [size, size, 1], n_classes=10,
@@ -400,14 +411,13 @@ def load(config):
             "<data_dir>/downloads/manual/ (see the TFDS imagenet_resized page).")
     train, test, info = _tfds_load(tfds_name, config, ("train", "test" if name == "cifar10" else "validation"), hint)
     n_classes = info.features["label"].num_classes
+    num_train = _num_examples(info, "train", train)
+    num_test = _num_examples(info, "test" if name == "cifar10" else "validation", test)
     train, test = _from_tfds_dicts(train), _from_tfds_dicts(test)
     train, test = (_pad_or_resize(d, native, size, False) for d in (train, test))
-    splits = info.splits
-    test_split = "test" if "test" in splits else "validation"
     return _finish(config, train, test, [size, size, 3], n_classes=n_classes,
-                   class_names=info.features["label"].names,
-                   num_train=splits["train"].num_examples,
-                   num_test=splits[test_split].num_examples, source="TFDS " + tfds_name)
+                   class_names=info.features["label"].names, num_train=num_train,
+                   num_test=num_test, source="TFDS " + tfds_name)
 
   if name == "celeba":
     return _load_celeba(config)
@@ -418,8 +428,8 @@ def load(config):
     train, test, info = _tfds_load(tfds_name, config, ("train", "validation"))
     conv = lambda e: {"image": _resize(e["image"], size), "label": tf.constant(0, tf.int32)}
     return _finish(config, train.map(conv), test.map(conv), [size, size, 3],
-                   num_train=info.splits["train"].num_examples,
-                   num_test=info.splits["validation"].num_examples, source="TFDS " + tfds_name)
+                   num_train=_num_examples(info, "train", train),
+                   num_test=_num_examples(info, "validation", test), source="TFDS " + tfds_name)
 
   return _load_folder(config)
 
@@ -433,7 +443,7 @@ def _load_celeba(config):
       builder = tfds.builder("celeb_a_hq/256", data_dir=config.data_dir)
       builder.download_and_prepare()
       train = builder.as_dataset(split="train", shuffle_files=False)
-      n = builder.info.splits["train"].num_examples
+      n = _num_examples(builder.info, "train", train)
       n_test = min(3000, n // 10)  # CelebA-HQ has one split; the original holds out 3000
       conv = lambda e: {"image": e["image"], "label": tf.constant(0, tf.int32)}
       return _finish(config, train.skip(n_test).map(conv), train.take(n_test).map(conv),
@@ -453,8 +463,8 @@ def _load_celeba(config):
             "attr": tf.stack([tf.cast(e["attributes"][k], tf.int32) * 2 - 1 for k in keys])}
 
   return _finish(config, train.map(conv), test.map(conv), [size, size, 3],
-                 attribute_names=keys, num_train=info.splits["train"].num_examples,
-                 num_test=info.splits["test"].num_examples, source="TFDS celeb_a")
+                 attribute_names=keys, num_train=_num_examples(info, "train", train),
+                 num_test=_num_examples(info, "test", test), source="TFDS celeb_a")
 
 
 def _load_folder(config):
