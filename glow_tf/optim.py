@@ -9,11 +9,12 @@ alpha_t = lr_t * sqrt(1 - beta2^t) / (1 - beta1^t)
 m = beta1 * m + (1 - beta1) * g
 adamax:  u = max(beta2 * u, |g|);                w -= alpha_t * m / (u + 1e-8)
 adam:    v = beta2 * v + (1 - beta2) * g^2;      w -= alpha_t * m / (sqrt(v) + 1e-8)
-polyak:  w_avg = beta2 * w_avg + (1 - beta2) * w         (after each update)
+polyak:  a = beta2 * a + (1 - beta2) * w,  a_0 = 0;   w_avg = a / (1 - beta2^t)
 ```
 
 (the original's Adamax carries Adam's `sqrt(1 - beta2^t)` correction; we keep
-it), and the learning rate warms up linearly,
+it; its Polyak average is TF's zero-debiased `ExponentialMovingAverage`, as
+here, so the initial weights do not linger in the average), and the learning rate warms up linearly,
 `lr_t = lr * min(1, t * global_batch / (n_train * epochs_warmup))` (the
 original counts images before the step, so its first step has `lr = 0`; we
 count the step being taken).
@@ -25,6 +26,8 @@ the traced training step small and quick to build. Under `tf.distribute`,
 over replicas; the update then runs once per device copy of each variable
 (`strategy.extended.update`), so replicas stay identical.
 """
+
+import contextlib
 
 import tensorflow as tf
 
@@ -56,9 +59,9 @@ class GlowOptimizer(tf.Module):
 
   Slots (`m`, `u`, `polyak`) are created by `build(variables)` (call it after
   the data-dependent initialisation, so the averages start there) and are
-  checkpointed with the optimiser. `swap_polyak(variables)` exchanges the
-  weights with their averages (call it again to swap back), for evaluation
-  and sampling with the averaged weights.
+  checkpointed with the optimiser. `polyak_values(variables)` are the
+  averaged weights; `with optimizer.averaged_weights(variables):` evaluates
+  and samples with them and restores the raw weights exactly afterwards.
   """
 
   def __init__(self, kind="adamax", learning_rate=1e-3, beta1=0.9, beta2=0.999,
@@ -95,7 +98,7 @@ class GlowOptimizer(tf.Module):
       with strategy.scope(), strategy.extended.colocate_vars_with(var):
         self.m.append(tf.Variable(tf.zeros_like(var), trainable=False, name=f"{name}/m"))
         self.u.append(tf.Variable(tf.zeros_like(var), trainable=False, name=f"{name}/u"))
-        self.polyak.append(tf.Variable(tf.identity(var), trainable=False,
+        self.polyak.append(tf.Variable(tf.zeros_like(var), trainable=False,
                                        name=f"{name}/polyak"))
 
   def _slots(self, var):
@@ -143,16 +146,29 @@ class GlowOptimizer(tf.Module):
       strategy.extended.update(var, update, args=(grad, m, u, avg), group=False)
     return self.iterations.assign_add(1)
 
-  def polyak_variables(self, variables):
-    """The Polyak-average slots of `variables`, in order (after `build`)."""
-    return [self._slots(v)[2] for v in variables]
+  def polyak_values(self, variables):
+    """The (debiased) Polyak averages of `variables`, in order; the weights before any update."""
+    t = tf.cast(self.iterations, tf.float64)
+    if int(self.iterations.numpy()) == 0:
+      return [tf.identity(v) for v in variables]
+    debias = 1. - tf.pow(tf.constant(self.beta2, tf.float64), t)
+    return [self._slots(v)[2] / tf.cast(debias, v.dtype) for v in variables]
 
-  def swap_polyak(self, variables):
-    """Exchanges the values of `variables` and their Polyak averages (cross-replica context)."""
-    for var, avg in zip(variables, self.polyak_variables(variables)):
-      tmp = tf.identity(var)
-      var.assign(avg)
-      avg.assign(tmp)
+  def assign_polyak(self, variables):
+    """Overwrites `variables` with their Polyak averages (cross-replica context)."""
+    for var, value in zip(variables, self.polyak_values(variables)):
+      var.assign(value)
+
+  @contextlib.contextmanager
+  def averaged_weights(self, variables):
+    """Swaps the Polyak averages in for the block; restores the raw weights exactly after."""
+    backup = [tf.identity(v) for v in variables]
+    self.assign_polyak(variables)
+    try:
+      yield
+    finally:
+      for var, value in zip(variables, backup):
+        var.assign(value)
 
 
 def _on_device_of(slot, var):

@@ -103,7 +103,7 @@ def load_model(logdir="./logs", restore_path="", polyak=True, fallback_to_shippe
     optimizer.build(list(model.trainable_variables))
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(checkpoint).expect_partial()
     if polyak:
-      optimizer.swap_polyak(list(model.trainable_variables))
+      optimizer.assign_polyak(list(model.trainable_variables))
   else:  # an exported model: weights only (already averaged)
     tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
   _check_restored(model, checkpoint)

@@ -567,8 +567,7 @@ class Trainer:
     whole = isinstance(epoch, int)
     full_valid = final or (whole and epoch % cfg.epochs_full_valid == 0)
     full_sample = final or (whole and (epoch in (1, 10) or epoch % cfg.epochs_full_sample == 0))
-    self.optimizer.swap_polyak(self.variables)  # evaluate and sample with averaged weights
-    try:
+    with self.optimizer.averaged_weights(self.variables):  # evaluate and sample with them
       quick, n = self.evaluate(None if full_valid else cfg.quick_valid_batches)
       record = {"epoch": round(float(epoch), 4), "step": step, "n_processed": step * cfg.n_batch_train,
                 "train_time": round(time.time() - start, 1), "n_images": n,
@@ -587,8 +586,7 @@ class Trainer:
           images_lib.save_png(os.path.join(cfg.logdir, "samples_latest.png"), grid)
           with writer.as_default(step=step):
             tf.summary.image("samples", grid[None], step=step)
-    finally:
-      self.optimizer.swap_polyak(self.variables)
+
 
 
 def prepare(config, strategy=None, stream=None):
