@@ -64,8 +64,12 @@ def _encode_steps_recomputing(steps, x):
       dildj = tf.zeros_like(ildj) if dildj is None else dildj
       var_grads = {}
       z_out = z
+      done = [dz]
       for s, s_vars in zip(reversed(steps), reversed(step_vars)):
-        x_in = tf.stop_gradient(s._forward_and_log_det_4d(z_out)[0])
+        # Order the work: reconstruct this step only after every gradient of
+        # the later step is done, so that one step's activations live at a time.
+        with tf.control_dependencies(done):
+          x_in = tf.stop_gradient(s._forward_and_log_det_4d(tf.identity(z_out))[0])
         with tf.GradientTape() as tape:
           tape.watch(x_in)
           z_re, ldj = s._inverse_and_log_det_4d(x_in)
@@ -75,6 +79,7 @@ def _encode_steps_recomputing(steps, x):
         dz = grads[0]
         for v, g in zip(s_vars, grads[1:]):
           var_grads[v.ref()] = g
+        done = list(grads)
         z_out = x_in
       return dz, [var_grads.get(v.ref(), tf.zeros_like(v)) for v in (variables or [])]
 
