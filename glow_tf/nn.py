@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf.bijectors import actnorm as actnorm_lib
+from glow_tf.bijectors.shared import read
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros"]
 
@@ -84,10 +85,10 @@ class EdgeConv2D(tf.Module):
   def _conv(self, x):
     """x: `[B, H, W, C]` -> `[B, H, W, out]` (before actnorm)."""
     if not self._edge:
-      return tf.einsum("bhwc,co->bhwo", x, self.kernel)
-    y = tf.nn.conv2d(x, self.kernel, 1, "SAME")
+      return tf.einsum("bhwc,co->bhwo", x, read(self.kernel))
+    y = tf.nn.conv2d(x, read(self.kernel), 1, "SAME")
     h, w = _hw(x)
-    return y + edge_term(self.edge_kernel, h, w)
+    return y + edge_term(read(self.edge_kernel), h, w)
 
   def __call__(self, x):
     return self.actnorm._inverse_and_log_det_4d(self._conv(x))[0]
@@ -119,17 +120,17 @@ class ZeroConv2D(tf.Module):
       self.log_scale = tf.Variable(tf.zeros([out_channels], dtype), name="log_scale")
 
   def _post(self, y):
-    return (y + self.bias) * tf.exp(actnorm_lib.LOGSCALE_FACTOR * self.log_scale)
+    return (y + read(self.bias)) * tf.exp(actnorm_lib.LOGSCALE_FACTOR * read(self.log_scale))
 
   def __call__(self, x):
     """x: `[B, H, W, C]` -> `[B, H, W, out]`."""
-    y = tf.nn.conv2d(x, self.kernel, 1, "SAME")
+    y = tf.nn.conv2d(x, read(self.kernel), 1, "SAME")
     h, w = _hw(x)
-    return self._post(y + edge_term(self.edge_kernel, h, w))
+    return self._post(y + edge_term(read(self.edge_kernel), h, w))
 
   def on_zeros(self, height, width):
     """The output for an all-zero input, `[H, W, out]` (no convolution needed)."""
-    return self._post(edge_term(self.edge_kernel, height, width))
+    return self._post(edge_term(read(self.edge_kernel), height, width))
 
 
 class CouplingNetwork(tf.Module):

@@ -76,6 +76,9 @@ class GlowOptimizer(tf.Module):
     self.epsilon = float(epsilon)
     self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    # Checkpointed so that a restored optimiser debiases its averages correctly.
+    self.polyak_decay = tf.Variable(self.beta2, dtype=tf.float64, trainable=False,
+                                    name="polyak_decay")
     self.m, self.u, self.polyak = [], [], []
     self._index = {}
     self._strategy = tf.distribute.get_strategy()  # slots are created in the same scope
@@ -151,7 +154,7 @@ class GlowOptimizer(tf.Module):
     t = tf.cast(self.iterations, tf.float64)
     if int(self.iterations.numpy()) == 0:
       return [tf.identity(v) for v in variables]
-    debias = 1. - tf.pow(tf.constant(self.beta2, tf.float64), t)
+    debias = 1. - tf.pow(tf.convert_to_tensor(self.polyak_decay), t)
     return [self._slots(v)[2] / tf.cast(debias, v.dtype) for v in variables]
 
   def assign_polyak(self, variables):

@@ -160,12 +160,13 @@ EXPECTED_VARS = {
 }
 
 
-def variable_paths(module):
-  """Attribute paths of every tf.Variable reachable from `module` (tf.Module walk)."""
+def variable_paths(module, trainable=True):
+  """Attribute paths of every (trainable) tf.Variable reachable from `module`."""
   paths = {}
   for path, value in module._flatten(with_path=True,  # pylint: disable=protected-access
                                      predicate=lambda v: isinstance(v, tf.Variable)):
-    paths[".".join(str(p) for p in path)] = value
+    if value.trainable == trainable:
+      paths[".".join(str(p) for p in path)] = value
   return paths
 
 
@@ -175,6 +176,10 @@ def test_every_parameter_is_tracked_gets_a_gradient_and_checkpoints(name, tmp_pa
   paths = variable_paths(bij)
   assert set(paths) == EXPECTED_VARS[name]
   assert {id(v) for v in bij.trainable_variables} == {id(v) for v in paths.values()}
+  fixed = set(variable_paths(bij, trainable=False))  # the LU form's P and sign(s)
+  assert fixed == ({"permutation_matrix", "sign_s"} if name == "invconv_lu" else
+                   {"permutation.permutation_matrix", "permutation.sign_s"}
+                   if name == "step_lu_additive" else set())
 
   base = tfd.Independent(tfd.Normal(tf.zeros(bij.forward_event_shape(event), F64), 1.), 3)
   x = rand([4] + event, seed=5)

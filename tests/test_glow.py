@@ -86,8 +86,19 @@ def test_model_log_prob_and_losses_agree_with_the_original_objective():
 
 
 def _count_ops(fn, spec, op_type):
-  graph = tf.function(fn).get_concrete_function(spec).graph
-  return sum(op.type == op_type for op in graph.get_operations())
+  """Ops of `op_type` executed by one call, counting inside called functions."""
+  graph_def = tf.function(fn).get_concrete_function(spec).graph.as_graph_def()
+  library = {f.signature.name: f for f in graph_def.library.function}
+
+  def count(nodes):
+    total = 0
+    for node in nodes:
+      total += node.op == op_type
+      if node.op in ("PartitionedCall", "StatefulPartitionedCall"):
+        total += count(library[node.attr["f"].func.name].node_def)
+    return total
+
+  return count(graph_def.node)
 
 
 def test_log_prob_evaluates_each_coupling_network_once():

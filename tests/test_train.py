@@ -69,6 +69,15 @@ def test_short_real_training_lowers_test_bits_per_dim(tmp_path):
   assert os.path.getsize(os.path.join(logdir, "samples_latest.png")) > 100
   saved = train_lib.GlowConfig.load(os.path.join(logdir, "config.json"))
   assert saved.model.image_shape == (32, 32, 1) and saved.model.n_classes is None
+  # sample.py's loader rebuilds the model with the same (Polyak-averaged) weights.
+  from glow_tf import sampling
+  loaded = sampling.load_model(logdir)
+  averaged = trainer.optimizer.polyak_values(trainer.variables)
+  for a, b in zip(loaded.model.trainable_variables, averaged):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+  raw = sampling.load_model(logdir, polyak=False)
+  for a, b in zip(raw.model.trainable_variables, trainer.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_one_replica_equals_two_replicas(tmp_path, two_replicas):

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from glow_tf.bijectors import base
+from glow_tf.bijectors.shared import read
 
 __all__ = ["ActNorm", "global_moments", "LOGSCALE_FACTOR"]
 
@@ -105,16 +106,16 @@ class ActNorm(base.GlowBijector):
     return [None, None, self._num_channels]
 
   def _scale_log(self):
-    return LOGSCALE_FACTOR * self.log_scale
+    return LOGSCALE_FACTOR * read(self.log_scale)
 
   def _forward_and_log_det_4d(self, z):
     s = self._scale_log()
-    x = z * tf.exp(-s) - self.shift
+    x = z * tf.exp(-s) - read(self.shift)
     return x, -base.num_pixels(z) * tf.reduce_sum(s)
 
   def _inverse_and_log_det_4d(self, x):
     s = self._scale_log()
-    z = (x + self.shift) * tf.exp(s)
+    z = (x + read(self.shift)) * tf.exp(s)
     return z, base.num_pixels(x) * tf.reduce_sum(s)
 
   def _initialize_4d(self, x):

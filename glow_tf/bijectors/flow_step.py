@@ -7,6 +7,7 @@ from glow_tf.bijectors import base
 from glow_tf.bijectors import coupling as coupling_lib
 from glow_tf.bijectors import invertible_conv
 from glow_tf.bijectors import permute
+from glow_tf.bijectors import shared
 
 __all__ = ["FlowStep", "PERMUTATIONS", "permutation_name", "coupling_name"]
 
@@ -92,6 +93,7 @@ class FlowStep(base.GlowBijector):
           conditioning_shape=conditioning_shape, seed=seed + 1, dtype=dtype)
       self._num_channels = num_channels
       self._conditioning_shape = conditioning_shape
+      self._share_traces = True
       super().__init__(dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
 
@@ -101,13 +103,36 @@ class FlowStep(base.GlowBijector):
   def _conditioning_event_ndims(self, name):
     return len(self._conditioning_shape or [])
 
+  def _static_key(self):
+    """Everything but the variables that the step's function depends on."""
+    perm = self.permutation
+    return (type(perm).__name__, getattr(perm, "lu_decomposed", None),
+            tuple(getattr(perm, "_perm", ())) if isinstance(perm, permute.Shuffle) else (),
+            self.coupling.coupling, self._num_channels,
+            tuple(v.shape.as_list()[-1] for v in [self.coupling.nn.conv1.kernel]),
+            self.dtype.name)
+
+  def _shareable(self, conditioning):
+    # In a traced function, steps of one kind and shape share one trace.
+    return conditioning is None and tf.inside_function() and self._share_traces
+
   def _inverse_and_log_det_4d(self, x, conditioning=None):
+    if self._shareable(conditioning):
+      return shared.shared_call(self, "_inverse_direct", self._static_key(), x)
+    return self._inverse_direct(x, conditioning)
+
+  def _forward_and_log_det_4d(self, z, conditioning=None):
+    if self._shareable(conditioning):
+      return shared.shared_call(self, "_forward_direct", self._static_key(), z)
+    return self._forward_direct(z, conditioning)
+
+  def _inverse_direct(self, x, conditioning=None):
     h, ldj1 = self.actnorm._inverse_and_log_det_4d(x)
     h, ldj2 = self.permutation._inverse_and_log_det_4d(h)
     z, ldj3 = self.coupling._inverse_and_log_det_4d(h, conditioning=conditioning)
     return z, ldj1 + ldj2 + ldj3
 
-  def _forward_and_log_det_4d(self, z, conditioning=None):
+  def _forward_direct(self, z, conditioning=None):
     h, ldj3 = self.coupling._forward_and_log_det_4d(z, conditioning=conditioning)
     h, ldj2 = self.permutation._forward_and_log_det_4d(h)
     x, ldj1 = self.actnorm._forward_and_log_det_4d(h)

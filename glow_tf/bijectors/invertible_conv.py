@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf.bijectors import base
+from glow_tf.bijectors.shared import read
 
 __all__ = ["InvertibleConv1x1", "random_orthogonal"]
 
@@ -88,8 +89,10 @@ class InvertibleConv1x1(base.GlowBijector):
       if self._lu_decomposed:
         p, l, u = _lu(w_init)
         s = np.diag(u)
-        self._p = tf.constant(p.astype(npdt))
-        self._sign_s = tf.constant(np.sign(s).astype(npdt))
+        # Fixed, but per step: kept as non-trainable variables (checkpointed).
+        self.permutation_matrix = tf.Variable(p.astype(npdt), trainable=False,
+                                              name="permutation_matrix")
+        self.sign_s = tf.Variable(np.sign(s).astype(npdt), trainable=False, name="sign_s")
         self._lower_mask = tf.constant(np.tril(np.ones([num_channels] * 2), -1).astype(npdt))
         self.lower = tf.Variable(l.astype(npdt), name="lower")
         self.upper = tf.Variable(np.triu(u, 1).astype(npdt), name="upper")
@@ -112,23 +115,23 @@ class InvertibleConv1x1(base.GlowBijector):
 
   def _lu_factors(self):
     eye = tf.eye(self._num_channels, dtype=self.dtype)
-    lower = self.lower * self._lower_mask + eye
-    upper = (self.upper * tf.transpose(self._lower_mask)
-             + tf.linalg.diag(self._sign_s * tf.exp(self.log_s)))
+    lower = read(self.lower) * self._lower_mask + eye
+    upper = (read(self.upper) * tf.transpose(self._lower_mask)
+             + tf.linalg.diag(read(self.sign_s) * tf.exp(read(self.log_s))))
     return lower, upper
 
   def weight(self):
     """The matrix `W` `[C, C]` of the encoding direction."""
     if not self._lu_decomposed:
-      return tf.convert_to_tensor(self.kernel)
+      return tf.convert_to_tensor(read(self.kernel))
     lower, upper = self._lu_factors()
-    return self._p @ lower @ upper
+    return read(self.permutation_matrix) @ lower @ upper
 
   def log_abs_det_weight(self):
     """`log|det W|`, a scalar."""
     if self._lu_decomposed:
-      return tf.reduce_sum(self.log_s)
-    w64 = tf.cast(self.kernel, tf.float64)
+      return tf.reduce_sum(read(self.log_s))
+    w64 = tf.cast(read(self.kernel), tf.float64)
     return tf.cast(tf.linalg.slogdet(w64)[1], self.dtype)
 
   def inverse_weight(self):
@@ -138,9 +141,9 @@ class InvertibleConv1x1(base.GlowBijector):
       eye = tf.eye(self._num_channels, dtype=self.dtype)
       # W^-1 = U^-1 L^-1 P^T, by two triangular solves.
       l_inv = tf.linalg.triangular_solve(lower, eye, lower=True)
-      return tf.linalg.triangular_solve(upper, l_inv @ tf.transpose(self._p),
+      return tf.linalg.triangular_solve(upper, l_inv @ tf.transpose(read(self.permutation_matrix)),
                                         lower=False)
-    w64 = tf.cast(self.kernel, tf.float64)
+    w64 = tf.cast(read(self.kernel), tf.float64)
     return tf.cast(tf.linalg.inv(w64), self.dtype)
 
   # A row vector x (the channels at one pixel) maps to z = x W^T.

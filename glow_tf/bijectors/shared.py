@@ -1,0 +1,78 @@
+"""Tracing each distinct flow step once: shared `tf.function`s with parameter substitution.
+
+A Glow of `L` levels and depth `K` has `L * K` flow steps but only `L`
+distinct shapes. Traced naively, a training step builds the graph of every
+flow step separately, and tracing dominates the time to the first step. Here
+the first step of each kind (its static configuration and input shape) is the
+*template* of a `tf.function`; every step of that kind calls it with its own
+variables as arguments (`tf.function` treats variables as inputs, so the
+trace is reused and gradients reach each step's variables). While the template
+is traced, `read(v)` maps the template's variables to the arguments.
+"""
+
+import contextlib
+import threading
+
+import tensorflow as tf
+
+__all__ = ["read", "substitute", "shared_call"]
+
+_STATE = threading.local()
+_FUNCTIONS = {}
+
+
+def read(variable):
+  """`variable`, or what it is substituted with while a shared function is traced."""
+  mapping = getattr(_STATE, "mapping", None)
+  if mapping:
+    return mapping.get(variable.ref(), variable)
+  return variable
+
+
+@contextlib.contextmanager
+def substitute(mapping):
+  previous = getattr(_STATE, "mapping", None)
+  _STATE.mapping = mapping
+  try:
+    yield
+  finally:
+    _STATE.mapping = previous
+
+
+def _variables(module):
+  """The variables of `module` in a deterministic (attribute path) order."""
+  items = module._flatten(with_path=True,  # pylint: disable=protected-access
+                          predicate=lambda v: isinstance(v, tf.Variable))
+  return [v for _, v in sorted(items, key=lambda pv: [str(p) for p in pv[0]])]
+
+
+def shared_call(module, method_name, key, x):
+  """Calls `module.<method_name>(x)` through a function shared by all modules with `key`.
+
+  Args:
+    module: a `tf.Module` whose math reads its variables through `read`.
+    method_name: the method computing the result from `x`.
+    key: hashable static configuration; modules with equal keys must compute
+      the same function of `(x, their variables)`.
+    x: the input tensor.
+  """
+  full_key = (key, method_name)
+  entry = _FUNCTIONS.get(full_key)
+  if entry is None:
+    template = module
+    template_vars = _variables(template)
+
+    def body(x, args):
+      mapping = {tv.ref(): a for tv, a in zip(template_vars, args)}
+      with substitute(mapping):
+        return getattr(template, method_name)(x)
+
+    entry = _FUNCTIONS[full_key] = tf.function(body, autograph=False)
+  return entry(x, [_local(v) for v in _variables(module)])
+
+
+def _local(variable):
+  """This replica's copy of a mirrored variable (what the replica's tape watches)."""
+  if isinstance(variable, tf.distribute.DistributedValues):
+    return variable._get_on_device_or_primary()  # pylint: disable=protected-access
+  return variable
