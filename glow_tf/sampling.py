@@ -99,7 +99,7 @@ def load_model(logdir="./logs", restore_path="", polyak=True, fallback_to_shippe
   model = model_lib.GlowModel(config.model)
   keys = {k.split("/")[0] for k, _ in tf.train.list_variables(checkpoint)}
   if "optimizer" in keys:  # a training checkpoint: model, optimiser (with Polyak), step
-    optimizer = optim.GlowOptimizer()
+    optimizer = optim.GlowOptimizer(beta2=_polyak_decay_of(checkpoint, config))
     optimizer.build(list(model.trainable_variables))
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(checkpoint).expect_partial()
     if polyak:
@@ -108,6 +108,18 @@ def load_model(logdir="./logs", restore_path="", polyak=True, fallback_to_shippe
     tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
   _check_restored(model, checkpoint)
   return LoadedModel(model, config, checkpoint, polyak, os.path.dirname(config_path))
+
+
+def _polyak_decay_of(checkpoint, config):
+  """The averaging decay: saved in the checkpoint, else derived from the run's config."""
+  names = {n for n, _ in tf.train.list_variables(checkpoint)}
+  if any(n.startswith("optimizer/polyak_decay") for n in names):
+    return 0.999  # restored from the checkpoint over this placeholder
+  import math  # pylint: disable=import-outside-toplevel
+  from glow_tf import data as data_lib  # pylint: disable=import-outside-toplevel
+  n_train = config.train.n_train or data_lib.load(config.data).num_train
+  steps = max(1, math.ceil(n_train / config.train.n_batch_train))
+  return optim.polyak_decay(steps, config.train.polyak_epochs)
 
 
 def _check_restored(model, checkpoint):
