@@ -302,3 +302,20 @@ def test_bad_inputs_to_the_model():
   with pytest.raises(ValueError, match="odd|even"):
     glow_tf.bijectors.AffineCoupling(5, 8)
   assert level_shapes([8, 8, 1], 3) == [[4, 4, 2], [2, 2, 4], [1, 1, 16]]
+
+
+def test_flow_steps_share_traces_but_not_under_xla():
+  from glow_tf.bijectors import shared
+  model = glow_tf.GlowModel(image_shape=(16, 16, 3), n_levels=2, depth=4, width=8)
+  spec = tf.TensorSpec([2, 16, 16, 3], tf.float32)
+
+  def outer_convs(jit):
+    fn = tf.function(lambda x: (model.glow.inverse(x), shared.in_xla_context())[0],
+                     jit_compile=jit)
+    graph = fn.get_concrete_function(spec).graph
+    return sum(op.type == "Conv2D" for op in graph.get_operations())
+
+  # Plain: the steps' convolutions live in the shared functions (only the split
+  # prior's is in the outer graph); XLA: everything inline, compiled once.
+  assert outer_convs(False) == 1
+  assert outer_convs(True) == 2 * 4 * 2 + 1

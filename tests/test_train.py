@@ -102,6 +102,14 @@ def test_one_replica_equals_two_replicas(tmp_path, two_replicas):
     np.testing.assert_array_equal(copies[0], copies[1])
 
 
+def test_jit_compiled_training_steps(tmp_path):
+  trainer = train_lib.prepare(small_config(tmp_path / "run", max_steps=3, epochs=1,
+                                           jit_compile=True))
+  before = [v.numpy().copy() for v in trainer.variables]
+  assert trainer.train() == 3
+  assert max(np.abs(a - v.numpy()).max() for a, v in zip(before, trainer.variables)) > 1e-4
+
+
 def test_nonfinite_steps_are_skipped_then_stop_without_bad_checkpoints(tmp_path):
   config = small_config(tmp_path / "run", epochs=100, max_nonfinite_steps=3)
   trainer = train_lib.prepare(config)

@@ -113,8 +113,10 @@ class FlowStep(base.GlowBijector):
             self.dtype.name)
 
   def _shareable(self, conditioning):
-    # In a traced function, steps of one kind and shape share one trace.
-    return conditioning is None and tf.inside_function() and self._share_traces
+    # In a traced function, steps of one kind and shape share one trace; not
+    # under XLA, which would recompile the shared functions at every call.
+    return (conditioning is None and self._share_traces and tf.inside_function()
+            and not shared.in_xla_context())
 
   def _inverse_and_log_det_4d(self, x, conditioning=None):
     if self._shareable(conditioning):

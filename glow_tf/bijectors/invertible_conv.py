@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf.bijectors import base
+from glow_tf.bijectors import shared
 from glow_tf.bijectors.shared import read
 
 __all__ = ["InvertibleConv1x1", "random_orthogonal"]
@@ -32,6 +33,14 @@ def _lu(w):
     u[k + 1:, k:] -= np.outer(l[k + 1:, k], u[k, k:])
   p = np.eye(n)[:, np.argsort(perm)]  # w = p @ l @ u
   return p, l, np.triu(u)
+
+
+@tf.custom_gradient
+def _log_abs_det_by_qr(w):
+  """`log|det w|` from a QR factorisation (XLA-compilable); gradient `w^-T`."""
+  _, r = tf.linalg.qr(w)
+  value = tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(r))))
+  return value, lambda dy: dy * tf.transpose(tf.linalg.inv(w))
 
 
 def _matmul_channels(t, w):
@@ -132,6 +141,8 @@ class InvertibleConv1x1(base.GlowBijector):
     if self._lu_decomposed:
       return tf.reduce_sum(read(self.log_s))
     w64 = tf.cast(read(self.kernel), tf.float64)
+    if shared.in_xla_context():  # XLA has no slogdet kernel
+      return tf.cast(_log_abs_det_by_qr(w64), self.dtype)
     return tf.cast(tf.linalg.slogdet(w64)[1], self.dtype)
 
   def inverse_weight(self):

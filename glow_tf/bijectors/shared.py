@@ -14,8 +14,15 @@ import contextlib
 import threading
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
-__all__ = ["read", "substitute", "shared_call"]
+__all__ = ["read", "substitute", "shared_call", "in_xla_context"]
+
+
+def in_xla_context():
+  """Whether the function being traced will be compiled by XLA (`jit_compile=True`)."""
+  graph = tf.compat.v1.get_default_graph()
+  return control_flow_util.GraphOrParentsInXlaContext(graph)
 
 _STATE = threading.local()
 _FUNCTIONS = {}
