@@ -388,6 +388,8 @@ class Trainer:
     def apply_step(grads):
       strategy.run(replica_apply, args=(grads,))
 
+    self.compiled_functions = (compute_step, apply_step)
+
     def train_step(iterator):
       """One step; the update is applied only when loss and gradients are finite.
 

@@ -55,6 +55,8 @@ def test_short_real_training_lowers_test_bits_per_dim(tmp_path):
   steps = trainer.train()
   after, _ = trainer.evaluate()
   assert steps == 40
+  # The step functions were traced once, not per step (evaluation included).
+  assert [f.experimental_get_tracing_count() for f in trainer.compiled_functions] == [1, 1]
   assert after["bits_x"] < before["bits_x"] - 0.3, (before, after)
   logdir = str(tmp_path / "run")
   assert tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints")).endswith("ckpt-40")
