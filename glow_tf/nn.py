@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf.bijectors import actnorm as actnorm_lib
+from glow_tf.bijectors.base import static_hw
 from glow_tf.bijectors.shared import read
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros"]
@@ -45,14 +46,6 @@ def edge_term(kernel_edge, height, width):
   ones = tf.ones([1, height, width, 1], kernel_edge.dtype)
   border = 1. - tf.pad(ones, [[0, 0], [a, a], [b, b], [0, 0]])
   return tf.nn.conv2d(border, kernel_edge[:, :, None, :], 1, "VALID")[0]
-
-
-def _hw(x):
-  h, w = x.shape[1], x.shape[2]
-  if h is None or w is None:
-    s = tf.shape(x)
-    return s[1], s[2]
-  return h, w
 
 
 class EdgeConv2D(tf.Module):
@@ -87,7 +80,7 @@ class EdgeConv2D(tf.Module):
     if not self._edge:
       return tf.einsum("bhwc,co->bhwo", x, read(self.kernel))
     y = tf.nn.conv2d(x, read(self.kernel), 1, "SAME")
-    h, w = _hw(x)
+    h, w = static_hw(x)
     return y + edge_term(read(self.edge_kernel), h, w)
 
   def __call__(self, x):
@@ -125,7 +118,7 @@ class ZeroConv2D(tf.Module):
   def __call__(self, x):
     """x: `[B, H, W, C]` -> `[B, H, W, out]`."""
     y = tf.nn.conv2d(x, read(self.kernel), 1, "SAME")
-    h, w = _hw(x)
+    h, w = static_hw(x)
     return self._post(y + edge_term(read(self.edge_kernel), h, w))
 
   def on_zeros(self, height, width):

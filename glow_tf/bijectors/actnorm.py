@@ -98,13 +98,6 @@ class ActNorm(base.GlowBijector):
       super().__init__(dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
 
-  @property
-  def num_channels(self):
-    return self._num_channels
-
-  def _expected_forward_event(self):
-    return [None, None, self._num_channels]
-
   def _scale_log(self):
     return LOGSCALE_FACTOR * read(self.log_scale)
 

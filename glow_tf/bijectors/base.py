@@ -108,8 +108,13 @@ class GlowBijector(tfb.Bijector):
             f"{self.name}: {what} has event shape {got}, expected "
             f"{list(event_shape)}.")
 
+  @property
+  def num_channels(self):
+    """The channel count `C` the bijector was built for (`None`: any)."""
+    return getattr(self, "_num_channels", None)
+
   def _expected_forward_event(self):
-    return [None, None, None]
+    return [None, None, self.num_channels]
 
   def _expected_inverse_event(self):
     return self._expected_forward_event()

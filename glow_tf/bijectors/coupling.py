@@ -90,15 +90,8 @@ class AffineCoupling(base.GlowBijector):
                        parameters=parameters, name=name)
 
   @property
-  def num_channels(self):
-    return self._num_channels
-
-  @property
   def coupling(self):
     return self._coupling
-
-  def _expected_forward_event(self):
-    return [None, None, self._num_channels]
 
   def _conditioning_event_ndims(self, name):
     return len(self._conditioning_shape or [])

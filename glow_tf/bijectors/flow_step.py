@@ -97,9 +97,6 @@ class FlowStep(base.GlowBijector):
       super().__init__(dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
 
-  def _expected_forward_event(self):
-    return [None, None, self._num_channels]
-
   def _conditioning_event_ndims(self, name):
     return len(self._conditioning_shape or [])
 

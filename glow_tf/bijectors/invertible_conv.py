@@ -112,15 +112,8 @@ class InvertibleConv1x1(base.GlowBijector):
                        parameters=parameters, name=name)
 
   @property
-  def num_channels(self):
-    return self._num_channels
-
-  @property
   def lu_decomposed(self):
     return self._lu_decomposed
-
-  def _expected_forward_event(self):
-    return [None, None, self._num_channels]
 
   def _lu_factors(self):
     eye = tf.eye(self._num_channels, dtype=self.dtype)

@@ -28,16 +28,9 @@ class _ChannelPermutation(base.GlowBijector):
                        validate_args=validate_args, parameters=parameters, name=name)
 
   @property
-  def num_channels(self):
-    return self._num_channels
-
-  @property
   def permutation(self):
     """The encoding permutation, a numpy int array `[C]`."""
     return self._perm.copy()
-
-  def _expected_forward_event(self):
-    return [None, None, self._num_channels]
 
   def _forward_and_log_det_4d(self, z):
     return (tf.gather(z, self._inv_perm, axis=-1),
