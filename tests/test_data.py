@@ -1,6 +1,8 @@
-"""Datasets: offline Fashion-MNIST, TFDS paths (mocked), OpenAI shards, folders, replicas."""
+"""Datasets: offline Fashion-MNIST, TFDS paths (mocked), OpenAI shards, folders, sharding."""
 
+import gzip
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -10,218 +12,450 @@ from PIL import Image
 
 from glow_tf import data
 
-HAVE_FMNIST = os.path.exists(os.path.join(data.DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz"))
+HAVE_FMNIST = all(os.path.exists(os.path.join(data.DEBIAN_FASHION_MNIST, f))
+                  for f in sum(data.IDX_FILES.values(), ()))
 needs_fmnist = pytest.mark.skipif(
     not HAVE_FMNIST, reason="needs Debian's dataset-fashion-mnist (scripts/setup.sh installs it)")
 
 
 @pytest.fixture(scope="module")
 def fmnist():
+  """Fashion-MNIST from the Debian IDX files, decoded once for the module."""
   return data.load(data.DataConfig(dataset="fashion_mnist"))
 
 
+@pytest.fixture(scope="module")
+def fmnist_test(fmnist):
+  return _all(fmnist.test_dataset(2000))
+
+
 def _all(ds):
-  images, labels = [], []
-  for batch in ds:
-    images.append(batch["image"].numpy())
-    labels.append(batch["label"].numpy())
-  return np.concatenate(images), np.concatenate(labels)
+  """Concatenated numpy arrays of a finite batched dataset."""
+  out = {}
+  for batch in ds.as_numpy_iterator():
+    for k, v in batch.items():
+      out.setdefault(k, []).append(v)
+  return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _local(strategy, tensor):
+  return [t.numpy() for t in strategy.experimental_local_results(tensor)]
+
+
+# ---- Fashion-MNIST from Debian's IDX files -----------------------------------------------
 
 
 @needs_fmnist
-def test_fashion_mnist_from_debian_idx_files(fmnist):
-  assert fmnist.source.startswith("IDX files")
+def test_fashion_mnist_from_debian_idx_files(fmnist, fmnist_test):
+  assert fmnist.source == f"IDX files in {data.DEBIAN_FASHION_MNIST}"
   assert fmnist.image_shape == [32, 32, 1] and fmnist.n_classes == 10
+  assert fmnist.class_names[1] == "Trouser" and fmnist.attribute_names is None
   assert (fmnist.num_train, fmnist.num_test) == (60000, 10000)
-  images, labels = _all(fmnist.test_dataset(1000))
+  images, labels = fmnist_test["image"], fmnist_test["label"]
   assert images.shape == (10000, 32, 32, 1) and images.dtype == np.uint8
   assert labels.dtype == np.int32 and np.bincount(labels).tolist() == [1000] * 10
-  assert images.max() == 255 and images.min() == 0
-  # Padded 28 -> 32 with zeros, as the original: the border is empty.
-  assert images[:, :2].max() == 0 and images[:, :, -2:].max() == 0
-  assert images[:, 2:30, 2:30].mean() > 50
+  assert images.min() == 0 and images.max() == 255
+  # Zero-padded 28 -> 32 as the original: a 2-pixel empty border.
+  assert images[:, :2].max() == 0 and images[:, -2:].max() == 0
+  assert images[:, :, :2].max() == 0 and images[:, :, -2:].max() == 0
+  assert 60 < images[:, 2:30, 2:30].mean() < 90
   batch = next(iter(fmnist.train_dataset(64)))
-  assert batch["image"].shape == [64, 32, 32, 1] and batch["label"].shape == [64]
+  assert batch["image"].shape == [64, 32, 32, 1] and batch["image"].dtype == tf.uint8
+  assert batch["label"].shape == [64] and batch["label"].dtype == tf.int32
 
 
 @needs_fmnist
-def test_fashion_mnist_unpadded_and_from_a_data_dir(tmp_path):
+def test_fashion_mnist_train_split_is_complete(fmnist):
+  train = _all(fmnist.labelled_examples("train").batch(20000))
+  assert train["image"].shape == (60000, 32, 32, 1)
+  assert np.bincount(train["label"]).tolist() == [6000] * 10
+
+
+@needs_fmnist
+def test_fashion_mnist_unpadded_from_a_data_dir_keeps_the_last_batch(tmp_path, fmnist_test):
   for name in sum(data.IDX_FILES.values(), ()):
     os.symlink(os.path.join(data.DEBIAN_FASHION_MNIST, name), tmp_path / name)
-  d = data.load(data.DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path), image_size=28,
-                                n_test=100))
-  assert d.source == f"IDX files in {tmp_path}"
-  images, _ = _all(d.test_dataset(30))
-  assert images.shape == (100, 28, 28, 1)  # remainder batch kept: 30+30+30+10
+  d = data.load(data.DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path),
+                                pad_to_32=False, n_test=100))
+  assert d.source == f"IDX files in {tmp_path}" and d.image_shape == [28, 28, 1]
+  got = _all(d.test_dataset(30))  # 30 + 30 + 30 + 10
+  assert got["image"].shape == (100, 28, 28, 1) and d.num_test == 100
+  np.testing.assert_array_equal(got["image"], fmnist_test["image"][:100, 2:30, 2:30])
 
 
-def test_fashion_mnist_idx_files_are_parsed_exactly(tmp_path):
-  """Write IDX files ourselves and read them back."""
-  import gzip
+def _write_idx(directory, arrays, compress=True):
+  for split, (images, labels) in arrays.items():
+    for name, a, magic in zip(data.IDX_FILES[split], (images, labels), (2051, 2049)):
+      blob = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in a.shape)
+      blob += a.astype(np.uint8).tobytes()
+      if compress:
+        with gzip.open(directory / name, "wb") as f:
+          f.write(blob)
+      else:
+        (directory / name[:-3]).write_bytes(blob)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_files_are_parsed_exactly(tmp_path, compress):
   rng = np.random.RandomState(0)
   arrays = {"train": (rng.randint(0, 256, [7, 28, 28]), rng.randint(0, 10, [7])),
             "test": (rng.randint(0, 256, [3, 28, 28]), rng.randint(0, 10, [3]))}
-  for split, (images, labels) in arrays.items():
-    for name, a, magic in zip(data.IDX_FILES[split], (images, labels), (2051, 2049)):
-      header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in a.shape)
-      with gzip.open(tmp_path / name, "wb") as f:
-        f.write(header + a.astype(np.uint8).tobytes())
-  d = data.load(data.DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path), image_size=28))
-  images, labels = _all(d.test_dataset(2))
-  np.testing.assert_array_equal(images[..., 0], arrays["test"][0])
-  np.testing.assert_array_equal(labels, arrays["test"][1])
-  assert d.num_train == 7
+  _write_idx(tmp_path, arrays, compress)
+  d = data.load(data.DataConfig(dataset="mnist", data_dir=str(tmp_path), image_size=28))
+  got = _all(d.test_dataset(2))
+  np.testing.assert_array_equal(got["image"][..., 0], arrays["test"][0])
+  np.testing.assert_array_equal(got["label"], arrays["test"][1])
+  assert (d.num_train, d.num_test) == (7, 3)
 
 
-@pytest.mark.parametrize("name, shape, n_classes", [
-    ("mnist", [32, 32, 1], 10), ("cifar10", [32, 32, 3], 10)])
-def test_tfds_paths_with_mock_data(name, shape, n_classes):
+def test_truncated_idx_file_names_the_file(tmp_path):
+  arrays = {s: (np.zeros([4, 28, 28]), np.zeros([4])) for s in ("train", "test")}
+  _write_idx(tmp_path, arrays)
+  with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+    f.write((2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (4, 28, 28)))
+  with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz: truncated"):
+    data.load(data.DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path)))
+
+
+# ---- TFDS (mocked: no network) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, size, shape, n_classes", [
+    ("mnist", None, [32, 32, 1], 10), ("mnist", 28, [28, 28, 1], 10),
+    ("cifar10", None, [32, 32, 3], 10), ("cifar10", 16, [16, 16, 3], 10)])
+def test_tfds_paths_with_mock_data(name, size, shape, n_classes):
   with tfds.testing.mock_data(num_examples=12):
-    d = data.load(data.DataConfig(dataset=name, seed=3))
+    d = data.load(data.DataConfig(dataset=name, image_size=size, seed=3))
+    assert d.source == f"TFDS {name}"
     assert d.image_shape == shape and d.n_classes == n_classes
     batch = next(iter(d.train_dataset(4)))
     assert batch["image"].shape == [4] + shape and batch["image"].dtype == tf.uint8
-    images, labels = _all(d.test_dataset(5))
-    assert images.shape[0] == d.num_test == 12 and labels.max() < n_classes
+    assert batch["label"].dtype == tf.int32
+    got = _all(d.test_dataset(5))
+    assert got["image"].shape[0] == d.num_test == 12 and got["label"].max() < n_classes
+    if name == "mnist" and size is None:
+      assert got["image"][:, :2].max() == 0  # padded
 
 
-def test_celeba_tfds_paths_with_mock_data():
+def test_celeba_hq_with_mock_data():
   with tfds.testing.mock_data(num_examples=20):
-    hq = data.load(data.DataConfig(dataset="celeba"))  # celeb_a_hq/256 when prepared
-    assert hq.source == "TFDS celeb_a_hq/256" and hq.image_shape == [256, 256, 3]
-    assert hq.num_train + hq.num_test == 20
-    small = data.load(data.DataConfig(dataset="celeba", image_size=32))  # celeb_a, cropped
-    assert small.source == "TFDS celeb_a" and small.image_shape == [32, 32, 3]
-    assert len(small.attribute_names) == 40 and "Smiling" in small.attribute_names
-    batch = next(iter(small.train_dataset(4)))
-    assert batch["image"].shape == [4, 32, 32, 3]
+    d = data.load(data.DataConfig(dataset="celeba"))
+    assert d.source == "TFDS celeb_a_hq/256" and d.image_shape == [256, 256, 3]
+    assert d.attribute_names is None and d.n_classes is None
+    assert d.num_test == 2  # a tenth of a small set; 3000 of the real one
+    assert next(iter(d.test_dataset(2)))["image"].shape == [2, 256, 256, 3]
+
+
+def _failing_for(*names):
+  """A download_and_prepare that fails (as without the manual files) for `names`."""
+  original = tfds.core.DatasetBuilder.download_and_prepare
+
+  def download_and_prepare(self, *args, **kwargs):
+    if self.name in names:
+      raise AssertionError(f"Manual directory {self.name} does not exist or is empty.")
+    return original(self, *args, **kwargs)
+  return mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare",
+                           download_and_prepare)
+
+
+def test_celeba_falls_back_to_celeb_a_with_attributes():
+  with tfds.testing.mock_data(num_examples=20), _failing_for("celeb_a_hq"):
+    d = data.load(data.DataConfig(dataset="celeba"))  # CelebA-HQ missing
+    assert d.source == "TFDS celeb_a" and d.image_shape == [64, 64, 3]
+    assert d.attribute_names == list(data.CELEBA_ATTRIBUTES) and d.attribute_names[31] == "Smiling"
+    batch = next(iter(d.train_dataset(4)))
+    assert batch["image"].shape == [4, 64, 64, 3] and batch["attr"].shape == [4, 40]
     assert set(np.unique(batch["attr"].numpy())) <= {-1, 1}
+    example = next(iter(d.labelled_examples("test")))
+    assert example["attr"].shape == [40] and example["label"].numpy() == 0
+    small = data.load(data.DataConfig(dataset="celeba", image_size=32))
+    assert small.image_shape == [32, 32, 3] and small.source == "TFDS celeb_a"
+    with pytest.raises(data.DataError, match="downloads/manual"):
+      data.load(data.DataConfig(dataset="celeba", image_size=256))  # no upsampling of 148
 
 
-def _write_openai_shards(root, n_per_split, size=8, with_attr=True):
+def test_failed_tfds_download_says_how_to_get_the_data(tmp_path):
+  # No network (and no manual files): TFDS's download fails; we say what to do.
+  with _failing_for("cifar10", "downsampled_imagenet", "imagenet_resized", "fashion_mnist"):
+    with pytest.raises(data.DataError, match="not prepared under .*tfds build"):
+      data.load(data.DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+    with pytest.raises(data.DataError, match="imagenet-oord-tfr"):
+      data.load(data.DataConfig(dataset="imagenet32", data_dir=str(tmp_path)))
+    if not HAVE_FMNIST:
+      with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist"):
+        data.load(data.DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path)))
+  with pytest.raises(data.DataError, match="download=False"):
+    data.load(data.DataConfig(dataset="mnist", data_dir=str(tmp_path), download=False))
+
+
+@needs_fmnist
+def test_fashion_mnist_never_touches_tfds_when_the_debian_files_exist(tmp_path):
+  with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare",
+                         side_effect=AssertionError("network access attempted")):
+    d = data.load(data.DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path), n_test=10))
+  assert d.source.startswith("IDX files")
+
+
+# ---- OpenAI's TFRecord shards ---------------------------------------------------------------
+
+
+def _feature(values=None, raw=None):
+  if raw is not None:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw]))
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def _write_openai_shards(root, n, sizes=(8,), shape=None, n_shards=2, label_max=5,
+                         attr=True, folders=("train", "validation")):
+  """The original's layout; returns {folder: (images at sizes[0], labels, attrs)}."""
   rng = np.random.RandomState(1)
   written = {}
-  for folder in ("train", "validation"):
-    os.makedirs(root / folder)
-    images = rng.randint(0, 256, [n_per_split, size, size, 3]).astype(np.uint8)
-    labels = rng.randint(0, 5, [n_per_split])
-    attrs = rng.choice([-1, 1], [n_per_split, 40])
-    res = int(np.log2(size))
-    for shard in range(2):
-      path = root / folder / f"{folder}-r{res:02d}-s-{shard:04d}-of-0002.tfrecords"
-      with tf.io.TFRecordWriter(str(path)) as w:
-        for i in range(shard, n_per_split, 2):
-          feature = {
-              "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=[size, size, 3])),
-              "data": tf.train.Feature(bytes_list=tf.train.BytesList(value=[images[i].tobytes()])),
-              "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[labels[i]]))}
-          if with_attr:
-            feature["attr"] = tf.train.Feature(int64_list=tf.train.Int64List(value=attrs[i]))
-          w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    written[folder] = (images, labels, attrs)
+  for folder in folders:
+    os.makedirs(root / folder, exist_ok=True)
+    labels = rng.randint(0, label_max, [n]) if label_max else np.zeros([n], int)
+    attrs = rng.choice([-1, 1], [n, 40])
+    for size in sizes:
+      images = rng.randint(0, 256, [n] + list(shape or (size, size, 3))).astype(np.uint8)
+      written.setdefault(folder, (images, labels, attrs))
+      res = int(np.log2(size))
+      for shard in range(n_shards):
+        path = root / folder / f"{folder}-r{res:02d}-s-{shard:04d}-of-{n_shards:04d}.tfrecords"
+        with tf.io.TFRecordWriter(str(path)) as w:
+          for i in range(shard, n, n_shards):
+            feature = {"shape": _feature(images[i].shape),
+                       "data": _feature(raw=images[i].tobytes()),
+                       "label": _feature([labels[i]])}
+            if attr is not None:
+              feature["attr"] = _feature(attrs[i] if attr else [])
+            w.write(tf.train.Example(features=tf.train.Features(feature=feature))
+                    .SerializeToString())
   return written
 
 
-def test_openai_tfrecord_shards_read_back_bit_exactly(tmp_path):
-  written = _write_openai_shards(tmp_path, 6)
+def _by_bytes(batches):
+  return {img.tobytes(): (lab, att.tolist() if att is not None else None)
+          for img, lab, att in zip(batches["image"], batches["label"],
+                                   batches.get("attr", [None] * len(batches["label"])))}
+
+
+def test_openai_shards_read_back_bit_exactly(tmp_path):
+  written = _write_openai_shards(tmp_path, 7, sizes=(8, 4))  # r03 and r02, as celeba-tfr
   d = data.load(data.DataConfig(dataset="celeba", data_dir=str(tmp_path)))
-  assert d.source.startswith("OpenAI TFRecord shards")
-  assert d.image_shape == [8, 8, 3] and (d.num_train, d.num_test) == (6, 6)
-  assert d.attribute_names[31] == "Smiling"
-  got = {}
-  for batch in d.test_dataset(4):
-    for img, lab, att in zip(batch["image"].numpy(), batch["label"].numpy(), batch["attr"].numpy()):
-      got[img.tobytes()] = (lab, att.tolist())
-  images, labels, attrs = written["validation"]
-  assert len(got) == 6
-  for img, lab, att in zip(images, labels, attrs):
-    assert got[img.tobytes()] == (lab, att.tolist())
+  assert d.source == f"OpenAI TFRecord shards in {tmp_path} (r03)"
+  assert d.image_shape == [8, 8, 3] and (d.num_train, d.num_test) == (7, 7)
+  assert d.attribute_names[31] == "Smiling" and d.n_classes == 5
+  for split, folder in (("test", "validation"), ("train", "train")):
+    images, labels, attrs = written[folder]
+    got = _by_bytes(_all(d.labelled_examples(split).batch(3)))
+    assert got == {img.tobytes(): (lab, att.tolist()) for img, lab, att in
+                   zip(images, labels, attrs)}
+  assert len(_all(d.test_dataset(4))["image"]) == 7  # 4 + 3: remainder kept
+  small = data.load(data.DataConfig(dataset="celeba", data_dir=str(tmp_path), image_size=4))
+  assert small.image_shape == [4, 4, 3] and small.source.endswith("(r02)")
   with pytest.raises(data.DataError, match="no OpenAI shards for image size 16"):
     data.load(data.DataConfig(dataset="celeba", data_dir=str(tmp_path), image_size=16))
 
 
-def _write_folder(root, with_splits, corrupt=False):
+def test_openai_unconditional_shards_with_empty_attr(tmp_path):
+  # imagenet-oord-tfr style: label 0, attr written as an empty list.
+  _write_openai_shards(tmp_path, 4, sizes=(4,), label_max=0, attr=False)
+  d = data.load(data.DataConfig(dataset="imagenet32", data_dir=str(tmp_path)))
+  assert d.n_classes is None and d.attribute_names is None and d.image_shape == [4, 4, 3]
+  batch = next(iter(d.train_dataset(3)))
+  assert set(batch) == {"image", "label"} and batch["image"].shape == [3, 4, 4, 3]
+
+
+def test_openai_lsun_layout_crops_larger_images(tmp_path):
+  # lsun_realnvp: <data_dir>/<category>/..., 6x7 images in r02 shards, cropped to 4x4.
+  written = _write_openai_shards(tmp_path / "tower", 5, sizes=(4,), shape=(6, 7, 3),
+                                 label_max=0, attr=None)
+  d = data.load(data.DataConfig(dataset="lsun", category="tower", data_dir=str(tmp_path)))
+  assert d.image_shape == [4, 4, 3]
+  test = _all(d.test_dataset(5))["image"]
+  np.testing.assert_array_equal(np.sort(test.reshape(5, -1), 0),
+                                np.sort(written["validation"][0][:, 1:5, 1:5].reshape(5, -1), 0))
+  assert next(iter(d.train_dataset(2)))["image"].shape == [2, 4, 4, 3]
+
+
+def test_openai_missing_shards(tmp_path):
+  _write_openai_shards(tmp_path, 4, n_shards=2)
+  os.remove(tmp_path / "train" / "train-r03-s-0001-of-0002.tfrecords")
+  with pytest.raises(data.DataError, match="1 of 2 r03 shards"):
+    data.load(data.DataConfig(dataset="celeba", data_dir=str(tmp_path)))
+  other = tmp_path / "x"
+  _write_openai_shards(other, 4, folders=("train",))
+  with pytest.raises(data.DataError, match="validation holds no r03 shards"):
+    data.load(data.DataConfig(dataset="celeba", data_dir=str(other)))
+
+
+# ---- Image folders --------------------------------------------------------------------------
+
+
+def _write_folder(root, with_splits, classes=("cats", "dogs"), n=5):
   rng = np.random.RandomState(2)
-  paths = []
-  splits = ("train", "test") if with_splits else ("",)
-  for split in splits:
-    for cls in ("cats", "dogs"):
+  arrays = {}
+  for split in (("train", "test") if with_splits else ("",)):
+    for cls in classes:
       d = root / split / cls
       os.makedirs(d)
-      for i in range(5):
-        array = rng.randint(0, 256, [20, 24, 3]).astype(np.uint8)
+      for i in range(n):
+        array = rng.randint(0, 256, [16, 20, 3]).astype(np.uint8)
         path = d / f"{i}.{'png' if i % 2 else 'jpg'}"
         Image.fromarray(array).save(path)
-        paths.append(path)
-  if corrupt:
-    (root / splits[0] / "cats" / "broken.png").write_bytes(b"not an image")
-  return paths
+        arrays[str(path)] = array
+  return arrays
 
 
 @pytest.mark.parametrize("with_splits", [True, False])
 def test_image_folder(tmp_path, with_splits):
-  _write_folder(tmp_path, with_splits)
+  arrays = _write_folder(tmp_path, with_splits)
   d = data.load(data.DataConfig(dataset="folder", data_dir=str(tmp_path), image_size=16,
                                 holdout_fraction=0.2))
   assert d.image_shape == [16, 16, 3] and d.n_classes == 2 and d.class_names == ["cats", "dogs"]
   assert (d.num_train, d.num_test) == ((10, 10) if with_splits else (8, 2))
-  images, labels = _all(d.test_dataset(3))
-  assert images.shape == (d.num_test, 16, 16, 3) and images.dtype == np.uint8
-  assert set(labels.tolist()) <= {0, 1}
+  got = _all(d.test_dataset(3))
+  assert got["image"].shape == (d.num_test, 16, 16, 3) and got["image"].dtype == np.uint8
+  assert set(got["label"].tolist()) <= {0, 1}
+  # PNGs are lossless: centre 16x16 crops come back exactly.
+  pngs = {a[:, 2:18].tobytes() for p, a in arrays.items() if p.endswith(".png")}
+  train = _all(d.labelled_examples("train").batch(20))["image"]
+  assert len(pngs & {x.tobytes() for x in np.concatenate([train, got["image"]])}) == len(pngs)
 
 
-def test_corrupt_image_fails_with_the_file_name(tmp_path):
-  _write_folder(tmp_path, True, corrupt=True)
-  with pytest.raises(data.DataError, match="broken.png"):
+def test_unlabelled_folder_resizes(tmp_path):
+  for i in range(4):
+    Image.fromarray(np.full([40, 30], 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
+  d = data.load(data.DataConfig(dataset="folder", data_dir=str(tmp_path), holdout_fraction=0.25))
+  assert d.n_classes is None and d.image_shape == [64, 64, 3]
+  images = _all(d.test_dataset())["image"]
+  assert images.shape == (1, 64, 64, 3) and len(np.unique(images)) == 1  # gray stays flat
+
+
+def test_corrupt_image_header_fails_at_load_with_the_file_name(tmp_path):
+  _write_folder(tmp_path, True)
+  (tmp_path / "train" / "cats" / "broken.png").write_bytes(b"not an image")
+  with pytest.raises(data.DataError, match=r"1 unreadable image file.*broken\.png"):
     data.load(data.DataConfig(dataset="folder", data_dir=str(tmp_path), image_size=16))
 
 
-@needs_fmnist
-def test_replicas_partition_the_global_batch_and_test_set_is_covered_once(fmnist, two_replicas):
-  small = data.load(data.DataConfig(dataset="fashion_mnist", n_train=64, n_test=45))
-  global_batch = next(iter(small.train_dataset(16)))
-  dist = two_replicas.experimental_distribute_dataset(small.train_dataset(16))
-  per_replica = next(iter(dist))
-  shards = [t.numpy() for t in two_replicas.experimental_local_results(per_replica["image"])]
-  assert [s.shape[0] for s in shards] == [8, 8]
-  np.testing.assert_array_equal(np.concatenate(shards), global_batch["image"].numpy())
-  seen = []
-  for batch in two_replicas.experimental_distribute_dataset(small.test_dataset(10)):
-    for t in two_replicas.experimental_local_results(batch["image"]):
-      seen.extend(x.tobytes() for x in t.numpy())
-  expected, _ = _all(small.test_dataset(45))
-  assert sorted(seen) == sorted(x.tobytes() for x in expected) and len(seen) == 45
-
-
-@needs_fmnist
-def test_init_batch_is_deterministic_and_order_depends_on_the_seed():
-  a = data.load(data.DataConfig(dataset="fashion_mnist", n_train=500, seed=1))
-  b = data.load(data.DataConfig(dataset="fashion_mnist", n_train=500, seed=1))
-  c = data.load(data.DataConfig(dataset="fashion_mnist", n_train=500, seed=2))
-  np.testing.assert_array_equal(a.init_batch(32)["image"], b.init_batch(32)["image"])
-  first = lambda d: next(iter(d.train_dataset(8)))["label"].numpy()
-  np.testing.assert_array_equal(first(a), first(b))
-  assert not np.array_equal(a.init_batch(32)["image"], c.init_batch(32)["image"])
-
-
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(dataset="svhn"), ValueError, "valid names: mnist, fashion_mnist"),
-    (dict(dataset="lsun"), ValueError, "--category"),
-    (dict(dataset="folder"), ValueError, "--data_dir"),
-    (dict(dataset="fashion_mnist", image_size=64), ValueError, "28x28"),
-    (dict(dataset="cifar10", image_size=64), ValueError, "larger"),
-    (dict(dataset="mnist", n_train=0), ValueError, "n_train must be a positive integer"),
-])
-def test_bad_configs(kwargs, error, message):
-  with pytest.raises(error, match=message):
-    data.load(data.DataConfig(**kwargs))
-
-
-def test_missing_tfds_data_says_how_to_get_it(tmp_path):
-  with pytest.raises(data.DataError, match="manual download"):
-    data.load(data.DataConfig(dataset="imagenet32", data_dir=str(tmp_path)))
+def test_damaged_pixel_data_fails_with_the_file_name(tmp_path):
+  _write_folder(tmp_path, True)
+  good = (tmp_path / "test" / "cats" / "1.png").read_bytes()
+  (tmp_path / "test" / "cats" / "1.png").write_bytes(good[:len(good) // 2])  # header intact
+  d = data.load(data.DataConfig(dataset="folder", data_dir=str(tmp_path), image_size=16))
+  with pytest.raises(tf.errors.OpError, match=r"cats/1\.png"):
+    _all(d.test_dataset(4))
 
 
 def test_empty_folder(tmp_path):
   with pytest.raises(data.DataError, match="no images"):
     data.load(data.DataConfig(dataset="folder", data_dir=str(tmp_path)))
+
+
+# ---- Distribution -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small():
+  """64 training and 45 test images of Fashion-MNIST."""
+  return data.load(data.DataConfig(dataset="fashion_mnist", n_train=64, n_test=45, seed=5))
+
+
+@needs_fmnist
+def test_two_replicas_partition_the_global_batch(small, two_replicas):
+  dist = iter(small.distributed_train_dataset(two_replicas, 16))
+  global_batches = iter(small.train_dataset(16))
+  for _ in range(5):  # crosses an epoch boundary (64 examples)
+    per_replica = next(dist)
+    expected = next(global_batches)
+    for key in ("image", "label"):
+      shards = _local(two_replicas, per_replica[key])
+      assert [s.shape[0] for s in shards] == [8, 8]
+      np.testing.assert_array_equal(np.concatenate(shards), expected[key].numpy())
+  with pytest.raises(ValueError, match="n_batch_train=15 is not divisible by the 2 replicas"):
+    small.train_dataset(15, two_replicas)
+
+
+@needs_fmnist
+def test_two_replicas_cover_the_test_set_exactly_once(small, two_replicas):
+  expected = _all(small.test_dataset(45))["image"]
+  seen = []
+  for batch in small.distributed_test_dataset(two_replicas, 10):
+    for shard in _local(two_replicas, batch["image"]):
+      seen.extend(x.tobytes() for x in shard)
+  assert len(seen) == 45 and sorted(seen) == sorted(x.tobytes() for x in expected)
+  # The global pipeline under experimental_distribute_dataset, as train_lib uses it, too.
+  seen = [x.tobytes() for batch in two_replicas.experimental_distribute_dataset(
+      small.test_dataset(10)) for shard in _local(two_replicas, batch["image"]) for x in shard]
+  assert sorted(seen) == sorted(x.tobytes() for x in expected)
+
+
+def _pipelines(input_fn, n_batches, num_pipelines=2, replicas=4):
+  """Images each of `num_pipelines` workers reads in its first `n_batches` batches."""
+  out = []
+  for i in range(num_pipelines):
+    ctx = tf.distribute.InputContext(num_input_pipelines=num_pipelines, input_pipeline_id=i,
+                                     num_replicas_in_sync=replicas)
+    batches = list(input_fn(ctx).take(n_batches).as_numpy_iterator())
+    out.append([x.tobytes() for b in batches for x in b["image"]])
+  return out
+
+
+@needs_fmnist
+def test_workers_read_disjoint_shards_that_cover_an_epoch(small):
+  # 2 workers x 2 replicas each, global batch 8: per-replica batches of 2.
+  a, b = _pipelines(small.train_input_fn(8), n_batches=16)  # 16 x 2 = one shard
+  everything = {x.tobytes() for x in _all(small.labelled_examples().batch(64))["image"]}
+  assert len(a) == len(b) == 32 and not set(a) & set(b) and set(a) | set(b) == everything
+  a, b = _pipelines(small.test_input_fn(8), n_batches=100)
+  assert len(a) + len(b) == 45 and not set(a) & set(b)
+  with pytest.raises(ValueError, match="n_batch_train=6 is not divisible by the 4 replicas"):
+    _pipelines(small.train_input_fn(6), 1)
+
+
+def test_tfrecord_workers_read_whole_files(tmp_path):
+  written = _write_openai_shards(tmp_path, 6, n_shards=2)
+  d = data.load(data.DataConfig(dataset="celeba", data_dir=str(tmp_path)))
+  a, b = _pipelines(d.train_input_fn(4), n_batches=3, replicas=2)  # 3 x 1 per worker
+  assert set(a) == {x.tobytes() for x in written["train"][0][0::2]}  # file 0: examples 0, 2, 4
+  assert set(b) == {x.tobytes() for x in written["train"][0][1::2]}
+
+
+# ---- Init batch and errors ------------------------------------------------------------------
+
+
+@needs_fmnist
+def test_init_batch_is_deterministic_and_depends_on_the_seed(small):
+  again = data.load(data.DataConfig(dataset="fashion_mnist", n_train=64, n_test=45, seed=5))
+  other = data.load(data.DataConfig(dataset="fashion_mnist", n_train=64, n_test=45, seed=6))
+  first = small.init_batch(32)
+  assert first["image"].shape == (32, 32, 32, 1) and first["label"].dtype == np.int32
+  np.testing.assert_array_equal(first["image"], again.init_batch(32)["image"])
+  assert not np.array_equal(first["image"], other.init_batch(32)["image"])
+  assert len({x.tobytes() for x in first["image"]}) == 32  # no repeats
+  assert small.init_batch(500)["image"].shape[0] == 64  # at most the training set
+  first_label = lambda d: next(iter(d.train_dataset(8)))["label"].numpy()
+  np.testing.assert_array_equal(first_label(small), first_label(again))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dataset="svhn"), "unknown dataset 'svhn'; valid names: mnist, fashion_mnist, cifar10"),
+    (dict(dataset="lsun"), "--category"),
+    (dict(dataset="folder"), "--data_dir"),
+    (dict(dataset="fashion_mnist", image_size=64), "28x28.*64 does not fit"),
+    (dict(dataset="fashion_mnist", image_size=32, pad_to_32=False), "pad_to_32"),
+    (dict(dataset="cifar10", image_size=64), "at most 32x32; image_size=64 does not fit"),
+    (dict(dataset="celeba", image_size=200), "148x148; image_size=200 does not fit"),
+    (dict(dataset="lsun", category="tower", image_size=512), "image_size=512 does not fit"),
+    (dict(dataset="mnist", n_train=0), "n_train must be a positive integer"),
+    (dict(dataset="mnist", n_batch_train=2.5), "n_batch_train must be a positive integer"),
+    (dict(dataset="mnist", holdout_fraction=1), "holdout_fraction"),
+])
+def test_bad_configs(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    data.load(data.DataConfig(**kwargs))
+
+
+def test_missing_folder(tmp_path):
+  with pytest.raises(data.DataError, match="is not a directory"):
+    data.load(data.DataConfig(dataset="folder", data_dir=str(tmp_path / "nope")))

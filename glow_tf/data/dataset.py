@@ -1,0 +1,299 @@
+"""`ImageDataset`: training, test and init pipelines over splits of a source.
+
+A split (`Split`) is a function `read(index, num_shards, shuffle_seed)` that
+gives shard `index` of `num_shards` of the split as unbatched example dicts in
+a fixed order (or with its files in a seeded random order), plus its size.
+The constructors below make them from numpy arrays, TFDS builders and
+TFRecord files; `ImageDataset` turns two of them into pipelines.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from glow_tf.data.config import DataError
+
+__all__ = ["ImageDataset", "Split", "array_split", "count", "tfds_split", "tfrecord_split"]
+
+
+# ---- Splits: unbatched examples in a fixed order, read whole or as one shard ---------
+
+
+def count(ds):
+  """Number of elements of a finite dataset, counted by reading it."""
+  return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+
+
+class Split:
+  """One split of a source.
+
+  `read(index, num_shards, shuffle_seed)` returns shard `index` of
+  `num_shards` as an unbatched `tf.data.Dataset` of example dicts, in a fixed
+  order, or, with a `shuffle_seed`, with its files in a seeded random order.
+  """
+
+  def __init__(self, read, size):
+    self._read = read
+    self._size = size  # an int, or a function computing it (called once)
+
+  def read(self, index=0, num_shards=1, shuffle_seed=None):
+    return self._read(index, num_shards, shuffle_seed)
+
+  @property
+  def size(self):
+    if callable(self._size):
+      self._size = int(self._size())
+    return self._size
+
+  def first(self, n):
+    """The first `n` examples (all when `n` is `None`), sharded by example."""
+    if n is None:
+      return self
+
+    def read(index, num_shards, unused_seed):
+      ds = self.read().take(n)
+      return ds.shard(num_shards, index) if num_shards > 1 else ds
+
+    size = (min(n, self._size) if isinstance(self._size, int)
+            else lambda: count(self.read().take(n)))
+    return Split(read, size)
+
+
+def array_split(arrays):
+  """A split held in numpy arrays (IDX files)."""
+  def read(index, num_shards, unused_seed):
+    return tf.data.Dataset.from_tensor_slices({k: v[index::num_shards] for k, v in arrays.items()})
+  return Split(read, len(arrays["label"]))
+
+
+def tfds_split(builder, split, convert, size=None):
+  """A TFDS split (a split string such as `"train[3000:]"`); shards are even sub-splits.
+
+  `convert` maps TFDS examples to ours; `size` overrides the metadata's count.
+  """
+  def read(index, num_shards, shuffle_seed):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    part = tfds.even_splits(split, num_shards)[index] if num_shards > 1 else split
+    ds = builder.as_dataset(split=part, shuffle_files=shuffle_seed is not None,
+                            read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed))
+    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def num_examples():
+    try:
+      return builder.info.splits[split].num_examples
+    except (KeyError, ValueError):  # no metadata (e.g. under tfds.testing.mock_data)
+      return count(builder.as_dataset(split=split))
+  return Split(read, num_examples if size is None else size)
+
+
+def tfrecord_split(files, parse):
+  """TFRecord files parsed by `parse`; shards are whole files when there are enough."""
+  def read(index, num_shards, shuffle_seed):
+    chosen = files
+    if num_shards > 1 and len(files) >= num_shards:
+      chosen = files[index::num_shards]  # whole files per input pipeline
+    ds = tf.data.Dataset.from_tensor_slices(chosen)
+    if shuffle_seed is not None:
+      ds = ds.shuffle(len(chosen), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(chosen)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if num_shards > 1 and len(files) < num_shards:
+      ds = ds.shard(num_shards, index)
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+  return Split(read, lambda: count(tf.data.TFRecordDataset(files)))
+
+
+# ---- The dataset object ---------------------------------------------------------------
+
+
+class ImageDataset:
+  """Train and test data of one dataset, with its shape, classes and attributes.
+
+  Made by `load`; `train` and `test` are `Split`s of the source.
+
+  Attributes:
+    config: the `DataConfig`.
+    image_shape: `[H, W, C]` of the images.
+    n_classes: number of label classes, or `None` when unlabelled.
+    class_names: names of the classes, or `None`.
+    attribute_names: names of the entries of `attr` (CelebA's 40), or `None`.
+    source: where the data comes from, for logs.
+  """
+
+  def __init__(self, config, train, test, image_shape, n_classes=None, class_names=None,
+               attribute_names=None, source=""):
+    self.config = config
+    self._train = train.first(config.n_train)
+    self._test = test.first(config.n_test)
+    self.image_shape = [int(d) for d in image_shape]
+    self.n_classes = n_classes
+    self.class_names = list(class_names) if class_names is not None else None
+    self.attribute_names = list(attribute_names) if attribute_names is not None else None
+    self.source = source
+
+  def __repr__(self):
+    return (f"ImageDataset({self.config.dataset!r}, {self.source}, image_shape="
+            f"{self.image_shape}, n_classes={self.n_classes})")
+
+  @property
+  def num_train(self):
+    """Number of training examples (after `n_train`); may read the data once to count."""
+    return self._train.size
+
+  @property
+  def num_test(self):
+    """Number of test examples (after `n_test`); may read the data once to count."""
+    return self._test.size
+
+  # -- training ------------------------------------------------------------------------
+
+  def _train_examples(self, index=0, num_shards=1):
+    seed = self.config.seed
+    ds = self._train.read(index, num_shards, shuffle_seed=seed)
+    return ds.shuffle(self.config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+
+  def train_dataset(self, batch_size=None, strategy=None):
+    """Shuffled (seeded), repeated global batches of `{'image', 'label'[, 'attr']}`.
+
+    The order depends only on the seed and the data, so `skip(n)` resumes at
+    step `n`. For several devices prefer `distributed_train_dataset`; this
+    pipeline also works with `strategy.experimental_distribute_dataset`,
+    which then shards it by example (`AutoShardPolicy.DATA`).
+
+    Args:
+      batch_size: global batch size. Default: `config.n_batch_train`.
+      strategy: the `tf.distribute.Strategy` the batches are for, if any:
+        `batch_size` must be a multiple of its number of replicas.
+
+    Returns:
+      `tf.data.Dataset` of dicts: `image` uint8 `[B, H, W, C]`, `label` int32
+      `[B]`, and `attr` int32 `[B, 40]` when available.
+    """
+    batch_size = batch_size or self.config.n_batch_train
+    if strategy is not None and batch_size % strategy.num_replicas_in_sync:
+      raise ValueError(f"n_batch_train={batch_size} is not divisible by the "
+                       f"{strategy.num_replicas_in_sync} replicas; use a multiple of the number "
+                       "of devices.")
+    ds = self._train_examples().batch(batch_size, drop_remainder=True)
+    return _with_options(ds, tf.data.experimental.AutoShardPolicy.DATA)
+
+  def train_input_fn(self, batch_size=None):
+    """`fn(input_context) -> tf.data.Dataset` of per-replica training batches.
+
+    For `strategy.distribute_datasets_from_function` (and Keras'
+    `DatasetCreator`): pipeline `input_pipeline_id` reads its shard of the
+    training set and batches it to
+    `input_context.get_per_replica_batch_size(batch_size)`.
+
+    Args:
+      batch_size: global batch size. Default: `config.n_batch_train`.
+    """
+    batch_size = batch_size or self.config.n_batch_train
+
+    def input_fn(ctx):
+      per_replica = _per_replica(ctx, batch_size, "n_batch_train")
+      ds = self._train_examples(ctx.input_pipeline_id, ctx.num_input_pipelines)
+      return _with_options(ds.batch(per_replica, drop_remainder=True))
+    return input_fn
+
+  def distributed_train_dataset(self, strategy, batch_size=None):
+    """Training batches split over `strategy`'s replicas (see `train_input_fn`).
+
+    Returns:
+      A `tf.distribute.DistributedDataset`; each element holds one per-replica
+      batch of `batch_size / num_replicas` examples per replica.
+    """
+    return strategy.distribute_datasets_from_function(self.train_input_fn(batch_size))
+
+  def init_batch(self, n=None):
+    """A seeded random sample of `n` training examples, for actnorm's data-dependent init.
+
+    Drawn from the first `max(n, min(4 n, shuffle_buffer))` training examples
+    (the original took its first batch from a buffer of 4 batches) with numpy
+    (independent of TensorFlow's global seed and of the strategy), so it is
+    identical on every worker and in every run with the same seed. Fewer than
+    `n` examples when the training set is smaller.
+
+    Returns:
+      dict of numpy arrays: `image` uint8 `[n, H, W, C]`, `label` int32 `[n]`
+      (and `attr`).
+    """
+    n = n or self.config.n_batch_init
+    pool = max(n, min(4 * n, self.config.shuffle_buffer))
+    keys = np.random.RandomState(self.config.seed).random_sample(pool)
+    best, offset = None, 0
+    for batch in self._train.read().take(pool).batch(256).as_numpy_iterator():
+      batch = dict(batch, _key=keys[offset:offset + len(batch["label"])])
+      offset += len(batch["label"])
+      if best is not None:
+        batch = {k: np.concatenate([best[k], v]) for k, v in batch.items()}
+      keep = np.argsort(batch["_key"], kind="stable")[:n]
+      best = {k: v[keep] for k, v in batch.items()}
+    if best is None:
+      raise DataError(f"the training set of {self.source} is empty.")
+    best.pop("_key")
+    return best
+
+  # -- test ----------------------------------------------------------------------------
+
+  def test_dataset(self, batch_size=None):
+    """The test set in a fixed order, each example once, the last batch kept.
+
+    Args:
+      batch_size: Default: `config.n_batch_test`.
+
+    Returns:
+      `tf.data.Dataset` of dicts as `train_dataset`; the last batch may be smaller.
+    """
+    ds = self._test.read().batch(batch_size or self.config.n_batch_test)
+    return _with_options(ds, tf.data.experimental.AutoShardPolicy.DATA)
+
+  def test_input_fn(self, batch_size=None):
+    """`fn(input_context)`: one input pipeline's shard of the test set.
+
+    Batched to `input_context.get_per_replica_batch_size(batch_size)`, the
+    last, smaller batch kept.
+    """
+    batch_size = batch_size or self.config.n_batch_test
+
+    def input_fn(ctx):
+      per_replica = _per_replica(ctx, batch_size, "n_batch_test")
+      return _with_options(self._test.read(ctx.input_pipeline_id, ctx.num_input_pipelines)
+                           .batch(per_replica))
+    return input_fn
+
+  def distributed_test_dataset(self, strategy, batch_size=None):
+    """The test set over `strategy`'s replicas; each example once across replicas and workers.
+
+    Replicas left without data in the last step receive empty batches.
+    """
+    return strategy.distribute_datasets_from_function(self.test_input_fn(batch_size))
+
+  # -- labelled examples -----------------------------------------------------------------
+
+  def labelled_examples(self, split="train", max_examples=None):
+    """Unbatched examples with `label` (and `attr`) in a fixed order, for manipulation directions.
+
+    Args:
+      split: `"train"` or `"test"`.
+      max_examples: the first examples only (`None`: all).
+    """
+    if split not in ("train", "test"):
+      raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    ds = (self._train if split == "train" else self._test).read()
+    return ds.take(max_examples) if max_examples else ds
+
+
+def _per_replica(ctx, batch_size, name):
+  if batch_size % ctx.num_replicas_in_sync:
+    raise ValueError(f"{name}={batch_size} is not divisible by the {ctx.num_replicas_in_sync} "
+                     "replicas; use a multiple of the number of devices.")
+  return ctx.get_per_replica_batch_size(batch_size)
+
+
+def _with_options(ds, shard_policy=None):
+  options = tf.data.Options()
+  options.deterministic = True
+  if shard_policy is not None:
+    options.experimental_distribute.auto_shard_policy = shard_policy
+  return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
