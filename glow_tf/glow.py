@@ -6,6 +6,7 @@ import tensorflow as tf
 from glow_tf import nn
 from glow_tf.bijectors import base
 from glow_tf.bijectors import flow_step
+from glow_tf.bijectors import shared
 from glow_tf.bijectors import squeeze as squeeze_lib
 
 __all__ = ["Glow", "SplitPrior", "TopPrior", "level_shapes"]
@@ -88,6 +89,7 @@ def _encode_steps_recomputing(steps, x):
   return encode(x)
 
 
+@shared.no_autograph
 class SplitPrior(tf.Module):
   """The original's `split2d_prior`: Gaussian of the leaving half given the kept half.
 
@@ -99,13 +101,14 @@ class SplitPrior(tf.Module):
     super().__init__(name=name)
     with self.name_scope:
       self.conv = nn.ZeroConv2D(kept_channels, 2 * out_channels, dtype=dtype)
+    self._order = tuple(range(0, 2 * out_channels, 2)) + tuple(range(1, 2 * out_channels, 2))
 
   def __call__(self, z_kept):
     """z_kept: `[B, h, w, c]` -> mean, log_scale: `[B, h, w, c_out]`."""
-    h = self.conv(z_kept)
-    return h[..., 0::2], h[..., 1::2]
+    return tf.split(self.conv(z_kept, self._order), 2, axis=-1)
 
 
+@shared.no_autograph
 class TopPrior(tf.Module):
   """The original's `prior`: Gaussian of the top latent, learned (`learntop`) and/or class-conditional (`ycond`).
 
@@ -147,6 +150,7 @@ class TopPrior(tf.Module):
     return h[..., :c], h[..., c:]
 
 
+@shared.no_autograph
 class Glow(base.GlowBijector):
   """Glow (Kingma & Dhariwal, 2018) as one bijector from a flat latent to an image.
 

@@ -9,6 +9,7 @@ import tensorflow_probability as tfp
 from glow_tf import config as config_lib
 from glow_tf import glow as glow_lib
 from glow_tf import nn
+from glow_tf.bijectors import shared
 
 tfd = tfp.distributions
 
@@ -17,6 +18,7 @@ __all__ = ["GlowModel"]
 LN2 = math.log(2.)
 
 
+@shared.no_autograph
 class GlowModel(tf.Module):
   """Glow on uint8 images: likelihood in bits/dim, sampling, encoding, class conditioning.
 

@@ -10,16 +10,24 @@ the batch: we compute it once per call as a `[H, W, out]` map from the border
 slice of the kernel and add it to an ordinary SAME convolution of the data,
 which is the same function as the original's concatenate-and-VALID-convolve
 at a fraction of the cost.
+
+Speed: every per-channel scale that follows a convolution (the actnorm after
+the hidden convolutions, `exp(3 * log_scale)` after the zero convolution) is
+folded into the small kernel and a bias instead of being applied to the large
+activation, `(conv(x, K) + e + b) * s = conv(x, K * s) + (e + b) * s`, and the
+1x1 convolution is a matmul followed by `bias_add`, which TF fuses with the
+ReLU. This is the same function of the same variables (to float32 rounding)
+with fewer passes over the activations, forward and backward.
 """
 
 import numpy as np
 import tensorflow as tf
 
 from glow_tf.bijectors import actnorm as actnorm_lib
-from glow_tf.bijectors.base import static_hw
-from glow_tf.bijectors.shared import read
+from glow_tf.bijectors.base import matmul_channels, static_hw
+from glow_tf.bijectors.shared import no_autograph, read
 
-__all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros"]
+__all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "matmul_channels"]
 
 
 def _border_patches(height, width, kh, kw, np_dtype):
@@ -40,7 +48,10 @@ def edge_term(kernel_edge, height, width):
   if isinstance(height, int) and isinstance(width, int):
     patches = _border_patches(height, width, kh, kw,
                               kernel_edge.dtype.as_numpy_dtype)
-    return tf.einsum("hwij,ijo->hwo", patches, kernel_edge)
+    out = kernel_edge.shape[-1]
+    flat = tf.matmul(patches.reshape([height * width, kh * kw]),
+                     tf.reshape(kernel_edge, [kh * kw, out]))
+    return tf.reshape(flat, [height, width, out])
   # Unknown spatial size: convolve the border map itself.
   a, b = (kh - 1) // 2, (kw - 1) // 2
   ones = tf.ones([1, height, width, 1], kernel_edge.dtype)
@@ -48,6 +59,7 @@ def edge_term(kernel_edge, height, width):
   return tf.nn.conv2d(border, kernel_edge[:, :, None, :], 1, "VALID")[0]
 
 
+@no_autograph
 class EdgeConv2D(tf.Module):
   """Stride-1 "SAME" convolution with the original's edge-bias channel.
 
@@ -78,19 +90,37 @@ class EdgeConv2D(tf.Module):
   def _conv(self, x):
     """x: `[B, H, W, C]` -> `[B, H, W, out]` (before actnorm)."""
     if not self._edge:
-      return tf.einsum("bhwc,co->bhwo", x, read(self.kernel))
+      return matmul_channels(x, read(self.kernel))
     y = tf.nn.conv2d(x, read(self.kernel), 1, "SAME")
     h, w = static_hw(x)
     return y + edge_term(read(self.edge_kernel), h, w)
 
-  def __call__(self, x):
-    return self.actnorm._inverse_and_log_det_4d(self._conv(x))[0]
+  def __call__(self, x, activation=None):
+    """`activation(actnorm(conv(x)))`, with the actnorm folded into the kernel.
+
+    Args:
+      x: `[B, H, W, C]`.
+      activation: `None` or an elementwise function such as `tf.nn.relu`.
+    Returns:
+      `[B, H, W, out]`.
+    """
+    scale = tf.exp(self.actnorm._scale_log())  # pylint: disable=protected-access
+    shift = read(self.actnorm.shift)
+    kernel = read(self.kernel) * scale
+    if not self._edge:
+      y = tf.nn.bias_add(matmul_channels(x, kernel), shift * scale)
+    else:
+      h, w = static_hw(x)
+      bias_map = (edge_term(read(self.edge_kernel), h, w) + shift) * scale
+      y = tf.nn.conv2d(x, kernel, 1, "SAME") + bias_map
+    return y if activation is None else activation(y)
 
   def initialize(self, x):
     """Initialises the actnorm from `x`'s batch; returns the layer's output."""
     return self.actnorm._initialize_4d(self._conv(x))
 
 
+@no_autograph
 class ZeroConv2D(tf.Module):
   """The original's `conv2d_zeros`: a zero-initialised 3x3 edge-bias convolution.
 
@@ -112,20 +142,35 @@ class ZeroConv2D(tf.Module):
       self.bias = tf.Variable(tf.zeros([out_channels], dtype), name="bias")
       self.log_scale = tf.Variable(tf.zeros([out_channels], dtype), name="log_scale")
 
-  def _post(self, y):
-    return (y + read(self.bias)) * tf.exp(actnorm_lib.LOGSCALE_FACTOR * read(self.log_scale))
+  def _bias_map(self, height, width, scale):
+    return (edge_term(read(self.edge_kernel), height, width) + read(self.bias)) * scale
 
-  def __call__(self, x):
-    """x: `[B, H, W, C]` -> `[B, H, W, out]`."""
-    y = tf.nn.conv2d(x, read(self.kernel), 1, "SAME")
+  def __call__(self, x, out_order=None):
+    """x: `[B, H, W, C]` -> `[B, H, W, out]`.
+
+    Args:
+      x: `[B, H, W, C]`.
+      out_order: `None` or a permutation of the output channels (Python ints):
+        output channel `i` is then the layer's channel `out_order[i]`. The
+        permutation is applied to the small kernel, not to the output.
+    """
+    scale = tf.exp(actnorm_lib.LOGSCALE_FACTOR * read(self.log_scale))
+    kernel = read(self.kernel) * scale
     h, w = static_hw(x)
-    return self._post(y + edge_term(read(self.edge_kernel), h, w))
+    bias_map = self._bias_map(h, w, scale)
+    if out_order is not None:  # exact: a product with a 0/1 matrix (cheaper to differentiate than gather)
+      perm = tf.constant(np.eye(len(out_order))[:, list(out_order)], kernel.dtype)
+      kernel = matmul_channels(kernel, perm)
+      bias_map = matmul_channels(bias_map, perm)
+    return tf.nn.conv2d(x, kernel, 1, "SAME") + bias_map
 
   def on_zeros(self, height, width):
     """The output for an all-zero input, `[H, W, out]` (no convolution needed)."""
-    return self._post(edge_term(read(self.edge_kernel), height, width))
+    return self._bias_map(height, width,
+                          tf.exp(actnorm_lib.LOGSCALE_FACTOR * read(self.log_scale)))
 
 
+@no_autograph
 class CouplingNetwork(tf.Module):
   """NN() of the paper: 3x3 conv -> actnorm -> ReLU -> 1x1 conv -> actnorm -> ReLU -> zero 3x3 conv.
 
@@ -133,8 +178,19 @@ class CouplingNetwork(tf.Module):
   """
 
   def __init__(self, in_channels, hidden_channels, out_channels, seed=0,
-               dtype=tf.float32, name="nn"):
+               dtype=tf.float32, out_order=None, name="nn"):
+    """Creates the network.
+
+    Args:
+      in_channels, hidden_channels, out_channels: Python `int`s.
+      seed: Python `int` or `None`, seeds the hidden kernels' initialisation.
+      dtype: float dtype of the variables.
+      out_order: `None` or a permutation of the output channels (see
+        `ZeroConv2D.__call__`); the variables keep the original's layout.
+      name: Python `str`.
+    """
     super().__init__(name=name)
+    self._out_order = None if out_order is None else tuple(int(i) for i in out_order)
     with self.name_scope:
       self.conv1 = EdgeConv2D(in_channels, hidden_channels, 3, seed, dtype, "conv1")
       self.conv2 = EdgeConv2D(hidden_channels, hidden_channels, 1,
@@ -142,17 +198,18 @@ class CouplingNetwork(tf.Module):
       self.conv_out = ZeroConv2D(hidden_channels, out_channels, 3, dtype, "conv_out")
 
   def __call__(self, x):
-    h = tf.nn.relu(self.conv1(x))
-    h = tf.nn.relu(self.conv2(h))
-    return self.conv_out(h)
+    h = self.conv1(x, tf.nn.relu)
+    h = self.conv2(h, tf.nn.relu)
+    return self.conv_out(h, self._out_order)
 
   def initialize(self, x):
     """Data-dependent init of the two actnorms; returns the network output."""
     h = tf.nn.relu(self.conv1.initialize(x))
     h = tf.nn.relu(self.conv2.initialize(h))
-    return self.conv_out(h)
+    return self.conv_out(h, self._out_order)
 
 
+@no_autograph
 class LinearZeros(tf.Module):
   """The original's `linear_zeros`: `(x @ W + b) * exp(3 * log_scale)`, all zero-initialised."""
 

@@ -31,6 +31,8 @@ import contextlib
 
 import tensorflow as tf
 
+from glow_tf.bijectors import shared
+
 __all__ = ["GlowOptimizer", "WarmupSchedule", "make_optimizer", "polyak_decay"]
 
 
@@ -54,6 +56,7 @@ class WarmupSchedule:
                                 tf.cast(step, tf.float64) / self.warmup_steps)
 
 
+@shared.no_autograph
 class GlowOptimizer(tf.Module):
   """Adamax or Adam exactly as the original's `optim.py`, plus Polyak averages of the weights.
 
@@ -124,25 +127,42 @@ class GlowOptimizer(tf.Module):
     beta2_power = tf.pow(tf.constant(self.beta2, tf.float64), t)
     # Adamax's kernel divides by (1 - beta1^t) only; add the original's sqrt(1 - beta2^t).
     lr_adamax = lr * tf.sqrt(1. - beta2_power)
-    kind, beta1, beta2, eps = self.kind, self.beta1, self.beta2, self.epsilon
+    kind = self.kind
+    scalars = {}
+
+    def hyper(dtype, device):
+      # The scalar operands, made once per dtype and device rather than once
+      # per variable: a few hundred variables would otherwise add thousands of
+      # Const and Cast ops to the traced step.
+      key = (dtype, device)
+      if key not in scalars:
+        with tf.device(device):
+          c = lambda x: tf.cast(x, dtype)
+          scalars[key] = dict(
+              beta1_power=c(beta1_power), beta2_power=c(beta2_power), lr=c(lr),
+              lr_adamax=c(lr_adamax), beta1=c(self.beta1), beta2=c(self.beta2),
+              epsilon=c(self.epsilon), polyak_rate=c(1. - self.beta2))
+      return scalars[key]
 
     def update(var, grad, m, u, avg):
       # `var` is this device's copy; take the slots' copies on the same device.
       m, u, avg = (_on_device_of(slot, var) for slot in (m, u, avg))
-      dtype = var.dtype
-      c = lambda x: tf.cast(x, dtype)
+      h = hyper(var.dtype, var.device)
       if kind == "adamax":
         tf.raw_ops.ResourceApplyAdaMax(
-            var=var.handle, m=m.handle, v=u.handle, beta1_power=c(beta1_power),
-            lr=c(lr_adamax), beta1=c(beta1), beta2=c(beta2), epsilon=c(eps), grad=grad)
+            var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
+            lr=h["lr_adamax"], beta1=h["beta1"], beta2=h["beta2"], epsilon=h["epsilon"],
+            grad=grad)
       else:
         tf.raw_ops.ResourceApplyAdam(
-            var=var.handle, m=m.handle, v=u.handle, beta1_power=c(beta1_power),
-            beta2_power=c(beta2_power), lr=c(lr), beta1=c(beta1), beta2=c(beta2),
-            epsilon=c(eps), grad=grad)
+            var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
+            beta2_power=h["beta2_power"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
+            epsilon=h["epsilon"], grad=grad)
       # avg <- avg - (1 - beta2) * (avg - var), reading var after its update.
+      # (Raw reads: `read_value()` adds an Identity and costs more to trace.)
+      read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
       tf.raw_ops.ResourceApplyGradientDescent(
-          var=avg.handle, alpha=c(1. - beta2), delta=avg.read_value() - var.read_value())
+          var=avg.handle, alpha=h["polyak_rate"], delta=tf.raw_ops.Sub(x=read(avg), y=read(var)))
 
     for grad, var in grads_and_vars:
       m, u, avg = self._slots(var)

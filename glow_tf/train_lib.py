@@ -357,7 +357,7 @@ class Trainer:
       sums = {k: tf.reduce_sum(v) for k, v in out.items()}
       return grads, sums
 
-    compute = tf.function(loss_and_grads, jit_compile=cfg.jit_compile)
+    compute = tf.function(loss_and_grads, jit_compile=cfg.jit_compile, autograph=False)
 
     def replica_compute(batch):
       grads, sums = compute(batch["image"], self._labels(batch), batch["noise"])
@@ -373,7 +373,7 @@ class Trainer:
 
     strategy = self.strategy
 
-    @tf.function
+    @tf.function(autograph=False)
     def compute_step(iterator):
       batch = next(iterator)
       grads, sums, finite = strategy.run(replica_compute, args=(batch,))
@@ -384,7 +384,7 @@ class Trainer:
       self.step.assign_add(1)
       return grads, sums, finite, grad_norm
 
-    @tf.function
+    @tf.function(autograph=False)
     def apply_step(grads):
       strategy.run(replica_apply, args=(grads,))
 
@@ -412,7 +412,7 @@ class Trainer:
       count = tf.cast(tf.shape(batch["image"])[0], tf.float32)
       return {k: tf.reduce_sum(v) for k, v in out.items()}, count
 
-    @tf.function
+    @tf.function(autograph=False)
     def eval_step(batch):
       sums, count = strategy.run(replica_eval, args=(batch,))
       sums = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from glow_tf.bijectors import base
-from glow_tf.bijectors.shared import read
+from glow_tf.bijectors.shared import no_autograph, read
 
 __all__ = ["ActNorm", "global_moments", "LOGSCALE_FACTOR"]
 
@@ -48,6 +48,7 @@ def data_variable(initial_value, name, trainable=True):
       aggregation=tf.VariableAggregation.MEAN)
 
 
+@no_autograph
 class ActNorm(base.GlowBijector):
   """Actnorm, the first piece of a Glow flow step (Kingma & Dhariwal, 2018, sec. 3.1).
 

@@ -4,12 +4,14 @@ import tensorflow as tf
 
 from glow_tf import nn
 from glow_tf.bijectors import base
+from glow_tf.bijectors import shared
 
 __all__ = ["AffineCoupling", "COUPLINGS"]
 
 COUPLINGS = ("additive", "affine")  # --flow_coupling 0 and 1
 
 
+@shared.no_autograph
 class AffineCoupling(base.GlowBijector):
   """The coupling layer of Glow (Kingma & Dhariwal, 2018, sec. 3.3), affine or additive.
 
@@ -84,8 +86,12 @@ class AffineCoupling(base.GlowBijector):
       half = num_channels // 2
       extra = conditioning_shape[-1] if conditioning_shape else 0
       out = num_channels if coupling == "affine" else half
+      # NN's output interleaves shift and scale channels (the original's
+      # layout); it is asked for them as [shifts, scales] so that a
+      # contiguous split, not two strided slices, separates them.
+      order = list(range(0, out, 2)) + list(range(1, out, 2)) if coupling == "affine" else None
       self.nn = nn.CouplingNetwork(half + extra, hidden_channels, out, seed=seed,
-                                   dtype=dtype, name="nn")
+                                   dtype=dtype, out_order=order, name="nn")
       super().__init__(dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
 
@@ -121,7 +127,8 @@ class AffineCoupling(base.GlowBijector):
     """NN output -> (shift, log s); log s is None for additive coupling."""
     if self._coupling == "additive":
       return h, None
-    return h[..., 0::2], tf.math.log_sigmoid(h[..., 1::2] + 2.)
+    shift, raw_scale = tf.split(h, 2, axis=-1)  # h[..., 0::2], h[..., 1::2] of the original
+    return shift, tf.math.log_sigmoid(raw_scale + 2.)
 
   def _encode(self, x, h):
     """The encoding given NN's output `h`: (z, ildj)."""

@@ -36,6 +36,7 @@ def coupling_name(value):
   return value
 
 
+@shared.no_autograph
 class FlowStep(base.GlowBijector):
   """One step of Glow's flow (Kingma & Dhariwal, 2018, fig. 2a).
 
@@ -126,16 +127,46 @@ class FlowStep(base.GlowBijector):
     return self._forward_direct(z, conditioning)
 
   def _inverse_direct(self, x, conditioning=None):
-    h, ldj1 = self.actnorm._inverse_and_log_det_4d(x)
-    h, ldj2 = self.permutation._inverse_and_log_det_4d(h)
+    if isinstance(self.permutation, invertible_conv.InvertibleConv1x1):
+      h, ldj12 = self._actnorm_invconv_inverse(x)
+    else:
+      h, ldj1 = self.actnorm._inverse_and_log_det_4d(x)
+      h, ldj2 = self.permutation._inverse_and_log_det_4d(h)
+      ldj12 = ldj1 + ldj2
     z, ldj3 = self.coupling._inverse_and_log_det_4d(h, conditioning=conditioning)
-    return z, ldj1 + ldj2 + ldj3
+    return z, ldj12 + ldj3
 
   def _forward_direct(self, z, conditioning=None):
     h, ldj3 = self.coupling._forward_and_log_det_4d(z, conditioning=conditioning)
-    h, ldj2 = self.permutation._forward_and_log_det_4d(h)
-    x, ldj1 = self.actnorm._forward_and_log_det_4d(h)
-    return x, ldj1 + ldj2 + ldj3
+    if isinstance(self.permutation, invertible_conv.InvertibleConv1x1):
+      x, ldj12 = self._actnorm_invconv_forward(h)
+    else:
+      h, ldj2 = self.permutation._forward_and_log_det_4d(h)
+      x, ldj1 = self.actnorm._forward_and_log_det_4d(h)
+      ldj12 = ldj1 + ldj2
+    return x, ldj12 + ldj3
+
+  # Actnorm and the 1x1 convolution are both per-pixel affine maps: one
+  # matmul with the actnorm scale folded into the [C, C] matrix, plus a bias,
+  # instead of two passes over the activations.
+  #   encode:   z = ((x + b) * e^s) W^T = x (diag(e^s) W^T) + (b * e^s) W^T
+  #   generate: x = z W^-T e^-s - b     = z (W^-T diag(e^-s)) - b
+
+  def _actnorm_invconv_log_det(self, x):
+    s = self.actnorm._scale_log()  # pylint: disable=protected-access
+    return s, base.num_pixels(x) * (tf.reduce_sum(s) + self.permutation.log_abs_det_weight())
+
+  def _actnorm_invconv_inverse(self, x):
+    s, ldj = self._actnorm_invconv_log_det(x)
+    scale = tf.exp(s)
+    matrix = scale[:, None] * tf.transpose(self.permutation.weight())
+    bias = tf.linalg.matvec(matrix, shared.read(self.actnorm.shift), transpose_a=True)
+    return tf.nn.bias_add(base.matmul_channels(x, matrix), bias), ldj
+
+  def _actnorm_invconv_forward(self, z):
+    s, ldj = self._actnorm_invconv_log_det(z)
+    matrix = tf.transpose(self.permutation.inverse_weight()) * tf.exp(-s)
+    return tf.nn.bias_add(base.matmul_channels(z, matrix), -shared.read(self.actnorm.shift)), -ldj
 
   def _initialize_4d(self, x, conditioning=None):
     h = self.actnorm._initialize_4d(x)

@@ -43,11 +43,7 @@ def _log_abs_det_by_qr(w):
   return value, lambda dy: dy * tf.transpose(tf.linalg.inv(w))
 
 
-def _matmul_channels(t, w):
-  """`t` `[B, H, W, C]` times `w` `[C, C']` over the channel axis."""
-  return tf.einsum("bhwc,cd->bhwd", t, w)
-
-
+@shared.no_autograph
 class InvertibleConv1x1(base.GlowBijector):
   """The invertible 1x1 convolution of Glow (Kingma & Dhariwal, 2018, sec. 3.2).
 
@@ -152,9 +148,9 @@ class InvertibleConv1x1(base.GlowBijector):
 
   # A row vector x (the channels at one pixel) maps to z = x W^T.
   def _forward_and_log_det_4d(self, z):
-    x = _matmul_channels(z, tf.transpose(self.inverse_weight()))
+    x = base.matmul_channels(z, tf.transpose(self.inverse_weight()))
     return x, -base.num_pixels(z) * self.log_abs_det_weight()
 
   def _inverse_and_log_det_4d(self, x):
-    z = _matmul_channels(x, tf.transpose(self.weight()))
+    z = base.matmul_channels(x, tf.transpose(self.weight()))
     return z, base.num_pixels(x) * self.log_abs_det_weight()

@@ -4,10 +4,12 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf.bijectors import base
+from glow_tf.bijectors import shared
 
 __all__ = ["Reverse", "Shuffle"]
 
 
+@shared.no_autograph
 class _ChannelPermutation(base.GlowBijector):
   """Permutes the channels of `[..., H, W, C]` by a fixed permutation; log-det 0.
 
@@ -41,6 +43,7 @@ class _ChannelPermutation(base.GlowBijector):
             tf.zeros([], x.dtype))
 
 
+@shared.no_autograph
 class Reverse(_ChannelPermutation):
   """Reverses the channel order (`--flow_permutation=0`, the original's `reverse_features`).
 
@@ -62,6 +65,7 @@ class Reverse(_ChannelPermutation):
     return tf.reverse(x, [-1]), tf.zeros([], x.dtype)
 
 
+@shared.no_autograph
 class Shuffle(_ChannelPermutation):
   """A fixed random channel permutation (`--flow_permutation=1`, the original's `shuffle_features`).
 

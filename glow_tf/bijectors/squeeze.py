@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from glow_tf.bijectors import base
+from glow_tf.bijectors import shared
 
 __all__ = ["Squeeze", "squeeze", "unsqueeze"]
 
@@ -37,6 +38,7 @@ def base_shape(x):
   return [d if d is not None else dyn[i] for i, d in enumerate(x.shape.as_list())]
 
 
+@shared.no_autograph
 class Squeeze(base.GlowBijector):
   """Squeeze of Glow and RealNVP (Dinh et al., 2017): each `f x f` block becomes channels.
 
