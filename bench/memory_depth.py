@@ -1,8 +1,11 @@
 """Peak memory of a training step as depth grows: ordinary backprop vs recompute_gradients.
 
-Each (depth, mode) runs in its own process; peak RSS minus the RSS after the
-model and optimiser are built (weights, slots) is the step's working memory,
-mostly activations. With `recompute_gradients` the backward pass rebuilds each
+Each (depth, mode) runs in its own process. "Step memory" is TensorFlow's own
+count of tensor bytes on the CPU (`tf.config.experimental.get_memory_info`):
+the peak during steady training steps minus what stays alive between steps
+(weights, optimiser slots), i.e. activations, gradients and temporaries.
+Peak RSS is printed too; it also counts the optimised graph, kernels and
+malloc's caches, which grow with depth whatever the backprop does. With `recompute_gradients` the backward pass rebuilds each
 flow step's input from its output, so that memory should stay flat in depth.
 
   python bench/memory_depth.py                  # depths 8 and 32, 32x32x3, width 128, batch 32
@@ -55,15 +58,22 @@ def child(args):
 
   step.get_concrete_function(tf.TensorSpec(images.shape, tf.uint8))
   base = rss_gb()
-  step(images)
+  float(step(images))  # the first run also optimises and instantiates the graph
+  # TensorFlow's own count of live tensor bytes on the CPU device: exact,
+  # unlike RSS, which also holds the graph, kernels and malloc's free lists.
+  resting = tf.config.experimental.get_memory_info("CPU:0")["current"]
+  tf.config.experimental.reset_memory_stats("CPU:0")
   times = []
   for _ in range(args.steps):
     t0 = time.perf_counter()
     float(step(images))
     times.append(time.perf_counter() - t0)
+  tensor_peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
   print(json.dumps({"depth": args.depth, "recompute": args.recompute, "base_gb": base,
-                    "peak_gb": peak, "step_memory_gb": peak - base,
+                    "peak_gb": peak, "rss_step_memory_gb": peak - base,
+                    "resting_tensor_gb": resting / 2 ** 30,
+                    "step_memory_gb": (tensor_peak - resting) / 2 ** 30,
                     "step_s": statistics.median(times), "params": model.num_parameters()}))
 
 
@@ -93,8 +103,9 @@ def main():
       r = json.loads(out.stdout.strip().splitlines()[-1])
       results[(depth, recompute)] = r
       print(f"depth {depth:3} {'recompute' if recompute else 'ordinary ':9}: step memory "
-            f"{r['step_memory_gb']:.2f} GB (peak RSS {r['peak_gb']:.2f} GB, weights+slots "
-            f"{r['base_gb']:.2f} GB), step {r['step_s']:.3f} s, {r['params']:,} params", flush=True)
+            f"{r['step_memory_gb'] * 1024:.0f} MB (peak RSS {r['peak_gb']:.2f} GB, "
+            f"{r['rss_step_memory_gb']:.2f} GB over the RSS after tracing), "
+            f"step {r['step_s']:.3f} s, {r['params']:,} params", flush=True)
   depths = sorted({d for d, _ in results})
   if len(depths) >= 2:
     lo, hi = depths[0], depths[-1]
