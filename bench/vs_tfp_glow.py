@@ -10,6 +10,11 @@ the shared machine hits both. Ratios are ours / theirs.
   python bench/vs_tfp_glow.py                       # configs a and b
   python bench/vs_tfp_glow.py --configs=a,b,c --steps=6
   python bench/vs_tfp_glow.py --configs=a --modes=plain --impls=ours
+  python bench/vs_tfp_glow.py --modes=plain --impls=ours,tfp,ours-bf16   # + mixed precision
+
+`ours-bf16` is ours with `precision="mixed_bfloat16"` (coupling networks in
+bfloat16, float32 weights): not the same arithmetic as tfp's, so its ratio
+is reported apart from the like-for-like float32 comparison.
 
 Optimiser: Adam (lr 1e-4) for both; ours runs it on TF's fused kernels
 (`glow_tf.optim.GlowOptimizer`), tfp's is `tf_keras.optimizers.Adam`.
@@ -61,7 +66,8 @@ def build_ours(cfg):
   model = glow_tf.GlowModel(image_shape=cfg["image_shape"], n_levels=cfg["n_levels"],
                             depth=cfg["depth"], width=cfg["width"], flow_coupling=1,
                             lu_decomposed=True, learntop=False,
-                            recompute_gradients=cfg.get("recompute", False))
+                            recompute_gradients=cfg.get("recompute", False),
+                            precision=cfg.get("precision", "float32"))
   return model
 
 
@@ -76,6 +82,8 @@ def run_child(args):
 
   cfg = dict(CONFIGS[args.config])
   cfg["recompute"] = args.recompute
+  if args.impl == "ours-bf16":  # ours with precision="mixed_bfloat16"
+    cfg["precision"] = "mixed_bfloat16"
   h, w, c = cfg["image_shape"]
   d = h * w * c
   batch = cfg["batch"]
@@ -84,14 +92,14 @@ def run_child(args):
   x = tf.constant(images.astype(np.float32) / 256. - .5
                   + rng.uniform(0, 1. / 256, images.shape).astype(np.float32))
   jit = args.mode == "jit"
-  if args.impl == "ours":  # the same Adam update, on TF's fused kernels (plus Polyak averages)
+  if args.impl.startswith("ours"):  # the same Adam update, on TF's fused kernels (plus Polyak averages)
     from glow_tf import optim
     optimizer = optim.GlowOptimizer("adam", 1e-4, beta1=0.9, beta2=0.999, epsilon=1e-7)
   else:  # what a tfp.bijectors.Glow user would write
     optimizer = tf_keras.optimizers.Adam(1e-4, jit_compile=False)
 
   t_build = time.perf_counter()
-  if args.impl == "ours":
+  if args.impl.startswith("ours"):
     model = build_ours(cfg)
     model.glow.initialize(x)  # explicit data-dependent init
     log_prob = model.distribution.log_prob
@@ -108,7 +116,7 @@ def run_child(args):
     sample = dist.sample
   build_s = time.perf_counter() - t_build
   variables = list(model.trainable_variables)
-  if args.impl == "ours":
+  if args.impl.startswith("ours"):
     optimizer.build(variables)  # slots before tracing (as train.py does)
 
   def loss_fn(x):
@@ -146,8 +154,8 @@ def run_child(args):
   sample_ips = 3 * batch / (time.perf_counter() - t0)
 
   n_params = int(sum(np.prod(v.shape) for v in variables))
-  flops = 3 * conv_flops(cfg, ours=int(args.impl == "ours")) * batch
-  if args.impl == "ours" and args.recompute:
+  flops = 3 * conv_flops(cfg, ours=int(args.impl.startswith("ours"))) * batch
+  if args.impl.startswith("ours") and args.recompute:
     flops = flops * 4 // 3  # one more forward pass
   print(json.dumps({
       "impl": args.impl, "mode": args.mode, "config": args.config, "recompute": args.recompute,
@@ -205,7 +213,7 @@ def main():
       for impl in args.impls.split(","):
         cmd = [sys.executable, __file__, "--child", "--config", config, "--impl", impl,
                "--mode", mode, "--steps", str(args.steps)]
-        if args.recompute and impl == "ours":
+        if args.recompute and impl.startswith("ours"):
           cmd.append("--recompute")
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode:
@@ -213,7 +221,7 @@ def main():
           continue
         r = json.loads(res.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"{config} {mode:5} {impl:4}: first step {r['first_step_s']:6.1f} s, step "
+        print(f"{config} {mode:5} {impl:9}: first step {r['first_step_s']:6.1f} s, step "
               f"{r['step_s']:6.3f} s = {r['images_per_s']:6.1f} img/s, log_prob "
               f"{r['log_prob_images_per_s']:7.1f} img/s, sample {r['sample_images_per_s']:7.1f} "
               f"img/s, peak RSS {r['peak_rss_gb']:.2f} GB, {r['params']:,} params, "
@@ -222,9 +230,11 @@ def main():
   print("\nratios ours/tfp (speed: >1 is faster; first step and memory: <1 is better)")
   for config in args.configs.split(","):
     for mode in args.modes.split(","):
-      o, t = by.get((config, mode, "ours")), by.get((config, mode, "tfp"))
-      if o and t:
-        print(f"{config} {mode:5}: train img/s x{o['images_per_s'] / t['images_per_s']:.2f}, "
+      for name in ("ours", "ours-bf16"):
+        o, t = by.get((config, mode, name)), by.get((config, mode, "tfp"))
+        if not (o and t):
+          continue
+        print(f"{config} {mode:5} {name:9}: train img/s x{o['images_per_s'] / t['images_per_s']:.2f}, "
               f"first step x{o['first_step_s'] / t['first_step_s']:.2f}, log_prob x"
               f"{o['log_prob_images_per_s'] / t['log_prob_images_per_s']:.2f}, sample x"
               f"{o['sample_images_per_s'] / t['sample_images_per_s']:.2f}, peak RSS x"

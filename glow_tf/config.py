@@ -11,6 +11,7 @@ import json
 from typing import Optional, Tuple
 
 from glow_tf import glow as glow_lib
+from glow_tf import nn
 from glow_tf.bijectors import flow_step
 
 __all__ = ["ModelConfig"]
@@ -44,6 +45,8 @@ class ModelConfig:
     recompute_gradients: backpropagate by reconstructing each flow step's
       input from its output instead of storing activations (constant
       activation memory in depth; costs about one extra forward pass).
+    precision: `"float32"`, or `"mixed_bfloat16"`: coupling networks
+      compute in bfloat16 with float32 weights (`--precision`).
     seed: seed of the random initialisation.
   """
   image_shape: Tuple[int, int, int] = (32, 32, 3)
@@ -59,6 +62,7 @@ class ModelConfig:
   weight_y: float = 0.0
   n_bits_x: int = 8
   recompute_gradients: bool = False
+  precision: str = "float32"
   seed: int = 0
 
   def __post_init__(self):
@@ -68,6 +72,9 @@ class ModelConfig:
     glow_lib.level_shapes(self.image_shape, self.n_levels)  # raises on bad sizes
     flow_step.permutation_name(self.flow_permutation)
     flow_step.coupling_name(self.flow_coupling)
+    if self.precision not in nn.PRECISIONS:
+      raise ValueError(f"ModelConfig: precision must be one of {sorted(nn.PRECISIONS)}, "
+                       f"got {self.precision!r}.")
     if isinstance(self.n_bits_x, bool) or not isinstance(self.n_bits_x, int) or not 1 <= self.n_bits_x <= 8:
       raise ValueError(f"ModelConfig: n_bits_x must be an integer in 1..8, got {self.n_bits_x!r}.")
     if self.ycond:

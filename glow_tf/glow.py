@@ -191,7 +191,8 @@ class Glow(base.GlowBijector):
   def __init__(self, image_shape, n_levels=3, depth=32, width=512,
                flow_permutation=2, flow_coupling=0, learntop=False,
                n_classes=None, lu_decomposed=False, recompute_gradients=False,
-               seed=0, dtype=tf.float32, validate_args=False, name="glow"):
+               seed=0, dtype=tf.float32, precision="float32", validate_args=False,
+               name="glow"):
     """Creates the bijector.
 
     Args:
@@ -215,6 +216,10 @@ class Glow(base.GlowBijector):
         with `depth`. Costs about one more forward pass. Default value: `False`.
       seed: Python `int`, seeds all random initialisations. Default value: `0`.
       dtype: float dtype. Default value: `tf.float32`.
+      precision: `"float32"`, or `"mixed_bfloat16"` to run the coupling
+        networks in bfloat16 with float32 variables (much faster on CPUs
+        with AMX and on recent GPUs; the flow stays exactly invertible and
+        its log-dets float32). Default value: `"float32"`.
       validate_args: Python `bool`. Default value: `False`.
       name: Python `str`. Default value: `"glow"`.
 
@@ -231,6 +236,7 @@ class Glow(base.GlowBijector):
       raise ValueError(f"Glow: n_classes must be None or an int >= 2, got {n_classes!r}.")
     flow_permutation = flow_step.permutation_name(flow_permutation)
     flow_coupling = flow_step.coupling_name(flow_coupling)
+    nn.compute_dtype(precision)  # raises on an unknown precision
     with tf.name_scope(name) as name:
       self._image_shape = [int(d) for d in image_shape]
       self._n_levels = int(n_levels)
@@ -246,7 +252,7 @@ class Glow(base.GlowBijector):
         self.levels.append([
             flow_step.FlowStep(
                 c, width, flow_permutation, flow_coupling, lu_decomposed,
-                seed=seed + 1000 * level + 2 * k, dtype=dtype,
+                seed=seed + 1000 * level + 2 * k, dtype=dtype, precision=precision,
                 name=f"level{level}_step{k}")
             for k in range(depth)])
         if level < n_levels - 1:

@@ -57,7 +57,7 @@ class GlowModel(tf.Module):
           config.image_shape, config.n_levels, config.depth, config.width,
           config.flow_permutation, config.flow_coupling, config.learntop,
           config.n_classes if config.ycond else None, config.lu_decomposed,
-          config.recompute_gradients, seed=config.seed)
+          config.recompute_gradients, seed=config.seed, precision=config.precision)
       if config.ycond:
         self.classifier = nn.LinearZeros(
             config.latent_shapes[-1][-1], config.n_classes, name="classifier")

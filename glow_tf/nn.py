@@ -18,6 +18,13 @@ activation, `(conv(x, K) + e + b) * s = conv(x, K * s) + (e + b) * s`, and the
 1x1 convolution is a matmul followed by `bias_add`, which TF fuses with the
 ReLU. This is the same function of the same variables (to float32 rounding)
 with fewer passes over the activations, forward and backward.
+
+Mixed precision: with `compute_dtype=tf.bfloat16` the layers keep float32
+variables (and fold the scales in float32) but convolve and multiply in
+bfloat16, which CPUs with AMX and recent GPUs run several times faster. The
+coupling networks are the only place it is used: a flow stays exactly
+invertible whatever precision its networks compute in, since encoding and
+decoding evaluate the same network on the same input.
 """
 
 import numpy as np
@@ -27,7 +34,18 @@ from glow_tf.bijectors import actnorm as actnorm_lib
 from glow_tf.bijectors.base import matmul_channels, static_hw
 from glow_tf.bijectors.shared import no_autograph, read
 
-__all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "matmul_channels"]
+__all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECISIONS",
+           "compute_dtype"]
+
+
+PRECISIONS = {"float32": None, "mixed_bfloat16": tf.bfloat16}
+
+
+def compute_dtype(precision):
+  """`"float32"` -> None (compute in the variables' dtype); `"mixed_bfloat16"` -> bfloat16."""
+  if precision not in PRECISIONS:
+    raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
+  return PRECISIONS[precision]
 
 
 def _border_patches(height, width, kh, kw, np_dtype):
@@ -72,9 +90,10 @@ class EdgeConv2D(tf.Module):
   """
 
   def __init__(self, in_channels, out_channels, kernel_size=3, seed=None,
-               dtype=tf.float32, name="conv"):
+               dtype=tf.float32, compute_dtype=None, name="conv"):
     super().__init__(name=name)
     self._edge = kernel_size > 1
+    self._compute_dtype = compute_dtype
     k = kernel_size
     with self.name_scope:
       init = np.random.RandomState(seed).normal(
@@ -108,11 +127,16 @@ class EdgeConv2D(tf.Module):
     shift = read(self.actnorm.shift)
     kernel = read(self.kernel) * scale
     if not self._edge:
-      y = tf.nn.bias_add(matmul_channels(x, kernel), shift * scale)
+      bias = shift * scale
     else:
       h, w = static_hw(x)
-      bias_map = (edge_term(read(self.edge_kernel), h, w) + shift) * scale
-      y = tf.nn.conv2d(x, kernel, 1, "SAME") + bias_map
+      bias = (edge_term(read(self.edge_kernel), h, w) + shift) * scale
+    if self._compute_dtype is not None:
+      x, kernel, bias = (tf.cast(t, self._compute_dtype) for t in (x, kernel, bias))
+    if not self._edge:
+      y = tf.nn.bias_add(matmul_channels(x, kernel), bias)
+    else:
+      y = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
     return y if activation is None else activation(y)
 
   def initialize(self, x):
@@ -162,6 +186,8 @@ class ZeroConv2D(tf.Module):
       perm = tf.constant(np.eye(len(out_order))[:, list(out_order)], kernel.dtype)
       kernel = matmul_channels(kernel, perm)
       bias_map = matmul_channels(bias_map, perm)
+    if x.dtype != kernel.dtype:  # mixed precision: convolve in x's dtype, add in float32
+      return tf.cast(tf.nn.conv2d(x, tf.cast(kernel, x.dtype), 1, "SAME"), kernel.dtype) + bias_map
     return tf.nn.conv2d(x, kernel, 1, "SAME") + bias_map
 
   def on_zeros(self, height, width):
@@ -178,7 +204,7 @@ class CouplingNetwork(tf.Module):
   """
 
   def __init__(self, in_channels, hidden_channels, out_channels, seed=0,
-               dtype=tf.float32, out_order=None, name="nn"):
+               dtype=tf.float32, out_order=None, compute_dtype=None, name="nn"):
     """Creates the network.
 
     Args:
@@ -187,14 +213,17 @@ class CouplingNetwork(tf.Module):
       dtype: float dtype of the variables.
       out_order: `None` or a permutation of the output channels (see
         `ZeroConv2D.__call__`); the variables keep the original's layout.
+      compute_dtype: `None` (compute in `dtype`) or `tf.bfloat16` (mixed
+        precision: float32 variables and output, bfloat16 arithmetic).
       name: Python `str`.
     """
     super().__init__(name=name)
     self._out_order = None if out_order is None else tuple(int(i) for i in out_order)
     with self.name_scope:
-      self.conv1 = EdgeConv2D(in_channels, hidden_channels, 3, seed, dtype, "conv1")
+      self.conv1 = EdgeConv2D(in_channels, hidden_channels, 3, seed, dtype, compute_dtype,
+                              "conv1")
       self.conv2 = EdgeConv2D(hidden_channels, hidden_channels, 1,
-                              None if seed is None else seed + 1, dtype, "conv2")
+                              None if seed is None else seed + 1, dtype, compute_dtype, "conv2")
       self.conv_out = ZeroConv2D(hidden_channels, out_channels, 3, dtype, "conv_out")
 
   def __call__(self, x):

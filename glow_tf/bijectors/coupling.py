@@ -41,7 +41,7 @@ class AffineCoupling(base.GlowBijector):
   """
 
   def __init__(self, num_channels, hidden_channels, coupling="affine",
-               conditioning_shape=None, seed=0, dtype=tf.float32,
+               conditioning_shape=None, seed=0, dtype=tf.float32, precision="float32",
                validate_args=False, name="coupling"):
     """Creates the bijector.
 
@@ -56,6 +56,9 @@ class AffineCoupling(base.GlowBijector):
       seed: Python `int`, seed of NN()'s random initialisation.
         Default value: `0`.
       dtype: float dtype of the variables. Default value: `tf.float32`.
+      precision: `"float32"`, or `"mixed_bfloat16"` to run NN() in bfloat16
+        (float32 variables, log-dets and coupling arithmetic; the layer stays
+        exactly invertible). Default value: `"float32"`.
       validate_args: Python `bool`. Default value: `False`.
       name: Python `str`. Default value: `"coupling"`.
     """
@@ -79,9 +82,11 @@ class AffineCoupling(base.GlowBijector):
         raise ValueError(
             "AffineCoupling: conditioning_shape must be [K] or [H, W, K], got "
             f"{conditioning_shape}.")
+    compute_dtype = nn.compute_dtype(precision)
     with tf.name_scope(name) as name:
       self._num_channels = num_channels
       self._coupling = coupling
+      self._precision = precision
       self._conditioning_shape = conditioning_shape
       half = num_channels // 2
       extra = conditioning_shape[-1] if conditioning_shape else 0
@@ -91,13 +96,18 @@ class AffineCoupling(base.GlowBijector):
       # contiguous split, not two strided slices, separates them.
       order = list(range(0, out, 2)) + list(range(1, out, 2)) if coupling == "affine" else None
       self.nn = nn.CouplingNetwork(half + extra, hidden_channels, out, seed=seed,
-                                   dtype=dtype, out_order=order, name="nn")
+                                   dtype=dtype, out_order=order,
+                                   compute_dtype=compute_dtype, name="nn")
       super().__init__(dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
 
   @property
   def coupling(self):
     return self._coupling
+
+  @property
+  def precision(self):
+    return self._precision
 
   def _conditioning_event_ndims(self, name):
     return len(self._conditioning_shape or [])

@@ -58,7 +58,8 @@ class FlowStep(base.GlowBijector):
 
   def __init__(self, num_channels, hidden_channels, flow_permutation="invconv",
                flow_coupling="affine", lu_decomposed=False, conditioning_shape=None,
-               seed=0, dtype=tf.float32, validate_args=False, name="flow_step"):
+               seed=0, dtype=tf.float32, precision="float32", validate_args=False,
+               name="flow_step"):
     """Creates the bijector.
 
     Args:
@@ -74,6 +75,8 @@ class FlowStep(base.GlowBijector):
       seed: Python `int`, seeds the random initialisations.
         Default value: `0`.
       dtype: float dtype. Default value: `tf.float32`.
+      precision: `"float32"` or `"mixed_bfloat16"` (the coupling network's
+        arithmetic; see `AffineCoupling`). Default value: `"float32"`.
       validate_args: Python `bool`. Default value: `False`.
       name: Python `str`. Default value: `"flow_step"`.
     """
@@ -91,7 +94,8 @@ class FlowStep(base.GlowBijector):
             num_channels, lu_decomposed=lu_decomposed, seed=seed, dtype=dtype)
       self.coupling = coupling_lib.AffineCoupling(
           num_channels, hidden_channels, flow_coupling,
-          conditioning_shape=conditioning_shape, seed=seed + 1, dtype=dtype)
+          conditioning_shape=conditioning_shape, seed=seed + 1, dtype=dtype,
+          precision=precision)
       self._num_channels = num_channels
       self._conditioning_shape = conditioning_shape
       self._share_traces = True
@@ -106,7 +110,7 @@ class FlowStep(base.GlowBijector):
     perm = self.permutation
     return (type(perm).__name__, getattr(perm, "lu_decomposed", None),
             tuple(getattr(perm, "_perm", ())) if isinstance(perm, permute.Shuffle) else (),
-            self.coupling.coupling, self._num_channels,
+            self.coupling.coupling, self.coupling.precision, self._num_channels,
             tuple(v.shape.as_list()[-1] for v in [self.coupling.nn.conv1.kernel]),
             self.dtype.name)
 
