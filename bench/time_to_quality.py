@@ -1,5 +1,7 @@
 """Time to quality: test bits/dim reached by glow_tf and tfp.bijectors.Glow in the same wall-clock budget.
 
+A run that produces a non-finite loss is reported as diverged and stops.
+
 Both train the same architecture (32x32x1 Fashion-MNIST, `--n_levels`
 levels of `--depth` steps, coupling networks of `--width`, affine coupling,
 LU 1x1 convolutions) with the same optimiser (Adam, `--lr`), the same batches
@@ -35,7 +37,7 @@ def main():
   p.add_argument("--depth", type=int, default=8)
   p.add_argument("--width", type=int, default=128)
   p.add_argument("--batch", type=int, default=64)
-  p.add_argument("--lr", type=float, default=1e-3)
+  p.add_argument("--lr", type=float, default=5e-4)
   p.add_argument("--slice_seconds", type=float, default=30.)
   p.add_argument("--eval_every", type=float, default=1 / 3, help="fraction of the budget")
   p.add_argument("--n_test_partial", type=int, default=2000)
@@ -74,6 +76,7 @@ def main():
       self.steps = 0
       self.iterator = iter(ds.train_dataset(args.batch))  # same seed: same batches
       self.history = []
+      self.diverged = None  # the step whose loss was not finite
       t0 = time.perf_counter()
       if name == "ours":
         model = glow_tf.GlowModel(image_shape=shape, n_levels=args.n_levels, depth=args.depth,
@@ -119,8 +122,11 @@ def main():
         batch = next(self.iterator)
         loss = float(self.train_step(batch["image"], tf.constant([1, self.steps])))
         self.steps += 1
-        if not math.isfinite(loss):
-          raise FloatingPointError(f"{self.name}: loss {loss} at step {self.steps}")
+        if not math.isfinite(loss):  # its weights are now broken: it stops here
+          self.diverged = self.steps
+          print(f"{self.name}: loss {loss} at step {self.steps}: diverged, stops training",
+                flush=True)
+          break
         self.last_loss = loss
       self.clock += time.perf_counter() - t0
 
@@ -138,22 +144,27 @@ def main():
     print(f"{r.name}: {r.n_params:,} parameters, built in {r.clock:.1f} s", flush=True)
   marks = [budget * min(1., args.eval_every * k) for k in range(1, int(math.ceil(1 / args.eval_every)) + 1)]
   for mark in marks:
-    while any(r.clock < mark for r in runners):
+    live = lambda r: r.clock < mark and r.diverged is None
+    while any(live(r) for r in runners):
       for r in runners:
-        if r.clock < mark:
+        if live(r):
           r.train_for(min(args.slice_seconds, mark - r.clock))
     final = mark >= budget
     n = len(test) if final else min(args.n_test_partial, len(test))
     for r in runners:
+      if r.diverged is not None:
+        print(f"{r.name:4s} diverged at step {r.diverged}", flush=True)
+        continue
       value = r.evaluate(n)
       r.history.append((r.clock, r.steps, value))
       print(f"{r.name:4s} after {r.clock / 60:5.1f} min, {r.steps:6d} steps "
             f"({r.steps * args.batch / r.clock:5.1f} img/s incl. start-up): test bits/dim "
             f"{value:.4f} on {n} images (train batch loss {r.last_loss:.3f})", flush=True)
-  ours, theirs = runners
-  print(f"\nafter {args.minutes:g} min: ours {ours.history[-1][2]:.4f} bits/dim in "
-        f"{ours.steps} steps, tfp.bijectors.Glow {theirs.history[-1][2]:.4f} in {theirs.steps} "
-        f"steps (x{ours.steps / max(theirs.steps, 1):.2f} the steps)")
+  print(f"\nafter {args.minutes:g} min each:")
+  for r in runners:
+    last = f"{r.history[-1][2]:.4f} bits/dim" if r.history else "no evaluation"
+    state = f", diverged at step {r.diverged}" if r.diverged else ""
+    print(f"  {r.name}: {last} ({r.steps} steps{state})")
 
 
 if __name__ == "__main__":
