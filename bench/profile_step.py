@@ -51,7 +51,8 @@ def main():
     model = vs_tfp_glow.build_ours(cfg)
     model.glow.initialize(x)
     log_prob = model.distribution.log_prob
-    optimizer = optim.GlowOptimizer("adam", 1e-4, beta1=0.9, beta2=0.999, epsilon=1e-7)
+    optimizer = optim.GlowOptimizer("adam", 1e-4, beta1=0.9, beta2=0.999, epsilon=1e-7,
+                                    polyak=False)
     optimizer.build(list(model.trainable_variables))
   else:
     tfd, tfb = tfp.distributions, tfp.bijectors

@@ -17,7 +17,8 @@ bfloat16, float32 weights): not the same arithmetic as tfp's, so its ratio
 is reported apart from the like-for-like float32 comparison.
 
 Optimiser: Adam (lr 1e-4) for both; ours runs it on TF's fused kernels
-(`glow_tf.optim.GlowOptimizer`), tfp's is `tf_keras.optimizers.Adam`.
+(`glow_tf.optim.GlowOptimizer`, `polyak=False`: tfp's has no weight
+averaging either), tfp's is `tf_keras.optimizers.Adam`.
 
 Architecture: affine coupling, LU-decomposed 1x1 convolutions, `L` levels of
 `K` steps, coupling networks of the given width (3x3 conv, 1x1 conv, 3x3
@@ -94,7 +95,8 @@ def run_child(args):
   jit = args.mode == "jit"
   if args.impl.startswith("ours"):  # the same Adam update, on TF's fused kernels (plus Polyak averages)
     from glow_tf import optim
-    optimizer = optim.GlowOptimizer("adam", 1e-4, beta1=0.9, beta2=0.999, epsilon=1e-7)
+    optimizer = optim.GlowOptimizer("adam", 1e-4, beta1=0.9, beta2=0.999, epsilon=1e-7,
+                                    polyak=False)
   else:  # what a tfp.bijectors.Glow user would write
     optimizer = tf_keras.optimizers.Adam(1e-4, jit_compile=False)
 

@@ -68,8 +68,19 @@ class GlowOptimizer(tf.Module):
   """
 
   def __init__(self, kind="adamax", learning_rate=1e-3, beta1=0.9, beta2=0.999,
-               epsilon=1e-8, name="glow_optimizer"):
+               epsilon=1e-8, polyak=True, name="glow_optimizer"):
+    """Creates the optimiser.
+
+    Args:
+      kind: `"adamax"` (the original's default) or `"adam"`.
+      learning_rate: a float or a callable of the 1-based step (`WarmupSchedule`).
+      beta1, beta2, epsilon: Adam's; `beta2` is also the Polyak decay.
+      polyak: keep Polyak averages of the weights. `False` makes it plain
+        Adam/Adamax (no `polyak` slots; `polyak_values` are the weights).
+      name: Python `str`.
+    """
     super().__init__(name=name)
+    self.use_polyak = bool(polyak)
     if kind not in ("adamax", "adam"):
       raise ValueError(f"optimizer must be 'adamax' or 'adam', got {kind!r}.")
     self.kind = kind
@@ -104,12 +115,13 @@ class GlowOptimizer(tf.Module):
       with strategy.scope(), strategy.extended.colocate_vars_with(var):
         self.m.append(tf.Variable(tf.zeros_like(var), trainable=False, name=f"{name}/m"))
         self.u.append(tf.Variable(tf.zeros_like(var), trainable=False, name=f"{name}/u"))
-        self.polyak.append(tf.Variable(tf.zeros_like(var), trainable=False,
-                                       name=f"{name}/polyak"))
+        if self.use_polyak:
+          self.polyak.append(tf.Variable(tf.zeros_like(var), trainable=False,
+                                         name=f"{name}/polyak"))
 
   def _slots(self, var):
     i = self._index[var.ref()]
-    return self.m[i], self.u[i], self.polyak[i]
+    return self.m[i], self.u[i], self.polyak[i] if self.use_polyak else None
 
   def apply_gradients(self, grads_and_vars):
     """Applies one update. Gradients must already be summed over replicas."""
@@ -158,6 +170,8 @@ class GlowOptimizer(tf.Module):
             var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
             beta2_power=h["beta2_power"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
             epsilon=h["epsilon"], grad=grad)
+      if avg is None:
+        return
       # avg <- avg - (1 - beta2) * (avg - var), reading var after its update.
       # (Raw reads: `read_value()` adds an Identity and costs more to trace.)
       read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
@@ -172,7 +186,7 @@ class GlowOptimizer(tf.Module):
   def polyak_values(self, variables):
     """The (debiased) Polyak averages of `variables`, in order; the weights before any update."""
     t = tf.cast(self.iterations, tf.float64)
-    if int(self.iterations.numpy()) == 0:
+    if int(self.iterations.numpy()) == 0 or not self.use_polyak:
       return [tf.identity(v) for v in variables]
     debias = 1. - tf.pow(tf.convert_to_tensor(self.polyak_decay), t)
     return [self._slots(v)[2] / tf.cast(debias, v.dtype) for v in variables]

@@ -51,6 +51,24 @@ def test_updates_match_the_original(kind, use_function):
   np.testing.assert_array_equal(var.numpy(), raw)  # restored exactly
 
 
+def test_without_polyak_the_updates_are_the_same_and_no_averages_are_kept():
+  rng = np.random.RandomState(1)
+  w0 = rng.randn(2, 5).astype(np.float32)
+  grads = [tf.constant(rng.randn(2, 5), tf.float32) for _ in range(4)]
+  results = {}
+  for polyak in (True, False):
+    opt = optim.GlowOptimizer("adam", 0.01, beta2=0.99, polyak=polyak)
+    var = tf.Variable(w0)
+    opt.build([var])
+    for g in grads:
+      opt.apply_gradients([(g, var)])
+    results[polyak] = (var.numpy(), opt)
+  np.testing.assert_array_equal(results[True][0], results[False][0])
+  plain = results[False][1]
+  assert not plain.polyak and len(plain.variables) == 4  # iterations, polyak_decay, m, u
+  np.testing.assert_array_equal(plain.polyak_values([var])[0], var.numpy())
+
+
 def test_bad_kind():
   with pytest.raises(ValueError, match="adamax"):
     optim.GlowOptimizer("sgd")
