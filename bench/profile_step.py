@@ -30,6 +30,7 @@ def main():
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--top", type=int, default=20)
   p.add_argument("--recompute", action="store_true")
+  p.add_argument("--names", default="", help="also list the op names of these types (comma-separated)")
   args = p.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import numpy as np
@@ -90,6 +91,8 @@ def main():
   with open(path, "rb") as f:
     space.ParseFromString(f.read())
   by_type, count = collections.Counter(), collections.Counter()
+  by_name = collections.Counter()
+  show = set(filter(None, args.names.split(",")))
   for plane in space.planes:
     names = {k: m.name for k, m in plane.event_metadata.items()}
     for line in plane.lines:
@@ -102,6 +105,8 @@ def main():
           continue
         by_type[op_type] += ev.duration_ps / 1e12
         count[op_type] += 1
+        if op_type in show:
+          by_name[name] += ev.duration_ps / 1e12
   total = sum(by_type.values())
   n_ops = sum(count.values()) / args.steps
   print(f"{args.impl} config {args.config}: wall {wall * 1e3:.1f} ms/step, "
@@ -111,6 +116,9 @@ def main():
     n = count[op_type] / args.steps
     print(f"{op_type:32s} {sec / args.steps * 1e3:9.2f} {sec / total:6.1%} {n:10.0f} "
           f"{sec / count[op_type] * 1e6:8.1f}")
+
+  for name, sec in by_name.most_common(args.top):
+    print(f"  {sec / args.steps * 1e3:8.2f} ms  {name}")
 
 
 if __name__ == "__main__":

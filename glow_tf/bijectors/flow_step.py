@@ -160,17 +160,20 @@ class FlowStep(base.GlowBijector):
     s = self.actnorm._scale_log()  # pylint: disable=protected-access
     return s, base.num_pixels(x) * (tf.reduce_sum(s) + self.permutation.log_abs_det_weight())
 
+  # (The matrices are built as their transposes, `W diag(e^s)` and
+  # `diag(e^-s) W^-1`, and multiplied with `transpose_b`: no transpose ops.)
+
   def _actnorm_invconv_inverse(self, x):
     s, ldj = self._actnorm_invconv_log_det(x)
-    scale = tf.exp(s)
-    matrix = scale[:, None] * tf.transpose(self.permutation.weight())
-    bias = tf.linalg.matvec(matrix, shared.read(self.actnorm.shift), transpose_a=True)
-    return tf.nn.bias_add(base.matmul_channels(x, matrix), bias), ldj
+    matrix_t = self.permutation.weight() * tf.exp(s)
+    bias = tf.linalg.matvec(matrix_t, shared.read(self.actnorm.shift))
+    return tf.nn.bias_add(base.matmul_channels(x, matrix_t, transpose_kernel=True), bias), ldj
 
   def _actnorm_invconv_forward(self, z):
     s, ldj = self._actnorm_invconv_log_det(z)
-    matrix = tf.transpose(self.permutation.inverse_weight()) * tf.exp(-s)
-    return tf.nn.bias_add(base.matmul_channels(z, matrix), -shared.read(self.actnorm.shift)), -ldj
+    matrix_t = tf.exp(-s)[:, None] * self.permutation.inverse_weight()
+    x = base.matmul_channels(z, matrix_t, transpose_kernel=True)
+    return tf.nn.bias_add(x, -shared.read(self.actnorm.shift)), -ldj
 
   def _initialize_4d(self, x, conditioning=None):
     h = self.actnorm._initialize_4d(x)

@@ -99,6 +99,7 @@ class InvertibleConv1x1(base.GlowBijector):
                                               name="permutation_matrix")
         self.sign_s = tf.Variable(np.sign(s).astype(npdt), trainable=False, name="sign_s")
         self._lower_mask = tf.constant(np.tril(np.ones([num_channels] * 2), -1).astype(npdt))
+        self._upper_mask = tf.constant(np.triu(np.ones([num_channels] * 2), 1).astype(npdt))
         self.lower = tf.Variable(l.astype(npdt), name="lower")
         self.upper = tf.Variable(np.triu(u, 1).astype(npdt), name="upper")
         self.log_s = tf.Variable(np.log(np.abs(s)).astype(npdt), name="log_s")
@@ -114,7 +115,7 @@ class InvertibleConv1x1(base.GlowBijector):
   def _lu_factors(self):
     eye = tf.eye(self._num_channels, dtype=self.dtype)
     lower = read(self.lower) * self._lower_mask + eye
-    upper = (read(self.upper) * tf.transpose(self._lower_mask)
+    upper = (read(self.upper) * self._upper_mask
              + tf.linalg.diag(read(self.sign_s) * tf.exp(read(self.log_s))))
     return lower, upper
 
