@@ -351,3 +351,27 @@ def test_invconv_log_det_and_gradient_under_xla():
   xla = tf.function(value_and_grad, jit_compile=True)(x)
   np.testing.assert_allclose(xla[0], eager[0], rtol=1e-10)
   np.testing.assert_allclose(xla[1], eager[1], rtol=1e-8, atol=1e-10)
+
+
+def test_actnorm_and_lu_conv_equal_tfp_bijectors_with_the_same_weights():
+  """Where the architectures match, the likelihood terms are TFP's to the last bits.
+
+  A flow step whose additive coupling is still at its (identity) initialisation
+  is actnorm -> 1x1 convolution; TFP's own Shift, Scale and ScaleMatvecLU with
+  the same weights must give the same encoding and log-det.
+  """
+  step = gb.FlowStep(4, 8, "invconv", "additive", lu_decomposed=True, seed=5, dtype=F64)
+  rng = np.random.RandomState(7)
+  for v in (step.actnorm.shift, step.actnorm.log_scale, step.permutation.lower,
+            step.permutation.upper, step.permutation.log_s):
+    v.assign(v + 0.3 * rng.standard_normal(v.shape))
+  x = rand([3, 4, 4, 4], seed=8)
+  w = step.permutation.weight()
+  lower_upper, perm = tf.linalg.lu(w)
+  reference = tfb.Chain([tfb.ScaleMatvecLU(lower_upper, perm),            # z = W h
+                         tfb.Scale(tf.exp(3. * step.actnorm.log_scale)),  # h = (x + b) e^s
+                         tfb.Shift(step.actnorm.shift)])
+  np.testing.assert_allclose(step.inverse(x), reference.forward(x), rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(step.inverse_log_det_jacobian(util.fresh(x), event_ndims=3),
+                             reference.forward_log_det_jacobian(x, event_ndims=3),
+                             rtol=1e-12)
