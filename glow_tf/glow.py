@@ -217,8 +217,8 @@ class Glow(base.GlowBijector):
       seed: Python `int`, seeds all random initialisations. Default value: `0`.
       dtype: float dtype. Default value: `tf.float32`.
       precision: `"float32"`, or `"mixed_bfloat16"` to run the coupling
-        networks in bfloat16 with float32 variables (much faster on CPUs
-        with AMX and on recent GPUs; the flow stays exactly invertible and
+        networks in bfloat16 with float32 variables (faster where bfloat16
+        is fast, e.g. CPUs with AMX; the flow stays exactly invertible and
         its log-dets float32). Default value: `"float32"`.
       validate_args: Python `bool`. Default value: `False`.
       name: Python `str`. Default value: `"glow"`.

@@ -21,7 +21,7 @@ with fewer passes over the activations, forward and backward.
 
 Mixed precision: with `compute_dtype=tf.bfloat16` the layers keep float32
 variables (and fold the scales in float32) but convolve and multiply in
-bfloat16, which CPUs with AMX and recent GPUs run several times faster. The
+bfloat16, which CPUs with AMX (and recent GPUs) run several times faster. The
 coupling networks are the only place it is used: a flow stays exactly
 invertible whatever precision its networks compute in, since encoding and
 decoding evaluate the same network on the same input.
