@@ -30,7 +30,8 @@ def main():
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--top", type=int, default=20)
   p.add_argument("--recompute", action="store_true")
-  p.add_argument("--names", default="", help="also list the op names of these types (comma-separated)")
+  p.add_argument("--names", default="",
+                 help="also list the op names of these types (comma-separated)")
   args = p.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import numpy as np

@@ -15,9 +15,9 @@ Speed: every per-channel scale that follows a convolution (the actnorm after
 the hidden convolutions, `exp(3 * log_scale)` after the zero convolution) is
 folded into the small kernel and a bias instead of being applied to the large
 activation, `(conv(x, K) + e + b) * s = conv(x, K * s) + (e + b) * s`, and the
-1x1 convolution is a matmul followed by `bias_add`, which TF fuses with the
-ReLU. This is the same function of the same variables (to float32 rounding)
-with fewer passes over the activations, forward and backward.
+1x1 convolution is a matmul followed by `bias_add`. This is the same function
+of the same variables (to float32 rounding) with fewer passes over the
+activations, forward and backward.
 
 Mixed precision: with `compute_dtype=tf.bfloat16` the layers keep float32
 variables (and fold the scales in float32) but convolve and multiply in
@@ -182,7 +182,8 @@ class ZeroConv2D(tf.Module):
     kernel = read(self.kernel) * scale
     h, w = static_hw(x)
     bias_map = self._bias_map(h, w, scale)
-    if out_order is not None:  # exact: a product with a 0/1 matrix (cheaper to differentiate than gather)
+    if out_order is not None:
+      # Exact: a product with a 0/1 matrix (cheaper to differentiate than gather).
       perm = tf.constant(np.eye(len(out_order))[:, list(out_order)], kernel.dtype)
       kernel = matmul_channels(kernel, perm)
       bias_map = matmul_channels(bias_map, perm)

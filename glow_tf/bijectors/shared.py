@@ -26,7 +26,7 @@ __all__ = ["read", "substitute", "shared_call", "in_xla_context", "no_autograph"
 
 
 def no_autograph(cls):
-  """Class decorator: the class's own public methods (and `__call__`) are never converted by AutoGraph.
+  """Class decorator: AutoGraph never converts the class's public methods and `__call__`.
 
   A user's `@tf.function` (AutoGraph on by default) converts every Python
   function it calls outside TensorFlow's and TFP's own modules, rewriting its
@@ -98,8 +98,8 @@ def shared_call(module, method_name, key, x):
     entry = _FUNCTIONS[full_key] = tf.function(
         body, autograph=False,
         # Not inlined: grappler then optimises one body per kind of step
-        # instead of every step's copy, which halves the time to the first
-        # step; the call costs microseconds per flow step.
+        # instead of every step's copy, which cut the first run of a training
+        # step by a third (bench/RESULTS.md); a call costs microseconds.
         experimental_attributes={"_noinline": True})
   return entry(x, [_local(v) for v in _variables(module)])
 
