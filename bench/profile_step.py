@@ -36,7 +36,6 @@ def main():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import numpy as np
   import tensorflow as tf
-  import tensorflow_probability as tfp
   import tf_keras
   from tensorflow.tsl.profiler.protobuf import xplane_pb2
   import vs_tfp_glow
@@ -57,13 +56,7 @@ def main():
                                     polyak=False)
     optimizer.build(list(model.trainable_variables))
   else:
-    tfd, tfb = tfp.distributions, tfp.bijectors
-    glow = tfb.Glow(output_shape=cfg["image_shape"], num_glow_blocks=cfg["n_levels"],
-                    num_steps_per_block=cfg["depth"],
-                    coupling_bijector_fn=lambda s: tfb.GlowDefaultNetwork(s, num_hidden=cfg["width"]),
-                    exit_bijector_fn=tfb.GlowDefaultExitNetwork)
-    model = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), d), glow)
-    model.log_prob(x)
+    model = vs_tfp_glow.build_tfp(cfg, x)
     log_prob = model.log_prob
     optimizer = tf_keras.optimizers.Adam(1e-4, jit_compile=False)
   variables = list(model.trainable_variables)

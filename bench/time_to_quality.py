@@ -26,6 +26,7 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -46,12 +47,10 @@ def main():
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import numpy as np
   import tensorflow as tf
-  import tensorflow_probability as tfp
   import tf_keras
-  import glow_tf
   from glow_tf import data as data_lib
   from glow_tf import optim
-  tfd, tfb = tfp.distributions, tfp.bijectors
+  import vs_tfp_glow
 
   ds = data_lib.load(data_lib.DataConfig(dataset="fashion_mnist", data_dir=args.data_dir))
   shape = ds.image_shape
@@ -78,9 +77,9 @@ def main():
       self.history = []
       self.diverged = None  # the step whose loss was not finite
       t0 = time.perf_counter()
+      cfg = dict(image_shape=shape, n_levels=args.n_levels, depth=args.depth, width=args.width)
       if name == "ours":
-        model = glow_tf.GlowModel(image_shape=shape, n_levels=args.n_levels, depth=args.depth,
-                                  width=args.width, flow_coupling=1, lu_decomposed=True)
+        model = vs_tfp_glow.build_ours(cfg)
         model.glow.initialize(x_init)
         self.dist = model.distribution
         self.variables = list(model.trainable_variables)
@@ -88,13 +87,7 @@ def main():
                                              epsilon=1e-7)
         self.optimizer.build(self.variables)
       else:
-        glow = tfb.Glow(output_shape=shape, num_glow_blocks=args.n_levels,
-                        num_steps_per_block=args.depth,
-                        coupling_bijector_fn=lambda s: tfb.GlowDefaultNetwork(
-                            s, num_hidden=args.width),
-                        exit_bijector_fn=tfb.GlowDefaultExitNetwork)
-        self.dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), d), glow)
-        self.dist.log_prob(x_init)  # its actnorm initialises on the first call
+        self.dist = vs_tfp_glow.build_tfp(cfg, x_init)
         self.variables = list(self.dist.trainable_variables)
         self.optimizer = tf_keras.optimizers.Adam(args.lr, jit_compile=False)
       dist, variables, optimizer = self.dist, self.variables, self.optimizer

@@ -72,14 +72,27 @@ def build_ours(cfg):
   return model
 
 
+def build_tfp(cfg, x):
+  """tfp.bijectors.Glow at `cfg`'s architecture as a distribution, actnorms initialised on `x`."""
+  import numpy as np
+  import tensorflow_probability as tfp
+  tfd, tfb = tfp.distributions, tfp.bijectors
+  glow = tfb.Glow(output_shape=cfg["image_shape"], num_glow_blocks=cfg["n_levels"],
+                  num_steps_per_block=cfg["depth"],
+                  coupling_bijector_fn=lambda s: tfb.GlowDefaultNetwork(s, num_hidden=cfg["width"]),
+                  exit_bijector_fn=tfb.GlowDefaultExitNetwork)
+  dist = tfd.TransformedDistribution(
+      tfd.Sample(tfd.Normal(0., 1.), int(np.prod(cfg["image_shape"]))), glow)
+  dist.log_prob(x)  # its actnorm initialises on the first call
+  return dist
+
+
 def run_child(args):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import numpy as np
   import tensorflow as tf
-  import tensorflow_probability as tfp
   import tf_keras
-  tfd, tfb = tfp.distributions, tfp.bijectors
 
   cfg = dict(CONFIGS[args.config])
   cfg["recompute"] = args.recompute
@@ -107,12 +120,7 @@ def run_child(args):
     log_prob = model.distribution.log_prob
     sample = model.distribution.sample
   else:
-    glow = tfb.Glow(output_shape=cfg["image_shape"], num_glow_blocks=cfg["n_levels"],
-                    num_steps_per_block=cfg["depth"],
-                    coupling_bijector_fn=lambda s: tfb.GlowDefaultNetwork(s, num_hidden=cfg["width"]),
-                    exit_bijector_fn=tfb.GlowDefaultExitNetwork)
-    dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), d), glow)
-    dist.log_prob(x)  # its actnorm initialises on the first call
+    dist = build_tfp(cfg, x)
     model = dist
     log_prob = dist.log_prob
     sample = dist.sample

@@ -101,7 +101,7 @@ class SplitPrior(tf.Module):
     super().__init__(name=name)
     with self.name_scope:
       self.conv = nn.ZeroConv2D(kept_channels, 2 * out_channels, dtype=dtype)
-    self._order = tuple(range(0, 2 * out_channels, 2)) + tuple(range(1, 2 * out_channels, 2))
+    self._order = nn.deinterleaved(2 * out_channels)
 
   def __call__(self, z_kept):
     """z_kept: `[B, h, w, c]` -> mean, log_scale: `[B, h, w, c_out]`."""

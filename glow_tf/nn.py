@@ -35,7 +35,7 @@ from glow_tf.bijectors.base import matmul_channels, static_hw
 from glow_tf.bijectors.shared import no_autograph, read
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECISIONS",
-           "compute_dtype"]
+           "compute_dtype", "deinterleaved"]
 
 
 PRECISIONS = {"float32": None, "mixed_bfloat16": tf.bfloat16}
@@ -46,6 +46,11 @@ def compute_dtype(precision):
   if precision not in PRECISIONS:
     raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
   return PRECISIONS[precision]
+
+
+def deinterleaved(num_channels):
+  """The channel order `[0, 2, 4, ..., 1, 3, 5, ...]`: outputs `[a0, b0, a1, b1, ...]` as `[a..., b...]`."""
+  return tuple(range(0, num_channels, 2)) + tuple(range(1, num_channels, 2))
 
 
 def _border_patches(height, width, kh, kw, np_dtype):

@@ -94,7 +94,7 @@ class AffineCoupling(base.GlowBijector):
       # NN's output interleaves shift and scale channels (the original's
       # layout); it is asked for them as [shifts, scales] so that a
       # contiguous split, not two strided slices, separates them.
-      order = list(range(0, out, 2)) + list(range(1, out, 2)) if coupling == "affine" else None
+      order = nn.deinterleaved(out) if coupling == "affine" else None
       self.nn = nn.CouplingNetwork(half + extra, hidden_channels, out, seed=seed,
                                    dtype=dtype, out_order=order,
                                    compute_dtype=compute_dtype, name="nn")

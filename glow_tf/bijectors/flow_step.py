@@ -111,7 +111,7 @@ class FlowStep(base.GlowBijector):
     return (type(perm).__name__, getattr(perm, "lu_decomposed", None),
             tuple(getattr(perm, "_perm", ())) if isinstance(perm, permute.Shuffle) else (),
             self.coupling.coupling, self.coupling.precision, self._num_channels,
-            tuple(v.shape.as_list()[-1] for v in [self.coupling.nn.conv1.kernel]),
+            self.coupling.nn.conv1.kernel.shape[-1],
             self.dtype.name)
 
   def _shareable(self, conditioning):

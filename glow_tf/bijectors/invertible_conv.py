@@ -149,9 +149,9 @@ class InvertibleConv1x1(base.GlowBijector):
 
   # A row vector x (the channels at one pixel) maps to z = x W^T.
   def _forward_and_log_det_4d(self, z):
-    x = base.matmul_channels(z, tf.transpose(self.inverse_weight()))
+    x = base.matmul_channels(z, self.inverse_weight(), transpose_kernel=True)
     return x, -base.num_pixels(z) * self.log_abs_det_weight()
 
   def _inverse_and_log_det_4d(self, x):
-    z = base.matmul_channels(x, tf.transpose(self.weight()))
+    z = base.matmul_channels(x, self.weight(), transpose_kernel=True)
     return z, base.num_pixels(x) * self.log_abs_det_weight()
