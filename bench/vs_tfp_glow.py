@@ -177,6 +177,20 @@ def run_child(args):
       "gflops_per_step": flops / 1e9, "gflop_per_s": flops / 1e9 / step_s}))
 
 
+def cpu_description():
+  """The CPU's model name and the vector extensions that matter here (from /proc/cpuinfo)."""
+  try:
+    info = open("/proc/cpuinfo").read()
+  except OSError:
+    return "unknown CPU"
+  model = next((l.split(":", 1)[1].strip() for l in info.splitlines()
+                if l.startswith("model name")), "unknown CPU")
+  flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines()
+                    if l.startswith("flags")), []))
+  ext = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+  return f"{model}, {os.cpu_count()} cores, {' '.join(ext) or 'no AVX2'}"
+
+
 def machine_peak():
   """Achieved GFLOP/s of a plain conv2d and a matmul on this machine."""
   import numpy as np
@@ -215,6 +229,7 @@ def main():
     run_child(args)
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  print("cpu:", cpu_description(), flush=True)
   print("machine:", json.dumps({k: round(v, 1) for k, v in machine_peak().items()}),
         "GFLOP/s", flush=True)
   results = []

@@ -22,9 +22,12 @@ activations, forward and backward.
 Mixed precision: with `compute_dtype=tf.bfloat16` the layers keep float32
 variables (and fold the scales in float32) but convolve and multiply in
 bfloat16, which CPUs with AMX (and recent GPUs) run several times faster. The
-coupling networks are the only place it is used: a flow stays exactly
-invertible whatever precision its networks compute in, since encoding and
-decoding evaluate the same network on the same input.
+coupling networks are the only place it is used: each coupling inverts itself
+exactly whatever precision its network computes in, since encoding and
+decoding evaluate the same network on the same input. A whole flow's round
+trip is exact to float32 rounding except where float32 rounding in other
+layers moves a network input across a bfloat16 rounding boundary: then to
+bfloat16 resolution (about 1e-3 on images in [-0.5, 0.5]).
 """
 
 import numpy as np
@@ -35,7 +38,7 @@ from glow_tf.bijectors.base import matmul_channels, static_hw
 from glow_tf.bijectors.shared import no_autograph, read
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECISIONS",
-           "compute_dtype", "deinterleaved"]
+           "compute_dtype", "deinterleaved", "conv2d_3x3", "thin_output_conv2d"]
 
 
 PRECISIONS = {"float32": None, "mixed_bfloat16": tf.bfloat16}
@@ -80,6 +83,93 @@ def edge_term(kernel_edge, height, width):
   ones = tf.ones([1, height, width, 1], kernel_edge.dtype)
   border = 1. - tf.pad(ones, [[0, 0], [a, a], [b, b], [0, 0]])
   return tf.nn.conv2d(border, kernel_edge[:, :, None, :], 1, "VALID")[0]
+
+
+def _shifted_3x3(t, height, width, sign):
+  """`[B, H, W, 9 * C]`: the 9 one-pixel shifts of `t` `[B, H, W, C]`, zero-filled.
+
+  Tap `k = 3 * i + j` holds `t[p + s * ((i, j) - 1)]` at pixel `p`, with `s = sign`
+  (+1: the taps a 3x3 "SAME" filter reads at `p`, i.e. im2col; -1: the pixels
+  whose filter reads `p` through tap `k`).
+  """
+  padded = tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]])
+  taps = []
+  for i in range(3):
+    for j in range(3):
+      a, b = (i, j) if sign > 0 else (2 - i, 2 - j)
+      taps.append(padded[:, a:a + height, b:b + width, :])
+  return tf.concat(taps, axis=-1)
+
+
+def thin_output_conv2d(x, kernel, matmul_forward=False):
+  """A 3x3 stride-1 "SAME" convolution with matmul backprops, for `out << in`.
+
+  The same function as `tf.nn.conv2d(x, kernel, 1, "SAME")`: that very op, or
+  with `matmul_forward` one matmul `x @ K` `[B, H, W, 9 * out]` whose 9 taps
+  are shifted and summed (faster when `out` is tiny). Its gradients are computed as two matmuls against the 9 shifts of the
+  thin output gradient `dy` (`[B, H, W, 9 * out]`, cheap to form):
+  `dx = shifts(dy) @ K^T` and `dK = x^T @ shifts(dy)`, one pass over the wide
+  `x`. TensorFlow's CPU `Conv2DBackpropFilter`/`Conv2DBackpropInput` are slow
+  for this shape: on Glow's zero convolution (`[64, 16, 16, 256] -> 4`
+  channels) they take 74 ms and 28 ms where the matmuls take 8 and 6 ms
+  (`bench/RESULTS.md`).
+
+  Args:
+    x: `[B, H, W, C]` with static `H`, `W`.
+    kernel: `[3, 3, C, out]`, the same dtype as `x`.
+    matmul_forward: Python `bool`, see above.
+  Returns:
+    `[B, H, W, out]`.
+  """
+  height, width = static_hw(x)
+  channels, out = kernel.shape[2], kernel.shape[3]
+
+  @tf.custom_gradient
+  def conv(x, kernel):
+    if matmul_forward:  # y = sum over taps k of shift_k(x @ K_k): one pass over x
+      k9f = tf.reshape(tf.transpose(kernel, [2, 0, 1, 3]), [channels, 9 * out])
+      y9 = tf.matmul(tf.reshape(x, [-1, channels]), k9f)
+      y9 = tf.reshape(y9, tf.concat([tf.shape(x)[:3], [9 * out]], 0))
+      padded = tf.pad(y9, [[0, 0], [1, 1], [1, 1], [0, 0]])
+      y = tf.add_n([padded[:, i:i + height, j:j + width, (3 * i + j) * out:(3 * i + j + 1) * out]
+                    for i in range(3) for j in range(3)])
+    else:
+      y = tf.nn.conv2d(x, kernel, 1, "SAME")
+
+    def grad(dy):
+      dy9 = tf.reshape(_shifted_3x3(dy, height, width, -1), [-1, 9 * out])
+      # [3, 3, C, out] -> [9 * out, C]: row (3i + j) * out + o is K[i, j, :, o].
+      k9 = tf.reshape(tf.transpose(kernel, [0, 1, 3, 2]), [9 * out, channels])
+      dx = tf.reshape(tf.matmul(dy9, k9), tf.shape(x))
+      dk = tf.matmul(tf.reshape(x, [-1, channels]), dy9, transpose_a=True)  # [C, 9 * out]
+      dk = tf.transpose(tf.reshape(dk, [channels, 3, 3, out]), [1, 2, 0, 3])
+      return dx, dk
+
+    return y, grad
+
+  return conv(x, kernel)
+
+
+def conv2d_3x3(x, kernel):
+  """`tf.nn.conv2d(x, kernel, 1, "SAME")` for a 3x3 kernel, differentiated the fast way.
+
+  Uses `thin_output_conv2d` where the output has at most a quarter of the
+  input's channels on an image of at least 8x8 (Glow's zero convolutions),
+  with its matmul forward pass from a sixteenth, where each measured faster
+  on Glow's shapes; the plain op elsewhere.
+
+  Args:
+    x: `[B, H, W, C]`.
+    kernel: `[3, 3, C, out]`.
+  Returns:
+    `[B, H, W, out]`.
+  """
+  h, w = static_hw(x)
+  in_c, out_c = kernel.shape[2], kernel.shape[3]
+  if (kernel.shape[0] == 3 and kernel.shape[1] == 3 and isinstance(h, int)
+      and isinstance(w, int) and h * w >= 64 and 4 * out_c <= in_c):
+    return thin_output_conv2d(x, kernel, matmul_forward=16 * out_c <= in_c)
+  return tf.nn.conv2d(x, kernel, 1, "SAME")
 
 
 @no_autograph
@@ -193,8 +283,8 @@ class ZeroConv2D(tf.Module):
       kernel = matmul_channels(kernel, perm)
       bias_map = matmul_channels(bias_map, perm)
     if x.dtype != kernel.dtype:  # mixed precision: convolve in x's dtype, add in float32
-      return tf.cast(tf.nn.conv2d(x, tf.cast(kernel, x.dtype), 1, "SAME"), kernel.dtype) + bias_map
-    return tf.nn.conv2d(x, kernel, 1, "SAME") + bias_map
+      return tf.cast(conv2d_3x3(x, tf.cast(kernel, x.dtype)), kernel.dtype) + bias_map
+    return conv2d_3x3(x, kernel) + bias_map
 
   def on_zeros(self, height, width):
     """The output for an all-zero input, `[H, W, out]` (no convolution needed)."""

@@ -1,0 +1,91 @@
+"""The coupling networks' layers compute the original's functions, with gradients equal to TF's."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from glow_tf import nn
+
+
+def _value_and_grads(conv, x, kernel, dy):
+  with tf.GradientTape() as tape:
+    tape.watch([x, kernel])
+    y = conv(x, kernel)
+  return [y] + tape.gradient(y, [x, kernel], output_gradients=dy)
+
+
+@pytest.mark.parametrize("matmul_forward", [False, True])
+@pytest.mark.parametrize("shape", [(3, 8, 8, 64, 4), (2, 16, 8, 32, 8), (1, 4, 12, 8, 3)])
+def test_thin_output_conv2d_equals_conv2d_with_its_gradients(shape, matmul_forward):
+  """Value, d/dx and d/dkernel equal `tf.nn.conv2d` "SAME"'s (float64), batch size unknown."""
+  b, h, w, c, out = shape
+  rng = np.random.RandomState(0)
+  x = tf.constant(rng.randn(b, h, w, c))
+  kernel = tf.constant(rng.randn(3, 3, c, out))
+  dy = tf.constant(rng.randn(b, h, w, out))
+  spec = [tf.TensorSpec([None, h, w, c], tf.float64), tf.TensorSpec([3, 3, c, out], tf.float64),
+          tf.TensorSpec([None, h, w, out], tf.float64)]
+  ours = tf.function(
+      lambda x, k, dy: _value_and_grads(
+          lambda a, b: nn.thin_output_conv2d(a, b, matmul_forward), x, k, dy),
+      input_signature=spec)
+  theirs = _value_and_grads(lambda a, b: tf.nn.conv2d(a, b, 1, "SAME"), x, kernel, dy)
+  for got, want in zip(ours(x, kernel, dy), theirs):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16, 64, 2), (2, 8, 8, 32, 8), (2, 4, 4, 64, 4),
+                                   (2, 8, 8, 4, 32)])
+def test_conv2d_3x3_equals_conv2d_on_every_path(shape):
+  """Thin outputs (both forward forms), small images and wide outputs all give conv2d's results."""
+  b, h, w, c, out = shape
+  rng = np.random.RandomState(1)
+  x = tf.constant(rng.randn(b, h, w, c))
+  kernel = tf.constant(rng.randn(3, 3, c, out))
+  dy = tf.constant(rng.randn(b, h, w, out))
+  ours = _value_and_grads(nn.conv2d_3x3, x, kernel, dy)
+  theirs = _value_and_grads(lambda a, b: tf.nn.conv2d(a, b, 1, "SAME"), x, kernel, dy)
+  for got, want in zip(ours, theirs):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_thin_output_conv2d_in_bfloat16_is_close_to_float32():
+  rng = np.random.RandomState(2)
+  x = rng.randn(2, 8, 8, 64).astype(np.float32)
+  kernel = (rng.randn(3, 3, 64, 4) * .1).astype(np.float32)
+  dy = rng.randn(2, 8, 8, 4).astype(np.float32)
+  for matmul_forward in (False, True):
+    conv = lambda a, b, mf=matmul_forward: nn.thin_output_conv2d(a, b, mf)
+    low = _value_and_grads(conv, *(tf.constant(t, tf.bfloat16) for t in (x, kernel, dy)))
+    high = _value_and_grads(conv, *(tf.constant(t) for t in (x, kernel, dy)))
+    for got, want in zip(low, high):
+      assert got.dtype == tf.bfloat16
+      scale = float(tf.reduce_max(tf.abs(want)))
+      np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(),
+                                 atol=0.03 * scale)
+
+
+def test_edge_conv_is_the_originals_extra_channel_valid_convolution():
+  """conv(x) + edge term == VALID conv of [zero-padded x, border indicator] with the full kernel."""
+  rng = np.random.RandomState(3)
+  layer = nn.EdgeConv2D(3, 5, 3, seed=0, dtype=tf.float64)
+  layer.edge_kernel.assign(rng.randn(3, 3, 5))
+  x = tf.constant(rng.randn(2, 6, 7, 3))
+  padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+  border = tf.pad(tf.zeros([2, 6, 7, 1], tf.float64), [[0, 0], [1, 1], [1, 1], [0, 0]],
+                  constant_values=1.)
+  full_kernel = tf.concat([layer.kernel, layer.edge_kernel[:, :, None, :]], axis=2)
+  want = tf.nn.conv2d(tf.concat([padded, border], -1), full_kernel, 1, "VALID")
+  np.testing.assert_allclose(layer._conv(x).numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_zero_conv_output_order_permutes_channels_and_starts_at_zero():
+  rng = np.random.RandomState(4)
+  layer = nn.ZeroConv2D(32, 4, dtype=tf.float64)
+  x = tf.constant(rng.randn(2, 8, 8, 32))
+  np.testing.assert_array_equal(layer(x).numpy(), 0.)
+  for v in layer.trainable_variables:
+    v.assign(rng.randn(*v.shape) * .1)
+  order = nn.deinterleaved(4)
+  np.testing.assert_allclose(layer(x, order).numpy(), tf.gather(layer(x), order, axis=-1).numpy(),
+                             rtol=1e-12, atol=1e-12)
