@@ -11,6 +11,7 @@ the shared machine hits both. Ratios are ours / theirs.
   python bench/vs_tfp_glow.py --configs=a,b,c --steps=6
   python bench/vs_tfp_glow.py --configs=a --modes=plain --impls=ours
   python bench/vs_tfp_glow.py --modes=plain --impls=ours,tfp,ours-bf16   # + mixed precision
+  python bench/vs_tfp_glow.py --rounds=2    # every run twice, interleaved; medians
 
 `ours-bf16` is ours with `precision="mixed_bfloat16"` (coupling networks in
 bfloat16, float32 weights): not the same arithmetic as tfp's, so its ratio
@@ -211,6 +212,25 @@ def machine_peak():
   return out
 
 
+def print_result(r, tag=""):
+  print(f"{r['config']} {r['mode']:5} {r['impl']:9}: first step {r['first_step_s']:6.1f} s, step "
+        f"{r['step_s']:6.3f} s = {r['images_per_s']:6.1f} img/s, log_prob "
+        f"{r['log_prob_images_per_s']:7.1f} img/s, sample {r['sample_images_per_s']:7.1f} "
+        f"img/s, peak RSS {r['peak_rss_gb']:.2f} GB, {r['params']:,} params, "
+        f"{r['gflop_per_s']:.1f} GFLOP/s{tag}", flush=True)
+
+
+def median_result(rs):
+  """One result from several rounds: the median of each figure (peak RSS: the largest)."""
+  out = dict(rs[0])
+  for k in ("first_step_s", "step_s", "log_prob_images_per_s", "sample_images_per_s"):
+    out[k] = statistics.median(r[k] for r in rs)
+  out["images_per_s"] = out["images_per_s"] * rs[0]["step_s"] / out["step_s"]
+  out["gflop_per_s"] = out["gflops_per_step"] / out["step_s"]
+  out["peak_rss_gb"] = max(r["peak_rss_gb"] for r in rs)
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,6 +238,9 @@ def main():
   parser.add_argument("--modes", default="plain,jit")
   parser.add_argument("--impls", default="ours,tfp")
   parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--rounds", type=int, default=1,
+                      help="run every (config, mode, impl) this many times, interleaved; "
+                           "the summary takes the median of each figure over the rounds")
   parser.add_argument("--recompute", action="store_true",
                       help="ours with recompute_gradients (memory-free backprop)")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -232,26 +255,28 @@ def main():
   print("cpu:", cpu_description(), flush=True)
   print("machine:", json.dumps({k: round(v, 1) for k, v in machine_peak().items()}),
         "GFLOP/s", flush=True)
-  results = []
+  runs = {}
   for config in args.configs.split(","):
-    for mode in args.modes.split(","):
-      for impl in args.impls.split(","):
-        cmd = [sys.executable, __file__, "--child", "--config", config, "--impl", impl,
-               "--mode", mode, "--steps", str(args.steps)]
-        if args.recompute and impl.startswith("ours"):
-          cmd.append("--recompute")
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode:
-          print(f"{config} {mode} {impl}: FAILED\n{res.stderr[-1500:]}", flush=True)
-          continue
-        r = json.loads(res.stdout.strip().splitlines()[-1])
-        results.append(r)
-        print(f"{config} {mode:5} {impl:9}: first step {r['first_step_s']:6.1f} s, step "
-              f"{r['step_s']:6.3f} s = {r['images_per_s']:6.1f} img/s, log_prob "
-              f"{r['log_prob_images_per_s']:7.1f} img/s, sample {r['sample_images_per_s']:7.1f} "
-              f"img/s, peak RSS {r['peak_rss_gb']:.2f} GB, {r['params']:,} params, "
-              f"{r['gflop_per_s']:.1f} GFLOP/s", flush=True)
-  by = {(r["config"], r["mode"], r["impl"]): r for r in results}
+    for rnd in range(args.rounds):
+      for mode in args.modes.split(","):
+        for impl in args.impls.split(","):
+          cmd = [sys.executable, __file__, "--child", "--config", config, "--impl", impl,
+                 "--mode", mode, "--steps", str(args.steps)]
+          if args.recompute and impl.startswith("ours"):
+            cmd.append("--recompute")
+          res = subprocess.run(cmd, capture_output=True, text=True)
+          if res.returncode:
+            print(f"{config} {mode} {impl}: FAILED\n{res.stderr[-1500:]}", flush=True)
+            continue
+          r = json.loads(res.stdout.strip().splitlines()[-1])
+          runs.setdefault((config, mode, impl), []).append(r)
+          tag = f" (round {rnd + 1})" if args.rounds > 1 else ""
+          print_result(r, tag)
+  by = {key: median_result(rs) for key, rs in runs.items()}
+  if args.rounds > 1:
+    print(f"\nmedians over {args.rounds} interleaved rounds")
+    for r in by.values():
+      print_result(r)
   print("\nratios ours/tfp (speed: >1 is faster; first step and memory: <1 is better)")
   for config in args.configs.split(","):
     for mode in args.modes.split(","):
