@@ -38,7 +38,8 @@ from glow_tf.bijectors.base import matmul_channels, static_hw
 from glow_tf.bijectors.shared import no_autograph, read
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECISIONS",
-           "compute_dtype", "deinterleaved", "conv2d_3x3", "thin_output_conv2d"]
+           "compute_dtype", "native_bfloat16", "deinterleaved", "conv2d_3x3",
+           "thin_output_conv2d"]
 
 
 PRECISIONS = {"float32": None, "mixed_bfloat16": tf.bfloat16}
@@ -49,6 +50,32 @@ def compute_dtype(precision):
   if precision not in PRECISIONS:
     raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
   return PRECISIONS[precision]
+
+
+def native_bfloat16(cpuinfo=None):
+  """Whether this machine computes in bfloat16 natively: `True`, `False` or `None` (unknown).
+
+  True with a GPU, or a CPU with AVX-512 BF16 or AMX. A CPU without them
+  (AVX2 only) emulates bfloat16 convolutions, which then run slower than
+  float32: `mixed_bfloat16` measured 2-3x slower training steps on an AMD
+  EPYC (`bench/RESULTS.md`).
+
+  Args:
+    cpuinfo: the text of `/proc/cpuinfo` (read when `None`).
+  """
+  if cpuinfo is None:
+    if tf.config.list_physical_devices("GPU"):
+      return True
+    try:
+      with open("/proc/cpuinfo") as f:
+        cpuinfo = f.read()
+    except OSError:
+      return None
+  for line in cpuinfo.splitlines():
+    if line.startswith("flags"):
+      flags = set(line.split(":", 1)[1].split())
+      return bool(flags & {"avx512_bf16", "amx_bf16"})
+  return None
 
 
 def deinterleaved(num_channels):
@@ -85,20 +112,15 @@ def edge_term(kernel_edge, height, width):
   return tf.nn.conv2d(border, kernel_edge[:, :, None, :], 1, "VALID")[0]
 
 
-def _shifted_3x3(t, height, width, sign):
+def _reversed_taps_3x3(t, height, width):
   """`[B, H, W, 9 * C]`: the 9 one-pixel shifts of `t` `[B, H, W, C]`, zero-filled.
 
-  Tap `k = 3 * i + j` holds `t[p + s * ((i, j) - 1)]` at pixel `p`, with `s = sign`
-  (+1: the taps a 3x3 "SAME" filter reads at `p`, i.e. im2col; -1: the pixels
-  whose filter reads `p` through tap `k`).
+  Tap `k = 3 * i + j` holds `t[p - (i - 1, j - 1)]` at pixel `p`: the output
+  pixel whose 3x3 "SAME" filter reads `p` through tap `(i, j)`.
   """
   padded = tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]])
-  taps = []
-  for i in range(3):
-    for j in range(3):
-      a, b = (i, j) if sign > 0 else (2 - i, 2 - j)
-      taps.append(padded[:, a:a + height, b:b + width, :])
-  return tf.concat(taps, axis=-1)
+  return tf.concat([padded[:, 2 - i:2 - i + height, 2 - j:2 - j + width, :]
+                    for i in range(3) for j in range(3)], axis=-1)
 
 
 def thin_output_conv2d(x, kernel, matmul_forward=False):
@@ -106,8 +128,9 @@ def thin_output_conv2d(x, kernel, matmul_forward=False):
 
   The same function as `tf.nn.conv2d(x, kernel, 1, "SAME")`: that very op, or
   with `matmul_forward` one matmul `x @ K` `[B, H, W, 9 * out]` whose 9 taps
-  are shifted and summed (faster when `out` is tiny). Its gradients are computed as two matmuls against the 9 shifts of the
-  thin output gradient `dy` (`[B, H, W, 9 * out]`, cheap to form):
+  are shifted and summed (faster when `out` is tiny). Its gradients are two
+  matmuls against the 9 shifts of the thin output gradient `dy`
+  (`[B, H, W, 9 * out]`, cheap to form):
   `dx = shifts(dy) @ K^T` and `dK = x^T @ shifts(dy)`, one pass over the wide
   `x`. TensorFlow's CPU `Conv2DBackpropFilter`/`Conv2DBackpropInput` are slow
   for this shape: on Glow's zero convolution (`[64, 16, 16, 256] -> 4`
@@ -137,7 +160,7 @@ def thin_output_conv2d(x, kernel, matmul_forward=False):
       y = tf.nn.conv2d(x, kernel, 1, "SAME")
 
     def grad(dy):
-      dy9 = tf.reshape(_shifted_3x3(dy, height, width, -1), [-1, 9 * out])
+      dy9 = tf.reshape(_reversed_taps_3x3(dy, height, width), [-1, 9 * out])
       # [3, 3, C, out] -> [9 * out, C]: row (3i + j) * out + o is K[i, j, :, o].
       k9 = tf.reshape(tf.transpose(kernel, [0, 1, 3, 2]), [9 * out, channels])
       dx = tf.reshape(tf.matmul(dy9, k9), tf.shape(x))

@@ -89,3 +89,12 @@ def test_zero_conv_output_order_permutes_channels_and_starts_at_zero():
   order = nn.deinterleaved(4)
   np.testing.assert_allclose(layer(x, order).numpy(), tf.gather(layer(x), order, axis=-1).numpy(),
                              rtol=1e-12, atol=1e-12)
+
+
+def test_native_bfloat16_reads_the_cpu_flags():
+  flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma{}\n"
+  assert nn.native_bfloat16(flags.format(" avx512f avx512_bf16")) is True
+  assert nn.native_bfloat16(flags.format(" amx_bf16 amx_tile")) is True
+  assert nn.native_bfloat16(flags.format("")) is False
+  assert nn.native_bfloat16("no flags line") is None
+  assert nn.native_bfloat16() in (True, False, None)

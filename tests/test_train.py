@@ -2,6 +2,7 @@
 
 import dataclasses
 import glob
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from glow_tf import config as config_lib
 from glow_tf import data as data_lib
+from glow_tf import nn
 from glow_tf import train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,11 +114,14 @@ def test_jit_compiled_training_steps(tmp_path):
   assert max(np.abs(a - v.numpy()).max() for a, v in zip(before, trainer.variables)) > 1e-4
 
 
-def test_mixed_bfloat16_training_lowers_the_loss_and_restores(tmp_path):
+def test_mixed_bfloat16_training_lowers_the_loss_and_restores(tmp_path, monkeypatch):
   config = small_config(tmp_path / "run", max_steps=12, epochs=1)
   config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                  precision="mixed_bfloat16"))
-  trainer = train_lib.prepare(config)
+  monkeypatch.setattr(nn, "native_bfloat16", lambda: False)  # as on an AVX2-only CPU
+  stream = io.StringIO()
+  trainer = train_lib.prepare(config, stream=stream)
+  assert "bfloat16 is emulated here" in stream.getvalue()
   assert all(v.dtype == tf.float32 for v in trainer.variables)  # float32 master weights
   batch = trainer.dataset.init_batch(64)["image"]
   before = float(tf.reduce_mean(trainer.model.bits_per_dim(batch, noise=0.5)))

@@ -1,0 +1,83 @@
+"""Glow's zero convolutions: TF's conv2d kernels vs `glow_tf.nn.thin_output_conv2d`.
+
+The last layer of every coupling network is a 3x3 convolution from the hidden
+width (128-512) down to a few channels (the shift and scale of half the
+image's channels). TensorFlow's CPU kernels for the backprops of such a thin
+convolution are slow; `thin_output_conv2d` computes them as matmuls against
+the 9 shifts of the thin output gradient (and, with `matmul_forward`, the
+forward pass as one matmul whose 9 taps are shifted and summed). This prints,
+for the zero convolutions of configurations (a) and (b) of `vs_tfp_glow.py`,
+the time of the forward pass, the input gradient and the kernel gradient,
+each both ways, and which path `conv2d_3x3` takes there.
+
+  python bench/zero_conv.py
+"""
+
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# [batch, height, width, hidden width] -> out channels: (a) and (b)'s levels.
+SHAPES = [(32, 16, 16, 128, 12), (32, 8, 8, 128, 24), (32, 4, 4, 128, 48),
+          (64, 16, 16, 256, 4), (64, 8, 8, 256, 8)]
+
+
+def main():
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import numpy as np
+  import tensorflow as tf
+  from glow_tf import nn
+
+  def timed(fn, *args, reps=20):
+    fn = tf.function(fn)
+    for _ in range(3):
+      fn(*args)
+    rounds = []
+    for _ in range(3):
+      t0 = time.perf_counter()
+      for _ in range(reps):
+        out = fn(*args)
+      np.asarray(out)
+      rounds.append((time.perf_counter() - t0) / reps * 1e3)
+    return statistics.median(rounds)
+
+  def grads(conv):
+    def run(x, k, dy):
+      with tf.GradientTape() as tape:
+        tape.watch([x, k])
+        y = conv(x, k)
+      return tape.gradient(y, [x, k], output_gradients=dy)
+    return run
+
+  print(f"{'[B, H, W, C] -> out':24s} {'path':10s} | {'forward ms':>15s} | "
+        f"{'fwd + grads ms':>15s} | TF's Conv2DBackpropInput, ...Filter ms")
+  print(f"{'':24s} {'':10s} | {'conv2d   ours':>15s} | {'conv2d   ours':>15s} |")
+  for b, h, w, c, out in SHAPES:
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(b, h, w, c).astype(np.float32))
+    k = tf.constant(rng.randn(3, 3, c, out).astype(np.float32) * .05)
+    dy = tf.constant(rng.randn(b, h, w, out).astype(np.float32))
+    thin = 4 * out <= c and h * w >= 64
+    mm_fwd = 16 * out <= c
+    ours = lambda a, kk, mm_fwd=mm_fwd: nn.thin_output_conv2d(a, kk, matmul_forward=mm_fwd)
+    tf_conv = lambda a, kk: tf.nn.conv2d(a, kk, 1, "SAME")
+    fwd = (timed(tf_conv, x, k), timed(ours, x, k))
+    both = (timed(grads(tf_conv), x, k, dy), timed(grads(ours), x, k, dy))
+    dx = timed(lambda d, kk: tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=[b, h, w, c], filter=kk, out_backprop=d, strides=[1, 1, 1, 1],
+        padding="SAME"), dy, k)
+    dk = timed(lambda a, d: tf.raw_ops.Conv2DBackpropFilter(
+        input=a, filter_sizes=[3, 3, c, out], out_backprop=d, strides=[1, 1, 1, 1],
+        padding="SAME"), x, dy)
+    path = "mm fwd+bwd" if thin and mm_fwd else "mm bwd" if thin else "conv2d"
+    print(f"{str([b, h, w, c]) + ' -> ' + str(out):24s} {path:10s} | {fwd[0]:6.2f} {fwd[1]:7.2f} "
+          f"| {both[0]:6.2f} {both[1]:7.2f} | {dx:6.2f} {dk:7.2f}", flush=True)
+  print("\n'ours' is thin_output_conv2d at every shape; 'path' is what conv2d_3x3 (the zero "
+        "convolutions' op) uses there.")
+
+
+if __name__ == "__main__":
+  main()
