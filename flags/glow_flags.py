@@ -84,7 +84,7 @@ def define_flags(flag_values=flags.FLAGS):
   d.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
                 "Arithmetic of the coupling networks: float32, or mixed_bfloat16 (bfloat16 "
                 "convolutions with float32 weights: 1.3-1.5x faster training steps measured on a "
-                "CPU with AMX, but 2-3x slower on CPUs without AVX-512 BF16/AMX, which emulate "
+                "CPU with AMX, but 2-4x slower on CPUs without AVX-512 BF16/AMX, which emulate "
                 "bfloat16 (train.py warns); each coupling stays exactly invertible).",
                 flag_values=f)
   # Optimisation.

@@ -57,7 +57,7 @@ def native_bfloat16(cpuinfo=None):
 
   True with a GPU, or a CPU with AVX-512 BF16 or AMX. A CPU without them
   (AVX2 only) emulates bfloat16 convolutions, which then run slower than
-  float32: `mixed_bfloat16` measured 2-3x slower training steps on an AMD
+  float32: `mixed_bfloat16` measured 2-4x slower training steps on an AMD
   EPYC (`bench/RESULTS.md`).
 
   Args:

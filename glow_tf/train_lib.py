@@ -598,7 +598,7 @@ def prepare(config, strategy=None, stream=None):
   if config.model.precision == "mixed_bfloat16" and nn.native_bfloat16() is False:
     trainer.progress.log(
         "warning: --precision=mixed_bfloat16 on a CPU without AVX-512 BF16 or AMX and no GPU: "
-        "bfloat16 is emulated here and trains slower than float32 (2-3x measured); use "
+        "bfloat16 is emulated here and trains slower than float32 (2-4x measured); use "
         "--precision=float32.")
   if config.train.restore_path and not (
       os.path.exists(config.train.restore_path)
