@@ -7,8 +7,9 @@ convolution are slow; `thin_output_conv2d` computes them as matmuls against
 the 9 shifts of the thin output gradient (and, with `matmul_forward`, the
 forward pass as one matmul whose 9 taps are shifted and summed). This prints,
 for the zero convolutions of configurations (a) and (b) of `vs_tfp_glow.py`,
-the time of the forward pass, the input gradient and the kernel gradient,
-each both ways, and which path `conv2d_3x3` takes there.
+the time of the forward pass and of the forward pass plus both gradients,
+each both ways, TF's two backprop kernels alone, and which path `conv2d_3x3`
+takes there.
 
   python bench/zero_conv.py
 """
@@ -52,16 +53,16 @@ def main():
       return tape.gradient(y, [x, k], output_gradients=dy)
     return run
 
-  print(f"{'[B, H, W, C] -> out':24s} {'path':10s} | {'forward ms':>15s} | "
+  print(f"{'[B, H, W, C] -> out':24s} {'path':28s} | {'forward ms':>15s} | "
         f"{'fwd + grads ms':>15s} | TF's Conv2DBackpropInput, ...Filter ms")
-  print(f"{'':24s} {'':10s} | {'conv2d   ours':>15s} | {'conv2d   ours':>15s} |")
+  print(f"{'':24s} {'':28s} | {'conv2d   ours':>15s} | {'conv2d   ours':>15s} |")
   for b, h, w, c, out in SHAPES:
     rng = np.random.RandomState(0)
     x = tf.constant(rng.randn(b, h, w, c).astype(np.float32))
     k = tf.constant(rng.randn(3, 3, c, out).astype(np.float32) * .05)
     dy = tf.constant(rng.randn(b, h, w, out).astype(np.float32))
-    thin = 4 * out <= c and h * w >= 64
-    mm_fwd = 16 * out <= c
+    path = nn.conv2d_3x3_path((3, 3, c, out), h, w)
+    mm_fwd = path == "matmul forward and gradients"
     ours = lambda a, kk, mm_fwd=mm_fwd: nn.thin_output_conv2d(a, kk, matmul_forward=mm_fwd)
     tf_conv = lambda a, kk: tf.nn.conv2d(a, kk, 1, "SAME")
     fwd = (timed(tf_conv, x, k), timed(ours, x, k))
@@ -72,8 +73,7 @@ def main():
     dk = timed(lambda a, d: tf.raw_ops.Conv2DBackpropFilter(
         input=a, filter_sizes=[3, 3, c, out], out_backprop=d, strides=[1, 1, 1, 1],
         padding="SAME"), x, dy)
-    path = "mm fwd+bwd" if thin and mm_fwd else "mm bwd" if thin else "conv2d"
-    print(f"{str([b, h, w, c]) + ' -> ' + str(out):24s} {path:10s} | {fwd[0]:6.2f} {fwd[1]:7.2f} "
+    print(f"{str([b, h, w, c]) + ' -> ' + str(out):24s} {path:28s} | {fwd[0]:6.2f} {fwd[1]:7.2f} "
           f"| {both[0]:6.2f} {both[1]:7.2f} | {dx:6.2f} {dk:7.2f}", flush=True)
   print("\n'ours' is thin_output_conv2d at every shape; 'path' is what conv2d_3x3 (the zero "
         "convolutions' op) uses there.")

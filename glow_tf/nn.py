@@ -39,7 +39,7 @@ from glow_tf.bijectors.shared import no_autograph, read
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECISIONS",
            "compute_dtype", "native_bfloat16", "deinterleaved", "conv2d_3x3",
-           "thin_output_conv2d"]
+           "conv2d_3x3_path", "thin_output_conv2d"]
 
 
 PRECISIONS = {"float32": None, "mixed_bfloat16": tf.bfloat16}
@@ -188,11 +188,23 @@ def conv2d_3x3(x, kernel):
     `[B, H, W, out]`.
   """
   h, w = static_hw(x)
-  in_c, out_c = kernel.shape[2], kernel.shape[3]
-  if (kernel.shape[0] == 3 and kernel.shape[1] == 3 and isinstance(h, int)
-      and isinstance(w, int) and h * w >= 64 and 4 * out_c <= in_c):
-    return thin_output_conv2d(x, kernel, matmul_forward=16 * out_c <= in_c)
-  return tf.nn.conv2d(x, kernel, 1, "SAME")
+  path = conv2d_3x3_path(kernel.shape, h, w)
+  if path == "conv2d":
+    return tf.nn.conv2d(x, kernel, 1, "SAME")
+  return thin_output_conv2d(x, kernel, matmul_forward=path == "matmul forward and gradients")
+
+
+def conv2d_3x3_path(kernel_shape, height, width):
+  """Which computation `conv2d_3x3` uses for a kernel `[kh, kw, C, out]` on `H x W` images.
+
+  Returns `"conv2d"`, `"matmul gradients"` or `"matmul forward and gradients"`
+  (the rule in `conv2d_3x3`'s docstring).
+  """
+  kh, kw, in_c, out_c = kernel_shape
+  if not (kh == 3 and kw == 3 and isinstance(height, int) and isinstance(width, int)
+          and height * width >= 64 and 4 * out_c <= in_c):
+    return "conv2d"
+  return "matmul forward and gradients" if 16 * out_c <= in_c else "matmul gradients"
 
 
 @no_autograph
