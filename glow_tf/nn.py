@@ -263,10 +263,9 @@ class EdgeConv2D(tf.Module):
       bias = (edge_term(read(self.edge_kernel), h, w) + shift) * scale
     if self._compute_dtype is not None:
       x, kernel, bias = (tf.cast(t, self._compute_dtype) for t in (x, kernel, bias))
-    if not self._edge:
-      y = tf.nn.bias_add(matmul_channels(x, kernel), bias)
-    else:
-      y = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
+    if not self._edge:  # matmul, bias and activation fused (`_FusedMatMul`)
+      return matmul_channels(x, kernel, bias=bias, activation=activation)
+    y = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
     return y if activation is None else activation(y)
 
   def initialize(self, x):

@@ -98,3 +98,20 @@ def test_native_bfloat16_reads_the_cpu_flags():
   assert nn.native_bfloat16(flags.format("")) is False
   assert nn.native_bfloat16("no flags line") is None
   assert nn.native_bfloat16() in (True, False, None)
+
+
+def test_matmul_channels_with_bias_and_activation_equals_the_separate_ops():
+  """The fusable form (bias and activation on the [N, out] product) is the 4-D computation."""
+  from glow_tf.bijectors.base import matmul_channels
+  rng = np.random.RandomState(0)
+  x = tf.constant(rng.randn(2, 3, 5, 4))
+  kernel = tf.constant(rng.randn(4, 6))
+  bias = tf.constant(rng.randn(6))
+  want = tf.nn.relu(tf.einsum("bhwc,co->bhwo", x, kernel) + bias)
+  fn = tf.function(lambda x: matmul_channels(x, kernel, bias=bias, activation=tf.nn.relu),
+                   input_signature=[tf.TensorSpec([None, 3, None, 4], tf.float64)])
+  np.testing.assert_allclose(fn(x).numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+  transposed = matmul_channels(x, tf.transpose(kernel), transpose_kernel=True, bias=bias)
+  np.testing.assert_allclose(transposed.numpy(),
+                             (tf.einsum("bhwc,co->bhwo", x, kernel) + bias).numpy(),
+                             rtol=1e-12, atol=1e-12)

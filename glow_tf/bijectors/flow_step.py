@@ -167,13 +167,14 @@ class FlowStep(base.GlowBijector):
     s, ldj = self._actnorm_invconv_log_det(x)
     matrix_t = self.permutation.weight() * tf.exp(s)
     bias = tf.linalg.matvec(matrix_t, shared.read(self.actnorm.shift))
-    return tf.nn.bias_add(base.matmul_channels(x, matrix_t, transpose_kernel=True), bias), ldj
+    return base.matmul_channels(x, matrix_t, transpose_kernel=True, bias=bias), ldj
 
   def _actnorm_invconv_forward(self, z):
     s, ldj = self._actnorm_invconv_log_det(z)
     matrix_t = tf.exp(-s)[:, None] * self.permutation.inverse_weight()
-    x = base.matmul_channels(z, matrix_t, transpose_kernel=True)
-    return tf.nn.bias_add(x, -shared.read(self.actnorm.shift)), -ldj
+    x = base.matmul_channels(z, matrix_t, transpose_kernel=True,
+                             bias=-shared.read(self.actnorm.shift))
+    return x, -ldj
 
   def _initialize_4d(self, x, conditioning=None):
     h = self.actnorm._initialize_4d(x)
