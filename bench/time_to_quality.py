@@ -16,6 +16,7 @@ whole test set.
 
   python bench/time_to_quality.py                  # 15 minutes each
   python bench/time_to_quality.py --minutes=2 --n_test_partial=500   # a quick look
+  python bench/time_to_quality.py --jit=tfp        # tfp in its XLA mode
 
 Data: Fashion-MNIST from Debian's `dataset-fashion-mnist` (or `--data_dir`).
 """
@@ -43,7 +44,14 @@ def main():
   p.add_argument("--eval_every", type=float, default=1 / 3, help="fraction of the budget")
   p.add_argument("--n_test_partial", type=int, default=2000)
   p.add_argument("--data_dir", default=None)
+  p.add_argument("--jit", default="",
+                 help="comma-separated implementations (ours, tfp) whose training step is "
+                      "compiled with XLA (jit_compile=True): compare each in its faster mode, "
+                      "e.g. --jit=tfp where tfp trains faster under XLA (bench/RESULTS.md)")
   args = p.parse_args()
+  jit = set(filter(None, args.jit.split(",")))
+  if not jit <= {"ours", "tfp"}:
+    p.error(f"--jit takes ours and/or tfp, got {args.jit!r}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import numpy as np
   import tensorflow as tf
@@ -92,7 +100,7 @@ def main():
         self.optimizer = tf_keras.optimizers.Adam(args.lr, jit_compile=False)
       dist, variables, optimizer = self.dist, self.variables, self.optimizer
 
-      @tf.function
+      @tf.function(jit_compile=name in jit)
       def train_step(images, seed):
         x = preprocess(images, seed)
         with tf.GradientTape() as tape:
@@ -131,7 +139,8 @@ def main():
 
   budget = args.minutes * 60.
   print(f"budget {args.minutes:g} min each; {args.n_levels} levels x depth {args.depth}, "
-        f"width {args.width}, batch {args.batch}, Adam lr {args.lr}", flush=True)
+        f"width {args.width}, batch {args.batch}, Adam lr {args.lr}; training steps under "
+        f"XLA: {', '.join(sorted(jit)) or 'none'}", flush=True)
   runners = [Runner("ours"), Runner("tfp")]
   for r in runners:
     print(f"{r.name}: {r.n_params:,} parameters, built in {r.clock:.1f} s", flush=True)
