@@ -23,9 +23,7 @@ re-checked on a new machine:
 """
 
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -35,28 +33,8 @@ def main():
   import numpy as np
   import tensorflow as tf
   from glow_tf import nn
+  from microbench import grads, timed
 
-  def timed(fn, *args, reps=30):
-    """Median ms per call of `tf.function(fn)` over 5 rounds of `reps` calls."""
-    fn = tf.function(fn, autograph=False)
-    for _ in range(3):
-      fn(*args)
-    rounds = []
-    for _ in range(5):
-      t0 = time.perf_counter()
-      for _ in range(reps):
-        out = fn(*args)
-      tf.nest.map_structure(np.asarray, out)
-      rounds.append((time.perf_counter() - t0) / reps * 1e3)
-    return statistics.median(rounds)
-
-  def grads(conv):
-    def run(x, k, dy):
-      with tf.GradientTape() as tape:
-        tape.watch([x, k])
-        y = conv(x, k)
-      return tape.gradient(y, [x, k], output_gradients=dy)
-    return run
 
   def conv2d(x, k):
     return tf.nn.conv2d(x, k, 1, "SAME")

@@ -15,9 +15,7 @@ takes there.
 """
 
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,27 +29,8 @@ def main():
   import numpy as np
   import tensorflow as tf
   from glow_tf import nn
+  from microbench import grads, timed
 
-  def timed(fn, *args, reps=20):
-    fn = tf.function(fn)
-    for _ in range(3):
-      fn(*args)
-    rounds = []
-    for _ in range(3):
-      t0 = time.perf_counter()
-      for _ in range(reps):
-        out = fn(*args)
-      tf.nest.map_structure(np.asarray, out)
-      rounds.append((time.perf_counter() - t0) / reps * 1e3)
-    return statistics.median(rounds)
-
-  def grads(conv):
-    def run(x, k, dy):
-      with tf.GradientTape() as tape:
-        tape.watch([x, k])
-        y = conv(x, k)
-      return tape.gradient(y, [x, k], output_gradients=dy)
-    return run
 
   print(f"{'[B, H, W, C] -> out':24s} {'path':28s} | {'forward ms':>15s} | "
         f"{'fwd + grads ms':>15s} | TF's Conv2DBackpropInput, ...Filter ms")
