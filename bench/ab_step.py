@@ -65,11 +65,8 @@ def main():
   x = tf.constant(rng.uniform(-.5, .5, [cfg["batch"], h, w, c]).astype(np.float32))
 
   def make(package):
-    glow_tf = importlib.import_module(package)
     optim = importlib.import_module(package + ".optim")
-    model = glow_tf.GlowModel(image_shape=cfg["image_shape"], n_levels=cfg["n_levels"],
-                              depth=cfg["depth"], width=cfg["width"], flow_coupling=1,
-                              lu_decomposed=True, learntop=False)
+    model = vs_tfp_glow.build_ours(cfg, package)
     model.glow.initialize(x)
     optimizer = optim.GlowOptimizer("adam", 1e-4, polyak=False)
     variables = list(model.trainable_variables)

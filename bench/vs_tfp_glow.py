@@ -30,6 +30,7 @@ convolution shapes and so the same FLOPs up to elementwise work.
 """
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -63,8 +64,9 @@ def conv_flops(cfg, ours):
   return 2 * flops
 
 
-def build_ours(cfg):
-  import glow_tf
+def build_ours(cfg, package="glow_tf"):
+  """Ours at `cfg`'s architecture, from `package` (another name: `ab_step.py`'s base copy)."""
+  glow_tf = importlib.import_module(package)
   model = glow_tf.GlowModel(image_shape=cfg["image_shape"], n_levels=cfg["n_levels"],
                             depth=cfg["depth"], width=cfg["width"], flow_coupling=1,
                             lu_decomposed=True, learntop=False,
