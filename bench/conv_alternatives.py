@@ -35,7 +35,6 @@ def main():
   from glow_tf import nn
   from microbench import grads, timed
 
-
   def conv2d(x, k):
     return tf.nn.conv2d(x, k, 1, "SAME")
 

@@ -31,7 +31,6 @@ def main():
   from glow_tf import nn
   from microbench import grads, timed
 
-
   print(f"{'[B, H, W, C] -> out':24s} {'path':28s} | {'forward ms':>15s} | "
         f"{'fwd + grads ms':>15s} | TF's Conv2DBackpropInput, ...Filter ms")
   print(f"{'':24s} {'':28s} | {'conv2d   ours':>15s} | {'conv2d   ours':>15s} |")
