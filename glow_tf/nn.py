@@ -33,9 +33,10 @@ bfloat16 resolution (about 1e-3 on images in [-0.5, 0.5]).
 import numpy as np
 import tensorflow as tf
 
+from glow_tf import kernels
 from glow_tf.bijectors import actnorm as actnorm_lib
 from glow_tf.bijectors.base import matmul_channels, static_hw
-from glow_tf.bijectors.shared import no_autograph, read
+from glow_tf.bijectors.shared import in_xla_context, no_autograph, read
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECISIONS",
            "compute_dtype", "native_bfloat16", "deinterleaved", "conv2d_3x3",
@@ -63,19 +64,10 @@ def native_bfloat16(cpuinfo=None):
   Args:
     cpuinfo: the text of `/proc/cpuinfo` (read when `None`).
   """
-  if cpuinfo is None:
-    if tf.config.list_physical_devices("GPU"):
-      return True
-    try:
-      with open("/proc/cpuinfo") as f:
-        cpuinfo = f.read()
-    except OSError:
-      return None
-  for line in cpuinfo.splitlines():
-    if line.startswith("flags"):
-      flags = set(line.split(":", 1)[1].split())
-      return bool(flags & {"avx512_bf16", "amx_bf16"})
-  return None
+  if cpuinfo is None and tf.config.list_physical_devices("GPU"):
+    return True
+  flags = kernels.cpu_flags(cpuinfo)
+  return None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def deinterleaved(num_channels):
@@ -123,6 +115,19 @@ def _reversed_taps_3x3(t, height, width):
                     for i in range(3) for j in range(3)], axis=-1)
 
 
+def _thin_output_grads(x, kernel, dy):
+  """`(dx, dK)` of `conv2d(x, kernel, "SAME")` (3x3) as two matmuls; see `thin_output_conv2d`."""
+  height, width = static_hw(x)
+  channels, out = kernel.shape[2], kernel.shape[3]
+  dy9 = tf.reshape(_reversed_taps_3x3(dy, height, width), [-1, 9 * out])
+  # [3, 3, C, out] -> [9 * out, C]: row (3i + j) * out + o is K[i, j, :, o].
+  k9 = tf.reshape(tf.transpose(kernel, [0, 1, 3, 2]), [9 * out, channels])
+  dx = tf.reshape(tf.matmul(dy9, k9), tf.shape(x))
+  dk = tf.matmul(tf.reshape(x, [-1, channels]), dy9, transpose_a=True)  # [C, 9 * out]
+  dk = tf.transpose(tf.reshape(dk, [channels, 3, 3, out]), [1, 2, 0, 3])
+  return dx, dk
+
+
 def thin_output_conv2d(x, kernel, matmul_forward=False):
   """A 3x3 stride-1 "SAME" convolution with matmul backprops, for `out << in`.
 
@@ -158,53 +163,97 @@ def thin_output_conv2d(x, kernel, matmul_forward=False):
                     for i in range(3) for j in range(3)])
     else:
       y = tf.nn.conv2d(x, kernel, 1, "SAME")
-
-    def grad(dy):
-      dy9 = tf.reshape(_reversed_taps_3x3(dy, height, width), [-1, 9 * out])
-      # [3, 3, C, out] -> [9 * out, C]: row (3i + j) * out + o is K[i, j, :, o].
-      k9 = tf.reshape(tf.transpose(kernel, [0, 1, 3, 2]), [9 * out, channels])
-      dx = tf.reshape(tf.matmul(dy9, k9), tf.shape(x))
-      dk = tf.matmul(tf.reshape(x, [-1, channels]), dy9, transpose_a=True)  # [C, 9 * out]
-      dk = tf.transpose(tf.reshape(dk, [channels, 3, 3, out]), [1, 2, 0, 3])
-      return dx, dk
-
-    return y, grad
+    return y, lambda dy: _thin_output_grads(x, kernel, dy)
 
   return conv(x, kernel)
 
 
-def conv2d_3x3(x, kernel):
-  """`tf.nn.conv2d(x, kernel, 1, "SAME")` for a 3x3 kernel, differentiated the fast way.
+def conv2d_3x3(x, kernel, bias=None, relu=False):
+  """`relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)` for a 3x3 kernel, the fast way.
 
-  Uses `thin_output_conv2d` where the output has at most a quarter of the
-  input's channels on an image of at least 8x8 (Glow's zero convolutions),
-  with its matmul forward pass from a sixteenth, where each measured faster
-  on Glow's shapes; the plain op elsewhere.
+  Picks the computation by shape (`conv2d_3x3_path`), each measured faster
+  on Glow's shapes (`bench/RESULTS.md`):
+  - where the output has at most a quarter of the input's channels on an
+    image of at least 8x8 (Glow's zero convolutions), matmul gradients
+    (`thin_output_conv2d`), with a matmul forward pass from a sixteenth,
+    else the compiled kernel's forward pass (`glow_tf.kernels`) where
+    available;
+  - where a few input channels (6 to 32) widen to at least 16 outputs
+    (the coupling network's first convolution), the compiled kernel, which
+    adds the bias and applies the ReLU in the same pass;
+  - TensorFlow's conv2d elsewhere.
 
   Args:
     x: `[B, H, W, C]`.
     kernel: `[3, 3, C, out]`.
+    bias: `None` or `[H, W, out]` (a bias map, the same for every image).
+    relu: Python `bool`: apply `tf.nn.relu` last.
   Returns:
     `[B, H, W, out]`.
   """
   h, w = static_hw(x)
-  path = conv2d_3x3_path(kernel.shape, h, w)
+  path = conv2d_3x3_path(kernel.shape, h, w, x.dtype)
+  if path.startswith("compiled kernel"):
+    if bias is None:
+      bias = tf.zeros([h, w, kernel.shape[3]], x.dtype)
+    return kernels.conv3x3(x, kernel, bias, relu=relu)
   if path == "conv2d":
-    return tf.nn.conv2d(x, kernel, 1, "SAME")
-  return thin_output_conv2d(x, kernel, matmul_forward=path == "matmul forward and gradients")
+    y = tf.nn.conv2d(x, kernel, 1, "SAME")
+  else:
+    y = thin_output_conv2d(x, kernel, matmul_forward=path == "matmul forward and gradients")
+  if bias is not None:
+    y = y + bias
+  return tf.nn.relu(y) if relu else y
 
 
-def conv2d_3x3_path(kernel_shape, height, width):
+def _thin_output(kernel_shape, height, width):
+  """Whether `conv2d_3x3` differentiates a 3x3 convolution by `_thin_output_grads`."""
+  kh, kw, in_c, out_c = kernel_shape
+  return (kh == 3 and kw == 3 and isinstance(height, int) and isinstance(width, int)
+          and height * width >= 64 and 4 * out_c <= in_c)
+
+
+def conv2d_3x3_path(kernel_shape, height, width, dtype=tf.float32):
   """Which computation `conv2d_3x3` uses for a kernel `[kh, kw, C, out]` on `H x W` images.
 
-  Returns `"conv2d"`, `"matmul gradients"` or `"matmul forward and gradients"`
-  (the rule in `conv2d_3x3`'s docstring).
+  Returns `"conv2d"`, `"matmul gradients"`, `"matmul forward and gradients"`,
+  `"compiled kernel, matmul gradients"` or `"compiled kernel"` (the rule in
+  `conv2d_3x3`'s docstring; the compiled kernel only where
+  `glow_tf.kernels.available()`, for float32 with static `H`, `W`, and not
+  in a function XLA compiles, which has no kernel for it).
   """
   kh, kw, in_c, out_c = kernel_shape
-  if not (kh == 3 and kw == 3 and isinstance(height, int) and isinstance(width, int)
-          and height * width >= 64 and 4 * out_c <= in_c):
-    return "conv2d"
-  return "matmul forward and gradients" if 16 * out_c <= in_c else "matmul gradients"
+  compiled = (kh == 3 and kw == 3 and isinstance(height, int) and isinstance(width, int)
+              and tf.as_dtype(dtype) == tf.float32 and kernels.available()
+              and not in_xla_context())
+  if _thin_output(kernel_shape, height, width):
+    if 16 * out_c <= in_c:
+      return "matmul forward and gradients"
+    return "compiled kernel, matmul gradients" if compiled else "matmul gradients"
+  if compiled and 6 <= in_c <= 32 and out_c >= 16:
+    return "compiled kernel"
+  return "conv2d"
+
+
+@tf.RegisterGradient("GlowConv3x3")
+def _glow_conv3x3_grad(op, dy):
+  """Gradients of `glow_tf.kernels.conv3x3` (`relu(conv2d(x, K) + bias)`)."""
+  x, kernel = op.inputs[0], op.inputs[1]
+  if op.get_attr("relu"):
+    dy = tf.raw_ops.ReluGrad(gradients=dy, features=op.outputs[0])
+  dbias = tf.reduce_sum(dy, axis=0)
+  if _thin_output(kernel.shape, x.shape[1], x.shape[2]):
+    dx, dk = _thin_output_grads(x, kernel, dy)
+  else:
+    dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel,
+                                        out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")
+    if x.shape[1] is not None and x.shape[2] is not None and x.shape[1] * x.shape[2] >= 64:
+      dk = kernels.conv3x3_backprop_filter(x, dy)  # measured faster from 8x8 up
+    else:
+      dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),
+                                           out_backprop=dy, strides=[1, 1, 1, 1],
+                                           padding="SAME")
+  return dx, dk, dbias
 
 
 @no_autograph
@@ -265,8 +314,9 @@ class EdgeConv2D(tf.Module):
       x, kernel, bias = (tf.cast(t, self._compute_dtype) for t in (x, kernel, bias))
     if not self._edge:  # matmul, bias and activation fused (`_FusedMatMul`)
       return matmul_channels(x, kernel, bias=bias, activation=activation)
-    y = tf.nn.conv2d(x, kernel, 1, "SAME") + bias
-    return y if activation is None else activation(y)
+    relu = activation is tf.nn.relu
+    y = conv2d_3x3(x, kernel, bias, relu=relu)
+    return y if activation is None or relu else activation(y)
 
   def initialize(self, x):
     """Initialises the actnorm from `x`'s batch; returns the layer's output."""
@@ -318,7 +368,7 @@ class ZeroConv2D(tf.Module):
       bias_map = matmul_channels(bias_map, perm)
     if x.dtype != kernel.dtype:  # mixed precision: convolve in x's dtype, add in float32
       return tf.cast(conv2d_3x3(x, tf.cast(kernel, x.dtype)), kernel.dtype) + bias_map
-    return conv2d_3x3(x, kernel) + bias_map
+    return conv2d_3x3(x, kernel, bias_map)
 
   def on_zeros(self, height, width):
     """The output for an all-zero input, `[H, W, out]` (no convolution needed)."""
