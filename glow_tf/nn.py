@@ -178,9 +178,9 @@ def conv2d_3x3(x, kernel, bias=None, relu=False):
     (`thin_output_conv2d`), with a matmul forward pass from a sixteenth,
     else the compiled kernel's forward pass (`glow_tf.kernels`) where
     available;
-  - where a few input channels (6 to 32) widen to at least 16 outputs
-    (the coupling network's first convolution), the compiled kernel, which
-    adds the bias and applies the ReLU in the same pass;
+  - where at most 32 input channels widen at least fourfold to at least 16
+    outputs (the coupling network's first convolution), the compiled
+    kernels, which add the bias and apply the ReLU in the same pass;
   - TensorFlow's conv2d elsewhere.
 
   Args:
@@ -230,7 +230,7 @@ def conv2d_3x3_path(kernel_shape, height, width, dtype=tf.float32):
     if 16 * out_c <= in_c:
       return "matmul forward and gradients"
     return "compiled kernel, matmul gradients" if compiled else "matmul gradients"
-  if compiled and 6 <= in_c <= 32 and out_c >= 16:
+  if compiled and in_c <= 32 and out_c >= max(16, 4 * in_c):
     return "compiled kernel"
   return "conv2d"
 
@@ -244,11 +244,16 @@ def _glow_conv3x3_grad(op, dy):
   dbias = tf.reduce_sum(dy, axis=0)
   if _thin_output(kernel.shape, x.shape[1], x.shape[2]):
     dx, dk = _thin_output_grads(x, kernel, dy)
-  else:
-    dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel,
-                                        out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")
-    if x.shape[1] is not None and x.shape[2] is not None and x.shape[1] * x.shape[2] >= 64:
-      dk = kernels.conv3x3_backprop_filter(x, dy)  # measured faster from 8x8 up
+  else:  # each compiled kernel where it measured faster (bench/kernels.py)
+    pixels = (x.shape[1] or 0) * (x.shape[2] or 0)
+    if pixels >= 256 or (pixels >= 64 and kernel.shape[2] <= 4):
+      dx = kernels.conv3x3_backprop_input(dy, kernel)
+    else:
+      dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel,
+                                          out_backprop=dy, strides=[1, 1, 1, 1],
+                                          padding="SAME")
+    if pixels >= 64:
+      dk = kernels.conv3x3_backprop_filter(x, dy)
     else:
       dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),
                                            out_backprop=dy, strides=[1, 1, 1, 1],

@@ -79,11 +79,28 @@ def test_backprop_filter_equals_tensorflow(shape, out):
 
 
 @needs_kernels
+@pytest.mark.parametrize("shape,out", SHAPES)
+def test_backprop_input_equals_tensorflow(shape, out):
+  _, k, _ = _inputs(shape, out)
+  dy = tf.constant(np.random.RandomState(8).normal(size=shape[:3] + (out,)), tf.float32)
+  got = kernels.conv3x3_backprop_input(dy, k)
+  want = tf.raw_ops.Conv2DBackpropInput(input_sizes=shape, filter=k, out_backprop=dy,
+                                        strides=[1, 1, 1, 1], padding="SAME")
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4,
+                             atol=1e-5 * float(np.abs(want.numpy()).max()))
+
+
+@needs_kernels
 def test_backprop_filter_bad_shapes_and_empty_batch():
   with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
     kernels.conv3x3_backprop_filter(tf.zeros([2, 4, 4, 3]), tf.zeros([2, 4, 5, 8]))
   dk = kernels.conv3x3_backprop_filter(tf.zeros([0, 4, 4, 3]), tf.zeros([0, 4, 4, 8]))
   np.testing.assert_array_equal(dk.numpy(), np.zeros([3, 3, 3, 8]))
+  with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
+    kernels.conv3x3_backprop_input(tf.zeros([2, 4, 4, 8]), tf.zeros([3, 3, 3, 7]))
+  assert kernels.conv3x3_backprop_input(tf.zeros([0, 4, 4, 8]),
+                                        tf.zeros([3, 3, 3, 8])).shape == (0, 4, 4, 3)
 
 
 @needs_kernels
@@ -96,12 +113,13 @@ def test_empty_batch_and_zero_channels():
 
 
 @needs_kernels
-@pytest.mark.parametrize("shape,out", [((2, 8, 8, 6), 32), ((2, 8, 8, 64), 12),
+@pytest.mark.parametrize("shape,out", [((2, 8, 8, 6), 32), ((2, 16, 16, 5), 24),
+                                       ((2, 8, 8, 3), 16), ((2, 8, 8, 64), 12),
                                        ((2, 5, 7, 3), 13)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_gradients_equal_conv2d(shape, out, relu):
-  """The registered gradient (TF's backprops, or the thin-output matmuls for
-  64 -> 12 at 8x8) equals autodiff of conv2d + bias (+ ReLU)."""
+  """The registered gradient (the compiled backprops or TF's, by shape, or the
+  thin-output matmuls for 64 -> 12 at 8x8) equals autodiff of conv2d + bias (+ ReLU)."""
   x, k, b = _inputs(shape, out, seed=1)
   dy = tf.constant(np.random.RandomState(2).normal(size=shape[:3] + (out,)), tf.float32)
   grads = []
@@ -149,7 +167,8 @@ def test_conv2d_3x3_paths_use_the_kernel():
   assert nn.conv2d_3x3_path((3, 3, 6, 128), 16, 16) == "compiled kernel"
   assert nn.conv2d_3x3_path((3, 3, 6, 128), 16, 16, tf.bfloat16) == "conv2d"
   assert nn.conv2d_3x3_path((3, 3, 256, 4), 16, 16) == "matmul forward and gradients"
-  assert nn.conv2d_3x3_path((3, 3, 2, 256), 16, 16) == "conv2d"
+  assert nn.conv2d_3x3_path((3, 3, 2, 256), 16, 16) == "compiled kernel"
+  assert nn.conv2d_3x3_path((3, 3, 6, 12), 16, 16) == "conv2d"  # a split prior
   assert nn.conv2d_3x3_path((3, 3, 6, 128), None, None) == "conv2d"
 
 
@@ -207,6 +226,12 @@ def test_missing_or_broken_library_falls_back_with_the_fix(monkeypatch, tmp_path
     assert not kernels.available()
     assert "does not load" in kernels.unavailable_reason()
     assert "rebuild" in kernels.unavailable_reason()
+    if CAN_RUN:  # a library built from older sources lacks a newer op
+      monkeypatch.setattr(kernels, "library_path", lambda: kernels.LIBRARY_PATH_BUILT)
+      monkeypatch.setattr(kernels, "_OPS", kernels._OPS + ("glow_no_such_op",))  # pylint: disable=protected-access
+      kernels._reset_for_tests()  # pylint: disable=protected-access
+      assert not kernels.available()
+      assert "out of date (no glow_no_such_op)" in kernels.unavailable_reason()
   finally:
     monkeypatch.undo()
     kernels._reset_for_tests()  # pylint: disable=protected-access

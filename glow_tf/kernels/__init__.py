@@ -40,9 +40,12 @@ _OPS = ("glow_conv3x3", "glow_conv3x3_backprop_filter", "glow_conv3x3_backprop_i
 _state = {"loaded": False, "lib": None, "reason": None}
 
 
+LIBRARY_PATH_BUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
+
+
 def library_path():
   """Where `python -m glow_tf.kernels.build` writes the library."""
-  return os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
+  return LIBRARY_PATH_BUILT
 
 
 def cpu_flags(cpuinfo=None):

@@ -43,6 +43,20 @@ inline __m256i LaneMask(int n) {
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
 }
 
+// The last vector of a row of output channels: whole (`last` == 8) or the
+// first `last` lanes. AMD CPUs run masked stores slowly, so whole vectors use
+// plain loads and stores.
+inline __m256 LoadLast(const float* p, int last, __m256i mask) {
+  return last == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
+}
+inline void StoreLast(float* p, int last, __m256i mask, __m256 v) {
+  if (last == 8) {
+    _mm256_storeu_ps(p, v);
+  } else {
+    _mm256_maskstore_ps(p, mask, v);
+  }
+}
+
 // One register tile: P output pixels x V * 8 output channels.
 //   xp: scratch at the top-left tap of the tile's first pixel.
 //   xoff: [K = 9 * C] offsets in the scratch of (tap, channel) from xp.
@@ -67,7 +81,7 @@ inline void Tile(const float* xp, const int32_t* xoff, int64_t K, int64_t C, con
 #pragma GCC unroll 16
     for (int v = 0; v < V - 1; ++v)
       acc[p][v] = accumulate ? _mm256_loadu_ps(y + p * o + 8 * v) : _mm256_setzero_ps();
-    acc[p][V - 1] = accumulate ? _mm256_maskload_ps(y + p * o + 8 * (V - 1), mask)
+    acc[p][V - 1] = accumulate ? LoadLast(y + p * o + 8 * (V - 1), last, mask)
                                : _mm256_setzero_ps();
   }
   for (int64_t t = 0; t < K; ++t) {
@@ -90,7 +104,7 @@ inline void Tile(const float* xp, const int32_t* xoff, int64_t K, int64_t C, con
       for (int v = 0; v < V - 1; ++v)
         acc[p][v] = _mm256_add_ps(acc[p][v], _mm256_loadu_ps(e.bias + p * o + 8 * v));
       acc[p][V - 1] = _mm256_add_ps(acc[p][V - 1],
-                                    _mm256_maskload_ps(e.bias + p * o + 8 * (V - 1), mask));
+                                    LoadLast(e.bias + p * o + 8 * (V - 1), last, mask));
     }
   }
   if (e.relu) {
@@ -104,7 +118,7 @@ inline void Tile(const float* xp, const int32_t* xoff, int64_t K, int64_t C, con
   for (int p = 0; p < P; ++p) {
 #pragma GCC unroll 16
     for (int v = 0; v < V - 1; ++v) _mm256_storeu_ps(y + p * o + 8 * v, acc[p][v]);
-    _mm256_maskstore_ps(y + p * o + 8 * (V - 1), mask, acc[p][V - 1]);
+    StoreLast(y + p * o + 8 * (V - 1), last, mask, acc[p][V - 1]);
   }
 }
 
@@ -163,7 +177,7 @@ inline void FilterTile(const float* scratch, const int32_t* xoff, int64_t H, int
 #pragma GCC unroll 16
     for (int v = 0; v < V - 1; ++v)
       acc[p][v] = accumulate ? _mm256_loadu_ps(dk + p * O + 8 * v) : _mm256_setzero_ps();
-    acc[p][V - 1] = accumulate ? _mm256_maskload_ps(dk + p * O + 8 * (V - 1), mask)
+    acc[p][V - 1] = accumulate ? LoadLast(dk + p * O + 8 * (V - 1), last, mask)
                                : _mm256_setzero_ps();
   }
   for (int64_t h = 0; h < H; ++h) {
@@ -175,7 +189,7 @@ inline void FilterTile(const float* scratch, const int32_t* xoff, int64_t H, int
       __m256 g[V];
 #pragma GCC unroll 16
       for (int v = 0; v < V - 1; ++v) g[v] = _mm256_loadu_ps(dp + 8 * v);
-      g[V - 1] = _mm256_maskload_ps(dp + 8 * (V - 1), mask);
+      g[V - 1] = LoadLast(dp + 8 * (V - 1), last, mask);
 #pragma GCC unroll 16
       for (int p = 0; p < P; ++p) {
         const __m256 b = _mm256_broadcast_ss(sp + off[p]);
@@ -188,7 +202,7 @@ inline void FilterTile(const float* scratch, const int32_t* xoff, int64_t H, int
   for (int p = 0; p < P; ++p) {
 #pragma GCC unroll 16
     for (int v = 0; v < V - 1; ++v) _mm256_storeu_ps(dk + p * O + 8 * v, acc[p][v]);
-    _mm256_maskstore_ps(dk + p * O + 8 * (V - 1), mask, acc[p][V - 1]);
+    StoreLast(dk + p * O + 8 * (V - 1), last, mask, acc[p][V - 1]);
   }
 }
 
