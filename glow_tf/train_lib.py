@@ -36,6 +36,7 @@ import tensorflow as tf
 from glow_tf import config as config_lib
 from glow_tf import data as data_lib
 from glow_tf import images as images_lib
+from glow_tf import kernels
 from glow_tf import model as model_lib
 from glow_tf import nn
 from glow_tf import optim
@@ -600,6 +601,8 @@ def prepare(config, strategy=None, stream=None):
         "warning: --precision=mixed_bfloat16 on a CPU without AVX-512 BF16 or AMX and no GPU: "
         "bfloat16 is emulated here and trains slower than float32 (2-4x measured); use "
         "--precision=float32.")
+  if config.model.precision == "float32" and kernels.needs_build():
+    trainer.progress.log(f"note: glow_tf's compiled CPU kernels: {kernels.unavailable_reason()}.")
   if config.train.restore_path and not (
       os.path.exists(config.train.restore_path)
       or tf.io.gfile.glob(config.train.restore_path + ".index")):

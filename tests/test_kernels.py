@@ -42,7 +42,7 @@ def _inputs(shape, out, seed=0):
 def test_built_and_available():
   """Where the kernels can run, setup.sh has built them and they load (else say why)."""
   assert kernels.available(), kernels.unavailable_reason()
-  assert kernels.unavailable_reason() is None
+  assert kernels.unavailable_reason() is None and not kernels.needs_build()
 
 
 # Shapes that reach every tile of the kernel: output channels 1 (one partial
@@ -173,7 +173,7 @@ def test_conv2d_3x3_paths_use_the_kernel():
 
 
 def test_paths_without_kernels(no_kernels):  # pylint: disable=unused-argument,redefined-outer-name
-  assert not kernels.available()
+  assert not kernels.available() and not kernels.needs_build()
   assert "GLOW_TF_KERNELS=0" in kernels.unavailable_reason()
   assert nn.conv2d_3x3_path((3, 3, 128, 12), 16, 16) == "matmul gradients"
   assert nn.conv2d_3x3_path((3, 3, 6, 128), 16, 16) == "conv2d"
@@ -219,7 +219,7 @@ def test_missing_or_broken_library_falls_back_with_the_fix(monkeypatch, tmp_path
   monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
   try:
     kernels._reset_for_tests()  # pylint: disable=protected-access
-    assert not kernels.available()
+    assert not kernels.available() and kernels.needs_build()
     assert "python -m glow_tf.kernels.build" in kernels.unavailable_reason()
     missing.write_bytes(b"not a shared library")
     kernels._reset_for_tests()  # pylint: disable=protected-access

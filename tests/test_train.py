@@ -258,3 +258,17 @@ def test_bad_flags_exit_nonzero_and_write_nothing(tmp_path, args, message):
   assert out.returncode != 0
   assert message in out.stderr, out.stderr[-2000:]
   assert not os.path.exists(logdir)
+
+
+def test_prepare_says_when_the_cpu_kernels_are_not_built(tmp_path, monkeypatch):
+  from glow_tf import kernels  # pylint: disable=import-outside-toplevel
+  config = small_config(tmp_path / "run", max_steps=1, epochs=1)
+  monkeypatch.setattr(kernels, "needs_build", lambda: True)
+  monkeypatch.setattr(kernels, "unavailable_reason", lambda: "X.so is not built; run Y")
+  stream = io.StringIO()
+  train_lib.prepare(config, stream=stream)
+  assert "compiled CPU kernels: X.so is not built; run Y" in stream.getvalue()
+  monkeypatch.setattr(kernels, "needs_build", lambda: False)
+  stream = io.StringIO()
+  train_lib.prepare(small_config(tmp_path / "run2", max_steps=1, epochs=1), stream=stream)
+  assert "compiled CPU kernels" not in stream.getvalue()

@@ -31,13 +31,13 @@ import tensorflow as tf
 from absl import logging
 
 __all__ = ["available", "conv3x3", "conv3x3_backprop_filter", "conv3x3_backprop_input",
-           "cpu_flags", "library_path", "unavailable_reason"]
+           "cpu_flags", "library_path", "needs_build", "unavailable_reason"]
 
 LIBRARY_NAME = "_glow_kernels.so"
 ENV_SWITCH = "GLOW_TF_KERNELS"
 
 _OPS = ("glow_conv3x3", "glow_conv3x3_backprop_filter", "glow_conv3x3_backprop_input")  # what the library must hold
-_state = {"loaded": False, "lib": None, "reason": None}
+_state = {"loaded": False, "lib": None, "reason": None, "needs_build": False}
 
 
 LIBRARY_PATH_BUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
@@ -82,6 +82,7 @@ def _load():
   elif not os.path.exists(path):
     _state["reason"] = (f"{path} is not built; run `python -m glow_tf.kernels.build` "
                         "(scripts/setup.sh does) for faster CPU training")
+    _state["needs_build"] = True
     logging.info("glow_tf: %s. Using TensorFlow's convolutions.", _state["reason"])
   else:
     try:
@@ -97,6 +98,7 @@ def _load():
       else:
         _state["lib"] = lib
     if _state["lib"] is None:
+      _state["needs_build"] = True
       logging.warning("glow_tf: %s. Using TensorFlow's convolutions.", _state["reason"])
   return _state["lib"]
 
@@ -104,6 +106,12 @@ def _load():
 def available():
   """Whether `conv3x3` can run here (see the module docstring)."""
   return _load() is not None
+
+
+def needs_build():
+  """True where the kernels could run but their library is missing, broken or out of date."""
+  _load()
+  return _state["needs_build"]
 
 
 def unavailable_reason():
@@ -169,4 +177,4 @@ def conv3x3_backprop_input(dy, kernel):
 
 def _reset_for_tests():
   """Forget the loading decision (tests change `GLOW_TF_KERNELS`)."""
-  _state.update(loaded=False, lib=None, reason=None)
+  _state.update(loaded=False, lib=None, reason=None, needs_build=False)
