@@ -245,8 +245,9 @@ def _glow_conv3x3_grad(op, dy):
   if _thin_output(kernel.shape, x.shape[1], x.shape[2]):
     dx, dk = _thin_output_grads(x, kernel, dy)
   else:  # each compiled kernel where it measured faster (bench/kernels.py)
-    pixels = (x.shape[1] or 0) * (x.shape[2] or 0)
-    if pixels >= 256 or (pixels >= 64 and kernel.shape[2] <= 4):
+    # (none if the kernels were switched off after the forward pass was traced)
+    pixels = (x.shape[1] or 0) * (x.shape[2] or 0) if kernels.available() else 0
+    if pixels >= 256 or (pixels >= 64 and (kernel.shape[2] or 99) <= 4):
       dx = kernels.conv3x3_backprop_input(dy, kernel)
     else:
       dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel,

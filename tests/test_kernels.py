@@ -30,6 +30,13 @@ def _reference(x, k, b, relu):
   return tf.nn.relu(y) if relu else y
 
 
+def _assert_matches(got, want):
+  """Equal to float32 rounding of sums in another order (scaled by the largest entry)."""
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4,
+                             atol=1e-5 * float(np.abs(want.numpy()).max()))
+
+
 def _inputs(shape, out, seed=0):
   rng = np.random.RandomState(seed)
   x = tf.constant(rng.normal(size=shape), tf.float32)
@@ -45,13 +52,17 @@ def test_built_and_available():
   assert kernels.unavailable_reason() is None and not kernels.needs_build()
 
 
-# Shapes that reach every tile of the kernel: output channels 1 (one partial
-# vector), 12 (6-pixel tiles, partial last vector), 24/128 (4-pixel tiles),
-# rows not divisible by the tile, 1x1 and 2x3 images, one input channel, and
-# 256 input channels (taps taken in groups that fit in L1).
+# Shapes that reach every tile of the kernels: output channels 1 and 5 (one
+# partial vector; 12-pixel rows), 12 (6-pixel tiles and their 4-pixel tail,
+# partial last vector), 20/24/128 (4-pixel tiles), rows not divisible by the
+# tile, 1x1 and 2x3 images, one input channel, 64-256 input channels (taps
+# taken in groups that fit in L1, with partial vectors too), 6 input channels
+# on odd rows (the input gradient's 1-pixel tiles), and more images than
+# threads with a partial vector (the kernel gradient's per-thread sums).
 SHAPES = [((2, 5, 7, 3), 13), ((3, 16, 16, 6), 128), ((2, 8, 8, 128), 12),
           ((2, 8, 8, 128), 24), ((1, 1, 1, 4), 8), ((2, 2, 3, 1), 1), ((2, 4, 4, 256), 24),
-          ((1, 6, 13, 5), 17)]
+          ((1, 6, 13, 5), 17), ((2, 3, 10, 3), 12), ((2, 8, 8, 128), 5), ((2, 4, 4, 64), 20),
+          ((2, 4, 12, 2), 5), ((2, 5, 7, 6), 13), ((2 * (os.cpu_count() or 2) + 1, 6, 6, 3), 13)]
 
 
 @needs_kernels
@@ -71,11 +82,9 @@ def test_backprop_filter_equals_tensorflow(shape, out):
   x, _, _ = _inputs(shape, out)
   dy = tf.constant(np.random.RandomState(7).normal(size=shape[:3] + (out,)), tf.float32)
   got = kernels.conv3x3_backprop_filter(x, dy)
-  want = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[3, 3, shape[3], out],
-                                         out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")
-  assert got.shape == want.shape
-  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4,
-                             atol=1e-5 * float(np.abs(want.numpy()).max()))
+  _assert_matches(got, tf.raw_ops.Conv2DBackpropFilter(
+      input=x, filter_sizes=[3, 3, shape[3], out], out_backprop=dy, strides=[1, 1, 1, 1],
+      padding="SAME"))
 
 
 @needs_kernels
@@ -84,11 +93,8 @@ def test_backprop_input_equals_tensorflow(shape, out):
   _, k, _ = _inputs(shape, out)
   dy = tf.constant(np.random.RandomState(8).normal(size=shape[:3] + (out,)), tf.float32)
   got = kernels.conv3x3_backprop_input(dy, k)
-  want = tf.raw_ops.Conv2DBackpropInput(input_sizes=shape, filter=k, out_backprop=dy,
-                                        strides=[1, 1, 1, 1], padding="SAME")
-  assert got.shape == want.shape
-  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4,
-                             atol=1e-5 * float(np.abs(want.numpy()).max()))
+  _assert_matches(got, tf.raw_ops.Conv2DBackpropInput(
+      input_sizes=shape, filter=k, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"))
 
 
 @needs_kernels
@@ -101,6 +107,13 @@ def test_backprop_filter_bad_shapes_and_empty_batch():
     kernels.conv3x3_backprop_input(tf.zeros([2, 4, 4, 8]), tf.zeros([3, 3, 3, 7]))
   assert kernels.conv3x3_backprop_input(tf.zeros([0, 4, 4, 8]),
                                         tf.zeros([3, 3, 3, 8])).shape == (0, 4, 4, 3)
+  # Empty images, no output channels, no input channels.
+  np.testing.assert_array_equal(kernels.conv3x3_backprop_filter(
+      tf.zeros([2, 0, 4, 3]), tf.zeros([2, 0, 4, 8])).numpy(), np.zeros([3, 3, 3, 8]))
+  np.testing.assert_array_equal(kernels.conv3x3_backprop_input(
+      tf.zeros([2, 4, 4, 0]), tf.zeros([3, 3, 3, 0])).numpy(), np.zeros([2, 4, 4, 3]))
+  assert kernels.conv3x3_backprop_filter(tf.zeros([2, 4, 4, 0]),
+                                         tf.zeros([2, 4, 4, 8])).shape == (3, 3, 0, 8)
 
 
 @needs_kernels
@@ -205,9 +218,8 @@ def test_network_same_with_and_without_kernels(monkeypatch):
   finally:
     monkeypatch.delenv(kernels.ENV_SWITCH)
     kernels._reset_for_tests()  # pylint: disable=protected-access
-  for a, b in zip(with_kernels, without):  # float32 rounding of differently ordered sums
-    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4,
-                               atol=1e-5 * float(np.abs(b.numpy()).max()))
+  for a, b in zip(with_kernels, without):
+    _assert_matches(a, b)
 
 
 def test_missing_or_broken_library_falls_back_with_the_fix(monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""Compiled CPU kernels: a direct 3x3 convolution for Glow's thin layers.
+"""Compiled CPU kernels: direct 3x3 convolutions for Glow's thin layers.
 
 TensorFlow's CPU convolutions are built for wide layers. Two of the three
 layers of each coupling network are thin, and TF runs them slowly:
@@ -6,16 +6,20 @@ layers of each coupling network are thin, and TF runs them slowly:
 - the first convolution (a few channels in, hidden width out), followed by a
   bias map and a ReLU, each a full pass over a large activation.
 
-`GlowConv3x3` (`conv3x3.cc`) computes `relu(conv2d(x, K, "SAME") + bias)`
-directly. Each register tile is a few output pixels by 8-24 output channels,
-accumulated over the 9 taps and the input channels with AVX2 fused
-multiply-adds. The bias map and the ReLU are applied before the single store.
-Measured on an AMD EPYC (AVX2), forward pass, `bench/RESULTS.md`:
-- zero convolution `[32, 16, 16, 128] -> 12`: 4.7-4.8 ms with TF's conv2d
-  plus bias, 3.1-3.7 ms with this kernel;
-- first convolution + bias + ReLU: 1.04-1.15x faster.
+Three ops in `conv3x3.cc`, each accumulating register tiles with AVX2 fused
+multiply-adds:
+- `GlowConv3x3` computes `relu(conv2d(x, K, "SAME") + bias)` directly. Each
+  tile is a few output pixels by 8-24 output channels, summed over the 9 taps
+  and the input channels. The bias map and the ReLU are applied before the
+  single store.
+- `GlowConv3x3BackpropFilter` and `GlowConv3x3BackpropInput` are the first
+  convolution's kernel and input gradients.
 
-The gradients are TensorFlow ops, registered in `glow_tf.nn`.
+Measured on an AMD EPYC (AVX2) against TF's ops (`bench/kernels.py`,
+`bench/RESULTS.md`): 1.04-2.0x faster at the shapes where `glow_tf.nn` uses
+them; slower at some others, where it uses TF's. The gradient of `conv3x3` is
+registered in `glow_tf.nn`. The two gradient ops have no gradients of their
+own, so second derivatives through these paths need `GLOW_TF_KERNELS=0`.
 
 Building is explicit: `python -m glow_tf.kernels.build`, which
 `scripts/setup.sh` runs. It needs g++ and TensorFlow's headers, which ship
@@ -26,6 +30,7 @@ paths compute the same function (tested).
 """
 
 import os
+import threading
 
 import tensorflow as tf
 from absl import logging
@@ -37,6 +42,7 @@ LIBRARY_NAME = "_glow_kernels.so"
 ENV_SWITCH = "GLOW_TF_KERNELS"
 
 _OPS = ("glow_conv3x3", "glow_conv3x3_backprop_filter", "glow_conv3x3_backprop_input")  # what the library must hold
+_LOCK = threading.Lock()
 _state = {"loaded": False, "lib": None, "reason": None, "needs_build": False}
 
 
@@ -70,8 +76,17 @@ def _load():
   """Loads the library once; records why not where it cannot."""
   if _state["loaded"]:
     return _state["lib"]
-  _state["loaded"] = True
+  with _LOCK:
+    if not _state["loaded"]:
+      _decide()
+      _state["loaded"] = True
+  return _state["lib"]
+
+
+def _decide():
+  """Sets `_state`'s lib, reason and needs_build."""
   path = library_path()
+  source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv3x3.cc")
   flags = cpu_flags()
   if os.environ.get(ENV_SWITCH, "1") == "0":
     _state["reason"] = f"{ENV_SWITCH}=0"
@@ -84,23 +99,28 @@ def _load():
                         "(scripts/setup.sh does) for faster CPU training")
     _state["needs_build"] = True
     logging.info("glow_tf: %s. Using TensorFlow's convolutions.", _state["reason"])
+  elif os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(path):
+    _state["reason"] = (f"{path} is older than {source}; rebuild it with "
+                        "`python -m glow_tf.kernels.build`")
+    _state["needs_build"] = True
   else:
     try:
       lib = tf.load_op_library(path)
-    except (tf.errors.NotFoundError, OSError) as e:
+    except Exception as e:  # pylint: disable=broad-except
+      # NotFoundError/OSError for a broken file or another TF's ABI, OpError for clashing ops.
       _state["reason"] = (f"{path} does not load ({e}); rebuild it with "
                           "`python -m glow_tf.kernels.build` (after a TensorFlow upgrade, say)")
+      _state["needs_build"] = True
     else:
       missing = [op for op in _OPS if not hasattr(lib, op)]
       if missing:
         _state["reason"] = (f"{path} is out of date (no {', '.join(missing)}); rebuild it "
                             "with `python -m glow_tf.kernels.build`")
+        _state["needs_build"] = True
       else:
         _state["lib"] = lib
-    if _state["lib"] is None:
-      _state["needs_build"] = True
-      logging.warning("glow_tf: %s. Using TensorFlow's convolutions.", _state["reason"])
-  return _state["lib"]
+  if _state["needs_build"] and os.path.exists(path):  # built, but unusable
+    logging.warning("glow_tf: %s. Using TensorFlow's convolutions.", _state["reason"])
 
 
 def available():
@@ -120,6 +140,14 @@ def unavailable_reason():
   return _state["reason"]
 
 
+def _library():
+  """The loaded library; raises `RuntimeError` with the reason where there is none."""
+  lib = _load()
+  if lib is None:
+    raise RuntimeError(f"glow_tf's compiled kernels are unavailable: {_state['reason']}.")
+  return lib
+
+
 def conv3x3(x, kernel, bias, relu=False):
   """`relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)` in one pass (float32, CPU).
 
@@ -135,10 +163,7 @@ def conv3x3(x, kernel, bias, relu=False):
   Raises:
     RuntimeError: if not `available()`, with the reason.
   """
-  lib = _load()
-  if lib is None:
-    raise RuntimeError(f"glow_tf's compiled kernels are unavailable: {_state['reason']}.")
-  return lib.glow_conv3x3(x, kernel, bias, relu=relu)
+  return _library().glow_conv3x3(x, kernel, bias, relu=relu)
 
 
 def conv3x3_backprop_filter(x, dy):
@@ -152,10 +177,7 @@ def conv3x3_backprop_filter(x, dy):
   Raises:
     RuntimeError: if not `available()`, with the reason.
   """
-  lib = _load()
-  if lib is None:
-    raise RuntimeError(f"glow_tf's compiled kernels are unavailable: {_state['reason']}.")
-  return lib.glow_conv3x3_backprop_filter(x, dy)
+  return _library().glow_conv3x3_backprop_filter(x, dy)
 
 
 def conv3x3_backprop_input(dy, kernel):
@@ -169,10 +191,7 @@ def conv3x3_backprop_input(dy, kernel):
   Raises:
     RuntimeError: if not `available()`, with the reason.
   """
-  lib = _load()
-  if lib is None:
-    raise RuntimeError(f"glow_tf's compiled kernels are unavailable: {_state['reason']}.")
-  return lib.glow_conv3x3_backprop_input(dy, kernel)
+  return _library().glow_conv3x3_backprop_input(dy, kernel)
 
 
 def _reset_for_tests():

@@ -10,6 +10,7 @@ TensorFlow's convolutions.
 
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,8 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv3x3.cc")
 def compile_command(output):
   """The compiler command line (a list) that builds the library into `output`."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  cxx = os.environ.get("CXX", "g++")
-  return ([cxx, "-std=c++17", "-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-w", SOURCE,
+  cxx = shlex.split(os.environ.get("CXX", "g++"))  # e.g. "ccache g++"
+  return (cxx + ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-w", SOURCE,
            "-o", output] + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
 
 
@@ -63,7 +64,7 @@ def build(output=None):
 def main():
   try:
     path = build()
-  except RuntimeError as e:
+  except (RuntimeError, OSError) as e:  # OSError: e.g. a read-only install
     print(f"glow_tf.kernels.build: {e}", file=sys.stderr)
     return 1
   if path is None:

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -32,6 +33,24 @@ using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
 namespace shape_inference = ::tensorflow::shape_inference;
+
+// The base of the ops here: refuses CPUs without AVX2 and FMA. A second line
+// of defence only: this file is compiled with -mavx2 -mfma, so code that runs
+// before this check may already use those instructions; glow_tf.kernels reads
+// the CPU's flags before it loads the library at all.
+class AvxOpKernel : public OpKernel {
+ public:
+  explicit AvxOpKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES(ctx, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
+                absl::FailedPreconditionError(
+                    std::string(ctx->def().op()) +
+                    " needs a CPU with AVX2 and FMA; set GLOW_TF_KERNELS=0 to use "
+                    "TensorFlow's ops instead."));
+  }
+};
+
+// The forward and filter ops index their scratch images with int32 offsets.
+inline bool FitsInt32(int64_t floats) { return floats < (int64_t{1} << 31); }
 
 // Floats of packed kernel one sweep keeps in use (half of a 32 KiB L1).
 constexpr int64_t kL1Floats = 4096;
@@ -59,7 +78,8 @@ inline void StoreLast(float* p, int last, __m256i mask, __m256 v) {
 
 // One register tile: P output pixels x V * 8 output channels.
 //   xp: scratch at the top-left tap of the tile's first pixel.
-//   xoff: [K = 9 * C] offsets in the scratch of (tap, channel) from xp.
+//   xoff: [K] offsets in the scratch of (tap, channel) from xp, for the
+//     group of K / C taps being summed.
 //   C: input channels (the scratch's pixel stride).
 //   w: packed kernel at the tile's first output channel; o8: its row stride.
 //   y: output at the tile's first pixel and channel; o: output row stride.
@@ -219,14 +239,9 @@ void FilterColumns(const float* scratch, const int32_t* xoff, int64_t H, int64_t
     FilterTile<1, V>(scratch, xoff + r, H, W, C, dy + o0, O, dk + r * O + o0, last, accumulate);
 }
 
-class GlowConv3x3BackpropFilterOp : public OpKernel {
+class GlowConv3x3BackpropFilterOp : public AvxOpKernel {
  public:
-  explicit GlowConv3x3BackpropFilterOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES(ctx, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
-                absl::FailedPreconditionError(
-                    "GlowConv3x3BackpropFilter needs a CPU with AVX2 and FMA; set "
-                    "GLOW_TF_KERNELS=0 to use TensorFlow's instead."));
-  }
+  using AvxOpKernel::AvxOpKernel;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
@@ -238,16 +253,16 @@ class GlowConv3x3BackpropFilterOp : public OpKernel {
                     "[batch, height, width, out]"));
     const int64_t N = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2), C = x.dim_size(3);
     const int64_t O = dy.dim_size(3);
-    OP_REQUIRES(ctx, (H + 2) * (W + 2) * C < (int64_t{1} << 31),
-                absl::InvalidArgumentError("image too large for GlowConv3x3BackpropFilter"));
     Tensor* dk = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({3, 3, C, O}), &dk));
     float* dkd = dk->flat<float>().data();
     if (dk->NumElements() == 0) return;
-    if (N * H * W == 0) {
+    if (x.NumElements() == 0) {
       std::fill_n(dkd, dk->NumElements(), 0.f);
       return;
     }
+    OP_REQUIRES(ctx, FitsInt32((H + 2) * (W + 2) * C),
+                absl::InvalidArgumentError("image too large for GlowConv3x3BackpropFilter"));
     std::vector<int32_t> xoff(9 * C);
     for (int64_t i = 0; i < 3; ++i)
       for (int64_t j = 0; j < 3; ++j)
@@ -354,14 +369,9 @@ void InputSweep(const float* scratch, int64_t H, int64_t W, int64_t o8, const fl
   }
 }
 
-class GlowConv3x3BackpropInputOp : public OpKernel {
+class GlowConv3x3BackpropInputOp : public AvxOpKernel {
  public:
-  explicit GlowConv3x3BackpropInputOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES(ctx, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
-                absl::FailedPreconditionError(
-                    "GlowConv3x3BackpropInput needs a CPU with AVX2 and FMA; set "
-                    "GLOW_TF_KERNELS=0 to use TensorFlow's instead."));
-  }
+  using AvxOpKernel::AvxOpKernel;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& dy = ctx->input(0);
@@ -374,11 +384,13 @@ class GlowConv3x3BackpropInputOp : public OpKernel {
                 absl::InvalidArgumentError("kernel must be [3, 3, channels, out]"));
     const int64_t C = k.dim_size(2);
     const int64_t o8 = (O + 7) / 8 * 8;
-    OP_REQUIRES(ctx, (H + 2) * (W + 2) * o8 < (int64_t{1} << 31),
-                absl::InvalidArgumentError("image too large for GlowConv3x3BackpropInput"));
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, H, W, C}), &dx));
     if (dx->NumElements() == 0) return;
+    if (O == 0) {  // no output channels: nothing flows back
+      std::fill_n(dx->flat<float>().data(), dx->NumElements(), 0.f);
+      return;
+    }
     // kp[t][c][o] = k[2 - i, 2 - j, c, o] for t = 3 i + j, o padded with zeros.
     std::vector<float> kp(9 * C * o8, 0.f);
     const float* kd = k.flat<float>().data();
@@ -406,14 +418,10 @@ class GlowConv3x3BackpropInputOp : public OpKernel {
   }
 };
 
-class GlowConv3x3Op : public OpKernel {
+class GlowConv3x3Op : public AvxOpKernel {
  public:
-  explicit GlowConv3x3Op(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit GlowConv3x3Op(OpKernelConstruction* ctx) : AvxOpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("relu", &relu_));
-    OP_REQUIRES(ctx, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"),
-                absl::FailedPreconditionError(
-                    "GlowConv3x3 needs a CPU with AVX2 and FMA; set GLOW_TF_KERNELS=0 "
-                    "to use TensorFlow's convolution instead."));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -430,14 +438,14 @@ class GlowConv3x3Op : public OpKernel {
     OP_REQUIRES(ctx, bias.dims() == 3 && bias.dim_size(0) == H && bias.dim_size(1) == W &&
                          bias.dim_size(2) == O,
                 absl::InvalidArgumentError("bias must be [height, width, out]"));
-    OP_REQUIRES(ctx, (H + 2) * (W + 2) * C < (int64_t{1} << 31),
-                absl::InvalidArgumentError("image too large for GlowConv3x3"));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, H, W, O}), &y));
     if (y->NumElements() == 0) return;
 
     const int64_t o8 = (O + 7) / 8 * 8;
     const int64_t cp = std::max<int64_t>(C, 1);  // a zero-channel input sees a zero kernel
+    OP_REQUIRES(ctx, FitsInt32((H + 2) * (W + 2) * cp),
+                absl::InvalidArgumentError("image too large for GlowConv3x3"));
     std::vector<float> wpack(9 * cp * o8, 0.f);
     const float* kd = k.flat<float>().data();
     for (int64_t t = 0; t < 9 * C; ++t) std::memcpy(&wpack[t * o8], kd + t * O, O * sizeof(float));
