@@ -76,6 +76,31 @@ inline void StoreLast(float* p, int last, __m256i mask, __m256 v) {
   }
 }
 
+// A register tile of P rows (stride ld) x V vectors: read from t (or zeros),
+// and written back to t. The last vector holds `last` lanes.
+template <int P, int V>
+inline void LoadTile(__m256 (&acc)[P][V], const float* t, int64_t ld, int last, __m256i mask,
+                     bool accumulate) {
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 16
+    for (int v = 0; v < V - 1; ++v)
+      acc[p][v] = accumulate ? _mm256_loadu_ps(t + p * ld + 8 * v) : _mm256_setzero_ps();
+    acc[p][V - 1] = accumulate ? LoadLast(t + p * ld + 8 * (V - 1), last, mask)
+                               : _mm256_setzero_ps();
+  }
+}
+
+template <int P, int V>
+inline void StoreTile(const __m256 (&acc)[P][V], float* t, int64_t ld, int last, __m256i mask) {
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 16
+    for (int v = 0; v < V - 1; ++v) _mm256_storeu_ps(t + p * ld + 8 * v, acc[p][v]);
+    StoreLast(t + p * ld + 8 * (V - 1), last, mask, acc[p][V - 1]);
+  }
+}
+
 // One register tile: P output pixels x V * 8 output channels.
 //   xp: scratch at the top-left tap of the tile's first pixel.
 //   xoff: [K] offsets in the scratch of (tap, channel) from xp, for the
@@ -96,14 +121,7 @@ inline void Tile(const float* xp, const int32_t* xoff, int64_t K, int64_t C, con
                  int64_t o8, float* y, int64_t o, int last, bool accumulate, Epilogue e) {
   const __m256i mask = LaneMask(last);
   __m256 acc[P][V];
-#pragma GCC unroll 16
-  for (int p = 0; p < P; ++p) {
-#pragma GCC unroll 16
-    for (int v = 0; v < V - 1; ++v)
-      acc[p][v] = accumulate ? _mm256_loadu_ps(y + p * o + 8 * v) : _mm256_setzero_ps();
-    acc[p][V - 1] = accumulate ? LoadLast(y + p * o + 8 * (V - 1), last, mask)
-                               : _mm256_setzero_ps();
-  }
+  LoadTile<P, V>(acc, y, o, last, mask, accumulate);
   for (int64_t t = 0; t < K; ++t) {
     const float* xt = xp + xoff[t];
     const float* wt = w + t * o8;
@@ -134,12 +152,7 @@ inline void Tile(const float* xp, const int32_t* xoff, int64_t K, int64_t C, con
 #pragma GCC unroll 16
       for (int v = 0; v < V; ++v) acc[p][v] = _mm256_max_ps(acc[p][v], zero);
   }
-#pragma GCC unroll 16
-  for (int p = 0; p < P; ++p) {
-#pragma GCC unroll 16
-    for (int v = 0; v < V - 1; ++v) _mm256_storeu_ps(y + p * o + 8 * v, acc[p][v]);
-    StoreLast(y + p * o + 8 * (V - 1), last, mask, acc[p][V - 1]);
-  }
+  StoreTile<P, V>(acc, y, o, last, mask);
 }
 
 // All pixels of one image for V vectors of output channels starting at o0.
@@ -190,16 +203,10 @@ inline void FilterTile(const float* scratch, const int32_t* xoff, int64_t H, int
                        bool accumulate) {
   const __m256i mask = LaneMask(last);
   __m256 acc[P][V];
+  LoadTile<P, V>(acc, dk, O, last, mask, accumulate);
   int32_t off[P];
 #pragma GCC unroll 16
-  for (int p = 0; p < P; ++p) {
-    off[p] = xoff[p];
-#pragma GCC unroll 16
-    for (int v = 0; v < V - 1; ++v)
-      acc[p][v] = accumulate ? _mm256_loadu_ps(dk + p * O + 8 * v) : _mm256_setzero_ps();
-    acc[p][V - 1] = accumulate ? LoadLast(dk + p * O + 8 * (V - 1), last, mask)
-                               : _mm256_setzero_ps();
-  }
+  for (int p = 0; p < P; ++p) off[p] = xoff[p];
   for (int64_t h = 0; h < H; ++h) {
     const float* srow = scratch + h * (W + 2) * C;
     const float* drow = dy + h * W * O;
@@ -218,12 +225,7 @@ inline void FilterTile(const float* scratch, const int32_t* xoff, int64_t H, int
       }
     }
   }
-#pragma GCC unroll 16
-  for (int p = 0; p < P; ++p) {
-#pragma GCC unroll 16
-    for (int v = 0; v < V - 1; ++v) _mm256_storeu_ps(dk + p * O + 8 * v, acc[p][v]);
-    StoreLast(dk + p * O + 8 * (V - 1), last, mask, acc[p][V - 1]);
-  }
+  StoreTile<P, V>(acc, dk, O, last, mask);
 }
 
 // All rows of dk [9 C, O] for V vectors of o from o0, over one image.
