@@ -10,7 +10,7 @@ from glow_tf import kernels, nn
 from glow_tf.kernels import build as build_lib
 
 CAN_RUN = (os.environ.get(kernels.ENV_SWITCH, "1") != "0"
-           and {"avx2", "fma"} <= (kernels.cpu_flags() or set())
+           and kernels.cpu_can_run()
            and not tf.config.list_physical_devices("GPU"))
 needs_kernels = pytest.mark.skipif(not CAN_RUN, reason="no AVX2 + FMA CPU, or disabled")
 
@@ -223,8 +223,9 @@ def test_network_same_with_and_without_kernels(monkeypatch):
 
 
 def test_missing_or_broken_library_falls_back_with_the_fix(monkeypatch, tmp_path):
-  if not {"avx2", "fma"} <= (kernels.cpu_flags() or set()):
+  if not kernels.cpu_can_run():
     pytest.skip("the loader stops at the CPU check first")
+  built = kernels.library_path()
   monkeypatch.delenv(kernels.ENV_SWITCH, raising=False)
   missing = tmp_path / "missing.so"
   monkeypatch.setattr(kernels, "library_path", lambda: str(missing))
@@ -239,7 +240,7 @@ def test_missing_or_broken_library_falls_back_with_the_fix(monkeypatch, tmp_path
     assert "does not load" in kernels.unavailable_reason()
     assert "rebuild" in kernels.unavailable_reason()
     if CAN_RUN:  # a library built from older sources lacks a newer op
-      monkeypatch.setattr(kernels, "library_path", lambda: kernels.LIBRARY_PATH_BUILT)
+      monkeypatch.setattr(kernels, "library_path", lambda: built)
       monkeypatch.setattr(kernels, "_OPS", kernels._OPS + ("glow_no_such_op",))  # pylint: disable=protected-access
       kernels._reset_for_tests()  # pylint: disable=protected-access
       assert not kernels.available()
@@ -250,7 +251,7 @@ def test_missing_or_broken_library_falls_back_with_the_fix(monkeypatch, tmp_path
 
 
 def test_build_without_compiler_names_the_fix(monkeypatch, tmp_path):
-  if not {"avx2", "fma"} <= (kernels.cpu_flags() or set()):
+  if not kernels.cpu_can_run():
     pytest.skip("build() builds nothing on this CPU")
   monkeypatch.setenv("CXX", "no-such-compiler-glow")
   with pytest.raises(RuntimeError, match="g\\+\\+"):
@@ -262,6 +263,8 @@ def test_cpu_flags_parses_cpuinfo():
   text = "processor : 0\nflags\t\t: fpu sse avx2 fma\n"
   assert kernels.cpu_flags(text) == {"fpu", "sse", "avx2", "fma"}
   assert kernels.cpu_flags("no flags here") is None
+  assert kernels.cpu_can_run({"sse", "avx2", "fma"})
+  assert not kernels.cpu_can_run({"sse", "avx"}) and not kernels.cpu_can_run(set())
   assert nn.native_bfloat16("flags : avx2 amx_bf16") is True
   assert nn.native_bfloat16("flags : avx2 fma") is False
 

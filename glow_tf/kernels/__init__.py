@@ -36,7 +36,7 @@ import tensorflow as tf
 from absl import logging
 
 __all__ = ["available", "conv3x3", "conv3x3_backprop_filter", "conv3x3_backprop_input",
-           "cpu_flags", "library_path", "needs_build", "unavailable_reason"]
+           "cpu_can_run", "cpu_flags", "library_path", "needs_build", "unavailable_reason"]
 
 LIBRARY_NAME = "_glow_kernels.so"
 ENV_SWITCH = "GLOW_TF_KERNELS"
@@ -46,12 +46,13 @@ _LOCK = threading.Lock()
 _state = {"loaded": False, "lib": None, "reason": None, "needs_build": False}
 
 
-LIBRARY_PATH_BUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_PATH = os.path.join(_HERE, "conv3x3.cc")
 
 
 def library_path():
   """Where `python -m glow_tf.kernels.build` writes the library."""
-  return LIBRARY_PATH_BUILT
+  return os.path.join(_HERE, LIBRARY_NAME)
 
 
 def cpu_flags(cpuinfo=None):
@@ -72,6 +73,12 @@ def cpu_flags(cpuinfo=None):
   return None
 
 
+def cpu_can_run(flags=None):
+  """Whether a CPU with these flags (`cpu_flags()` when `None`) runs the kernels: AVX2 and FMA."""
+  flags = cpu_flags() if flags is None else flags
+  return bool(flags) and {"avx2", "fma"} <= flags
+
+
 def _load():
   """Loads the library once; records why not where it cannot."""
   if _state["loaded"]:
@@ -86,11 +93,9 @@ def _load():
 def _decide():
   """Sets `_state`'s lib, reason and needs_build."""
   path = library_path()
-  source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv3x3.cc")
-  flags = cpu_flags()
   if os.environ.get(ENV_SWITCH, "1") == "0":
     _state["reason"] = f"{ENV_SWITCH}=0"
-  elif not flags or not {"avx2", "fma"} <= flags:
+  elif not cpu_can_run():
     _state["reason"] = "this CPU lacks AVX2 and FMA (or /proc/cpuinfo is unreadable)"
   elif tf.config.list_physical_devices("GPU"):
     _state["reason"] = "a GPU is visible (the kernels are CPU-only)"
@@ -99,8 +104,8 @@ def _decide():
                         "(scripts/setup.sh does) for faster CPU training")
     _state["needs_build"] = True
     logging.info("glow_tf: %s. Using TensorFlow's convolutions.", _state["reason"])
-  elif os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(path):
-    _state["reason"] = (f"{path} is older than {source}; rebuild it with "
+  elif os.path.exists(SOURCE_PATH) and os.path.getmtime(SOURCE_PATH) > os.path.getmtime(path):
+    _state["reason"] = (f"{path} is older than {SOURCE_PATH}; rebuild it with "
                         "`python -m glow_tf.kernels.build`")
     _state["needs_build"] = True
   else:

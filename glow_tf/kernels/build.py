@@ -18,14 +18,11 @@ import tempfile
 
 from glow_tf import kernels
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conv3x3.cc")
-
-
 def compile_command(output):
   """The compiler command line (a list) that builds the library into `output`."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   cxx = shlex.split(os.environ.get("CXX", "g++"))  # e.g. "ccache g++"
-  return (cxx + ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-w", SOURCE,
+  return (cxx + ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-w", kernels.SOURCE_PATH,
            "-o", output] + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
 
 
@@ -36,12 +33,11 @@ def build(output=None):
     RuntimeError: the compiler is missing or fails (its output included).
   """
   output = output or kernels.library_path()
-  flags = kernels.cpu_flags()
-  if platform.machine() not in ("x86_64", "AMD64") or not flags or not {"avx2", "fma"} <= flags:
+  if platform.machine() not in ("x86_64", "AMD64") or not kernels.cpu_can_run():
     return None
-  cmd = compile_command(output)
-  if shutil.which(cmd[0]) is None:
-    raise RuntimeError(f"no C++ compiler {cmd[0]!r} found: install g++ "
+  compiler = compile_command(output)[0]
+  if shutil.which(compiler) is None:
+    raise RuntimeError(f"no C++ compiler {compiler!r} found: install g++ "
                        "(`apt-get install g++`) or set CXX, then run "
                        "`python -m glow_tf.kernels.build` again.")
   # Compile to a temporary file and rename, so a failed or interrupted build
@@ -49,10 +45,10 @@ def build(output=None):
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(output))
   os.close(fd)
   try:
-    cmd[cmd.index(output)] = tmp
+    cmd = compile_command(tmp)
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-      raise RuntimeError(f"compiling {SOURCE} failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}")
+      raise RuntimeError(f"compiling {kernels.SOURCE_PATH} failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}")
     os.chmod(tmp, 0o755)
     os.replace(tmp, output)
   finally:
