@@ -23,16 +23,9 @@ FLAGS = absl_flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from glow_tf import sampling  # after flag parsing: --help stays fast
+  from glow_tf import sampling  # after flag parsing: --help needs no TensorFlow
   try:
-    config = sampling.SampleConfig(
-        mode=FLAGS.mode, logdir=FLAGS.logdir, restore_path=FLAGS.restore_path,
-        temperatures=tuple(sample_flags.parse_temperatures(FLAGS.temperature)),
-        n_samples=FLAGS.n_samples, seed=FLAGS.seed, output=FLAGS.output, label=FLAGS.label,
-        images=tuple(FLAGS.images), n_steps=FLAGS.n_steps, attribute=FLAGS.attribute,
-        scales=tuple(float(s) for s in FLAGS.scales),
-        n_direction_examples=FLAGS.n_direction_examples, data_dir=FLAGS.data_dir,
-        polyak=FLAGS.polyak, zoom=FLAGS.zoom, default_logdir=not FLAGS["logdir"].present)
+    config = sample_flags.config_from_flags(FLAGS)
     sampling.run(config)
   except (ValueError, FileNotFoundError) as e:
     print(f"sample.py: error: {e}", file=sys.stderr)

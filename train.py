@@ -21,7 +21,7 @@ FLAGS = absl_flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from glow_tf import train_lib  # after flag parsing: --help stays fast
+  from glow_tf import train_lib  # after flag parsing: --help needs no TensorFlow
   try:
     config = glow_flags.config_from_flags(FLAGS)
     train_lib.train_and_evaluate(config)

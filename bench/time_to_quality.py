@@ -64,7 +64,7 @@ def main():
   shape = ds.image_shape
   d = int(np.prod(shape))
   test = np.concatenate([b["image"].numpy() for b in ds.test_dataset(1000)])
-  init_images = ds.init_batch(256)["image"]
+  init_images = ds.init_batch(256, seed=0)["image"]
 
   def preprocess(images, seed):
     x = tf.cast(images, tf.float32)
@@ -81,7 +81,7 @@ def main():
       self.name = name
       self.clock = 0.
       self.steps = 0
-      self.iterator = iter(ds.train_dataset(args.batch))  # same seed: same batches
+      self.iterator = iter(ds.train_dataset(args.batch, seed=0))  # same seed: same batches
       self.history = []
       self.diverged = None  # the step whose loss was not finite
       t0 = time.perf_counter()

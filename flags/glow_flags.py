@@ -2,7 +2,10 @@
 
 `define_flags()` is called only by the entry points (never on import), and
 `config_from_flags(FLAGS)` turns the parsed values into a validated
-`glow_tf.train_lib.GlowConfig`; the library never reads flags.
+`glow_tf.config.RunConfig`; the library never reads flags. Every default is
+read from the config dataclasses (`glow_tf.config.default_of`), where it is
+defined once. This module imports only `glow_tf.config`, which needs no
+TensorFlow, so `--help` answers at once.
 """
 
 import sys
@@ -12,8 +15,7 @@ from absl import flags
 from absl import logging
 
 from glow_tf import config as config_lib
-from glow_tf import data as data_lib
-from glow_tf import train_lib
+from glow_tf.config import DataConfig, ModelConfig, TrainConfig, default_of
 
 __all__ = ["define_flags", "config_from_flags", "run_app"]
 
@@ -38,124 +40,141 @@ def run_app(main, define, flag_module):
   app.run(main)
 
 
+def _unset_as(value, unset):
+  """The flag's spelling of an unset (`None`) config default: `-1` or `""`, as the original."""
+  return unset if value is None else value
+
+
+def _index_of(names, default):
+  """The original's integer spelling (as a string flag) of an enum default."""
+  return str(names.index(default))
+
+
 def define_flags(flag_values=flags.FLAGS):
   """Defines train.py's flags on `flag_values`."""
   f = flag_values
   d = flags
   # Data (the original's --problem is --dataset).
-  d.DEFINE_enum("dataset", "cifar10", list(data_lib.DATASETS),
+  d.DEFINE_enum("dataset", default_of(DataConfig, "dataset"), list(config_lib.DATASETS),
                 "Dataset. TFDS where it has the data; fashion_mnist also reads Debian's "
                 "dataset-fashion-mnist IDX files offline; folder reads a directory of images "
                 "(--data_dir); OpenAI's TFRecord shards are read when --data_dir holds them.",
                 flag_values=f)
-  d.DEFINE_string("data_dir", "", "Location of data: TFDS data dir, IDX files, an image "
+  d.DEFINE_string("data_dir", _unset_as(default_of(DataConfig, "data_dir"), ""), "Location of data: TFDS data dir, IDX files, an image "
                   "folder, or OpenAI's TFRecord shards (train/ and validation/).", flag_values=f)
-  d.DEFINE_string("category", "", "LSUN category (e.g. bedroom, church_outdoor, tower).",
+  d.DEFINE_string("category", _unset_as(default_of(DataConfig, "category"), ""), "LSUN category (e.g. bedroom, church_outdoor, tower).",
                   flag_values=f)
-  d.DEFINE_integer("image_size", -1, "Image size (square); -1: the dataset's own "
+  d.DEFINE_integer("image_size", _unset_as(default_of(DataConfig, "image_size"), -1), "Image size (square); -1: the dataset's own "
                    "(32 for MNIST-likes, padded from 28).", flag_values=f)
-  d.DEFINE_integer("n_train", None, "Train epoch size in images (the original: 50000); "
+  d.DEFINE_integer("n_train", default_of(TrainConfig, "n_train"), "Train epoch size in images (the original: 50000); "
                    "default: the training set's size.", flag_values=f)
-  d.DEFINE_integer("n_test", -1, "Valid epoch size: test images used; -1: all.", flag_values=f)
-  d.DEFINE_integer("n_batch_train", 64, "Minibatch size (global, over all replicas).",
+  d.DEFINE_integer("n_test", _unset_as(default_of(DataConfig, "n_test"), -1), "Valid epoch size: test images used; -1: all.", flag_values=f)
+  d.DEFINE_integer("n_batch_train", default_of(TrainConfig, "n_batch_train"), "Minibatch size (global, over all replicas).",
                    flag_values=f)
-  d.DEFINE_integer("n_batch_test", 50, "Minibatch size for evaluation (global).", flag_values=f)
-  d.DEFINE_integer("n_batch_init", 256, "Minibatch size for data-dependent init.",
+  d.DEFINE_integer("n_batch_test", default_of(TrainConfig, "n_batch_test"), "Minibatch size for evaluation (global).", flag_values=f)
+  d.DEFINE_integer("n_batch_init", default_of(TrainConfig, "n_batch_init"), "Minibatch size for data-dependent init.",
                    flag_values=f)
-  d.DEFINE_integer("train_subset", None, "Use only the first N training images "
+  d.DEFINE_integer("train_subset", default_of(DataConfig, "train_subset"), "Use only the first N training images "
                    "(quick experiments); default: all.", flag_values=f)
   # Model.
-  d.DEFINE_integer("n_levels", 3, "Number of levels.", flag_values=f)
+  d.DEFINE_integer("n_levels", default_of(ModelConfig, "n_levels"), "Number of levels.", flag_values=f)
   d.DEFINE_alias("n_level", "n_levels", flag_values=f)  # as the original's README spells it
-  d.DEFINE_integer("depth", 32, "Depth of network (flow steps per level).", flag_values=f)
-  d.DEFINE_integer("width", 512, "Width of hidden layers.", flag_values=f)
-  d.DEFINE_integer("n_bits_x", 8, "Number of bits of x.", flag_values=f)
-  d.DEFINE_integer("flow_permutation", 2, "Type of flow. 0=reverse (realnvp), 1=shuffle, "
-                   "2=invconv (ours).", flag_values=f)
-  d.DEFINE_integer("flow_coupling", 0, "Coupling type: 0=additive, 1=affine.", flag_values=f)
-  d.DEFINE_boolean("lu_decomposed", False, "LU-decomposed invertible 1x1 convolutions "
+  d.DEFINE_integer("depth", default_of(ModelConfig, "depth"), "Depth of network (flow steps per level).", flag_values=f)
+  d.DEFINE_integer("width", default_of(ModelConfig, "width"), "Width of hidden layers.", flag_values=f)
+  d.DEFINE_integer("n_bits_x", default_of(ModelConfig, "n_bits_x"), "Number of bits of x.", flag_values=f)
+  d.DEFINE_string("flow_permutation",
+                  _index_of(config_lib.PERMUTATIONS, default_of(ModelConfig, "flow_permutation")),
+                  "Type of flow. 0=reverse (realnvp), 1=shuffle, 2=invconv (ours); the names "
+                  "are accepted too.", flag_values=f)
+  d.DEFINE_string("flow_coupling",
+                  _index_of(config_lib.COUPLINGS, default_of(ModelConfig, "flow_coupling")),
+                  "Coupling type: 0=additive, 1=affine; the names are accepted too.",
+                  flag_values=f)
+  d.DEFINE_boolean("lu_decomposed", default_of(ModelConfig, "lu_decomposed"), "LU-decomposed invertible 1x1 convolutions "
                    "(O(C) log-det).", flag_values=f)
-  d.DEFINE_boolean("learntop", False, "Learn spatial prior.", flag_values=f)
-  d.DEFINE_boolean("ycond", False, "Use y conditioning.", flag_values=f)
-  d.DEFINE_float("weight_y", 0.00, "Weight of log p(y|x) in weighted loss.", flag_values=f)
-  d.DEFINE_boolean("recompute_gradients", False, "Memory-saving backprop: reconstruct each "
+  d.DEFINE_boolean("learntop", default_of(ModelConfig, "learntop"), "Learn spatial prior.", flag_values=f)
+  d.DEFINE_boolean("ycond", default_of(ModelConfig, "ycond"), "Use y conditioning.", flag_values=f)
+  d.DEFINE_float("weight_y", default_of(ModelConfig, "weight_y"), "Weight of log p(y|x) in weighted loss.", flag_values=f)
+  d.DEFINE_boolean("recompute_gradients", default_of(ModelConfig, "recompute_gradients"),
+                   "Memory-saving backprop: reconstruct each "
                    "flow step's input from its output instead of storing activations.",
                    flag_values=f)
-  d.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"],
+  d.DEFINE_enum("precision", default_of(ModelConfig, "precision"), list(config_lib.PRECISIONS),
                 "Arithmetic of the coupling networks: float32, or mixed_bfloat16 (bfloat16 "
                 "convolutions with float32 weights: 1.3-1.5x faster training steps measured on a "
                 "CPU with AMX, but 2-4x slower on CPUs without AVX-512 BF16/AMX, which emulate "
                 "bfloat16 (train.py warns); each coupling stays exactly invertible).",
                 flag_values=f)
   # Optimisation.
-  d.DEFINE_enum("optimizer", "adamax", ["adamax", "adam"], "adam or adamax.", flag_values=f)
-  d.DEFINE_float("lr", 0.001, "Base learning rate.", flag_values=f)
-  d.DEFINE_float("beta1", .9, "Adam beta1.", flag_values=f)
-  d.DEFINE_float("polyak_epochs", 1, "Nr of averaging epochs for Polyak and beta2.",
+  d.DEFINE_enum("optimizer", default_of(TrainConfig, "optimizer"), list(config_lib.OPTIMIZERS),
+                "adam or adamax.", flag_values=f)
+  d.DEFINE_float("lr", default_of(TrainConfig, "lr"), "Base learning rate.", flag_values=f)
+  d.DEFINE_float("beta1", default_of(TrainConfig, "beta1"), "Adam beta1.", flag_values=f)
+  d.DEFINE_float("polyak_epochs", default_of(TrainConfig, "polyak_epochs"), "Nr of averaging epochs for Polyak and beta2.",
                  flag_values=f)
-  d.DEFINE_integer("epochs", 1000000, "Total number of training epochs.", flag_values=f)
-  d.DEFINE_float("epochs_warmup", 10, "Warmup epochs.", flag_values=f)
-  d.DEFINE_integer("epochs_full_valid", 50, "Epochs between valid (full test set).",
+  d.DEFINE_integer("epochs", default_of(TrainConfig, "epochs"), "Total number of training epochs.", flag_values=f)
+  d.DEFINE_float("epochs_warmup", default_of(TrainConfig, "epochs_warmup"), "Warmup epochs.", flag_values=f)
+  d.DEFINE_integer("epochs_full_valid", default_of(TrainConfig, "epochs_full_valid"), "Epochs between valid (full test set).",
                    flag_values=f)
-  d.DEFINE_integer("epochs_full_sample", 50, "Epochs between full scale sample.",
+  d.DEFINE_integer("epochs_full_sample", default_of(TrainConfig, "epochs_full_sample"), "Epochs between full scale sample.",
                    flag_values=f)
-  d.DEFINE_integer("n_sample", 8, "Samples per temperature row of the sample grids.",
+  d.DEFINE_integer("n_sample", default_of(TrainConfig, "n_sample"), "Samples per temperature row of the sample grids.",
                    flag_values=f)
-  d.DEFINE_integer("seed", 0, "Random seed.", flag_values=f)
+  d.DEFINE_integer("seed", default_of(TrainConfig, "seed"), "Random seed (data order, noise, "
+                   "initialisation).", flag_values=f)
   # Output and running.
-  d.DEFINE_string("logdir", "./logs", "Location to save logs, checkpoints and samples.",
+  d.DEFINE_string("logdir", default_of(TrainConfig, "logdir"), "Location to save logs, checkpoints and samples.",
                   flag_values=f)
-  d.DEFINE_string("restore_path", "", "Location of checkpoint to restore (prefix or logdir); "
+  d.DEFINE_string("restore_path", default_of(TrainConfig, "restore_path"), "Location of checkpoint to restore (prefix or logdir); "
                   "by default training resumes from --logdir's latest checkpoint.",
                   flag_values=f)
-  d.DEFINE_enum("strategy", "auto", list(train_lib.STRATEGIES),
+  d.DEFINE_enum("strategy", default_of(TrainConfig, "strategy"), list(config_lib.STRATEGIES),
                 "tf.distribute strategy: auto = multi_worker when TF_CONFIG names several "
                 "workers, mirrored with several GPUs, else default (one device).",
                 flag_values=f)
-  d.DEFINE_boolean("jit_compile", False, "XLA-compile the loss and gradient computation.",
+  d.DEFINE_boolean("jit_compile", default_of(TrainConfig, "jit_compile"), "XLA-compile the loss and gradient computation.",
                    flag_values=f)
-  d.DEFINE_integer("max_steps", None, "Stop after this many training steps in total.",
+  d.DEFINE_integer("max_steps", default_of(TrainConfig, "max_steps"), "Stop after this many training steps in total.",
                    flag_values=f)
-  d.DEFINE_float("time_budget_minutes", None, "Stop after this many minutes of training "
+  d.DEFINE_float("time_budget_minutes", default_of(TrainConfig, "time_budget_minutes"), "Stop after this many minutes of training "
                  "in this run (then evaluate, sample and checkpoint).", flag_values=f)
-  d.DEFINE_float("checkpoint_every_minutes", 10., "Minutes between checkpoints (also at "
+  d.DEFINE_float("checkpoint_every_minutes", default_of(TrainConfig, "checkpoint_every_minutes"),
+                 "Minutes between checkpoints (also at "
                  "every epoch end and at the end).", flag_values=f)
-  d.DEFINE_integer("keep_checkpoints", 3, "Number of checkpoints kept.", flag_values=f)
-  d.DEFINE_integer("log_every_steps", 50, "Steps between log lines and TensorBoard points.",
+  d.DEFINE_integer("keep_checkpoints", default_of(TrainConfig, "keep_checkpoints"), "Number of checkpoints kept.", flag_values=f)
+  d.DEFINE_integer("log_every_steps", default_of(TrainConfig, "log_every_steps"), "Steps between log lines and TensorBoard points.",
                    flag_values=f)
-  d.DEFINE_integer("quick_valid_batches", 10, "Test batches for the quick estimate at "
+  d.DEFINE_integer("quick_valid_batches", default_of(TrainConfig, "quick_valid_batches"), "Test batches for the quick estimate at "
                    "epoch ends without a full validation.", flag_values=f)
-  d.DEFINE_integer("max_nonfinite_steps", 20, "Consecutive non-finite steps (skipped) "
+  d.DEFINE_integer("max_nonfinite_steps", default_of(TrainConfig, "max_nonfinite_steps"),
+                   "Consecutive non-finite steps (skipped) "
                    "before training stops.", flag_values=f)
 
 
-def config_from_flags(f):
-  """Builds and validates the run's `GlowConfig` from parsed flags.
+def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
+  """Builds and validates the run's `RunConfig` from parsed flags.
+
+  The model's image shape and classes come from the data: they stay unset
+  here (`config.resolve_for_data` completes them). An `--image_size` given
+  explicitly is checked against `--n_levels` at once, before any data is read.
 
   Raises:
-    ValueError: naming the flag, for any invalid value.
+    ConfigError: naming the flag, for any invalid value.
   """
-  for name in ("flow_permutation", "flow_coupling"):
-    allowed = (0, 1, 2) if name == "flow_permutation" else (0, 1)
-    if f[name].value not in allowed:
-      raise ValueError(f"--{name} must be one of {allowed}, got {f[name].value}.")
-  data = data_lib.DataConfig(
+  image_size = None if f.image_size == -1 else f.image_size
+  if image_size is not None:
+    config_lib.level_shapes((image_size, image_size, 1), f.n_levels)
+  data = DataConfig(
       dataset=f.dataset, data_dir=f.data_dir or None, category=f.category or None,
-      image_size=None if f.image_size == -1 else f.image_size,
-      n_test=None if f.n_test == -1 else f.n_test, n_train=f.train_subset,
-      n_batch_init=f.n_batch_init, n_batch_train=f.n_batch_train,
-      n_batch_test=f.n_batch_test, seed=f.seed)
-  # image_shape and n_classes come from the data (Trainer completes them);
-  # the architecture is validated here against the requested image size.
-  size = None if f.image_size == -1 else f.image_size
-  model = config_lib.ModelConfig(
-      image_shape=(size or 2 ** f.n_levels,) * 2 + (1,),
-      n_levels=f.n_levels, depth=f.depth, width=f.width,
+      image_size=image_size, train_subset=f.train_subset,
+      n_test=None if f.n_test == -1 else f.n_test)
+  model = ModelConfig(
+      image_shape=None, n_levels=f.n_levels, depth=f.depth, width=f.width,
       flow_permutation=f.flow_permutation, flow_coupling=f.flow_coupling,
       lu_decomposed=f.lu_decomposed, learntop=f.learntop, ycond=f.ycond,
-      n_classes=2 if f.ycond else None, weight_y=f.weight_y, n_bits_x=f.n_bits_x,
-      recompute_gradients=f.recompute_gradients, precision=f.precision, seed=f.seed)
-  train = train_lib.TrainConfig(
+      weight_y=f.weight_y, n_bits_x=f.n_bits_x, recompute_gradients=f.recompute_gradients,
+      precision=f.precision, seed=f.seed)
+  train = TrainConfig(
       logdir=f.logdir, restore_path=f.restore_path, optimizer=f.optimizer, lr=f.lr,
       beta1=f.beta1, epochs=f.epochs, epochs_warmup=f.epochs_warmup,
       polyak_epochs=f.polyak_epochs, n_train=f.n_train, n_batch_train=f.n_batch_train,
@@ -166,4 +185,4 @@ def config_from_flags(f):
       checkpoint_every_minutes=f.checkpoint_every_minutes,
       keep_checkpoints=f.keep_checkpoints, log_every_steps=f.log_every_steps,
       quick_valid_batches=f.quick_valid_batches, max_nonfinite_steps=f.max_nonfinite_steps)
-  return train_lib.GlowConfig(data=data, model=model, train=train)
+  return config_lib.RunConfig(data=data, model=model, train=train)

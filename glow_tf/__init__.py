@@ -5,11 +5,28 @@
 * `glow_tf.Glow`: the multi-scale Glow as one bijector, flat latent -> image.
 * `glow_tf.GlowModel`: Glow on uint8 images (bits/dim, sampling, encode/decode).
 * `glow_tf.ModelConfig`: the architecture, validated.
+
+The names are imported on first use, so that `glow_tf.config` (which the
+command-line flags read) loads without TensorFlow.
 """
 
-from glow_tf import bijectors
-from glow_tf.config import ModelConfig
-from glow_tf.glow import Glow
-from glow_tf.model import GlowModel
+import importlib
 
 __all__ = ["bijectors", "Glow", "GlowModel", "ModelConfig"]
+
+_WHERE = {"bijectors": ("glow_tf.bijectors", None), "Glow": ("glow_tf.glow", "Glow"),
+          "GlowModel": ("glow_tf.model", "GlowModel"), "ModelConfig": ("glow_tf.config", "ModelConfig")}
+
+
+def __getattr__(name):
+  if name not in _WHERE:
+    raise AttributeError(f"module 'glow_tf' has no attribute {name!r}")
+  module_name, attr = _WHERE[name]
+  module = importlib.import_module(module_name)
+  value = module if attr is None else getattr(module, attr)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(list(globals()) + __all__)

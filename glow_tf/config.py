@@ -1,45 +1,196 @@
-"""Configuration objects: the only place where defaults live.
+"""Every configuration of glow-tf, in one leaf module: what a run is made of.
 
 Frozen dataclasses that validate themselves, so a bad value fails at
-construction with a message naming it. `flags/glow_flags.py` builds them from
-absl flags; library code only ever sees these objects. Defaults follow the
-original's `train.py`.
+construction with a message naming it:
+
+* `ModelConfig`: the architecture and its data representation;
+* `DataConfig`: which data, and how much of it;
+* `TrainConfig`: optimisation, schedule and output;
+* `RunConfig`: the three together, what `train.py` runs and writes to
+  `config.json`;
+* `SampleConfig`: what `sample.py` draws.
+
+This module imports nothing else of `glow_tf`: the library and the flags both
+read it. Each default is defined once, on its dataclass field (the flags read
+it from there with `default_of`), and each enum is normalised once, here: the
+original's integers (`--flow_permutation=2`, `--flow_coupling=0`) become
+names (`"invconv"`, `"additive"`) at construction.
+
+A run's model config is complete only when the data is known: the image shape
+and the number of classes come from the dataset. Flags give a `ModelConfig`
+with `image_shape=None`; `resolve_for_data` completes it, in one explicit
+step, and `GlowModel` refuses an incomplete one.
 """
 
 import dataclasses
 import json
-from typing import Optional, Tuple
+import math
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
-from glow_tf import glow as glow_lib
-from glow_tf import nn
-from glow_tf.bijectors import flow_step
+__all__ = ["COUPLINGS", "DATASETS", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
+           "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig", "RunConfig", "SampleConfig",
+           "TrainConfig", "check_replica_divisible", "check_temperature", "coupling_name",
+           "default_of", "level_shapes", "permutation_name", "resolve_for_data"]
 
-__all__ = ["ModelConfig"]
+PERMUTATIONS = ("reverse", "shuffle", "invconv")  # the original's --flow_permutation 0, 1, 2
+COUPLINGS = ("additive", "affine")  # the original's --flow_coupling 0, 1
+PRECISIONS = ("float32", "mixed_bfloat16")
+OPTIMIZERS = ("adamax", "adam")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64", "celeba",
+            "lsun", "folder")
+SAMPLE_MODES = ("sample", "reconstruct", "interpolate", "manipulate")
 
 
-def _positive_int(owner, name, value):
+class ConfigError(ValueError):
+  """A configuration value is invalid; the message names it and what would work."""
+
+
+T = TypeVar("T")
+
+
+# ---- Checks written once ------------------------------------------------------------
+
+
+def _enum_name(kind: str, names: Sequence[str], value: Any) -> str:
+  """Maps an index (int or digit string, the original's flags) or a name to the name."""
+  if isinstance(value, str) and value.strip().isdigit():
+    value = int(value)
+  if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+    return names[value]
+  if isinstance(value, str) and value in names:
+    return value
+  choices = ", ".join(f"{i} = {n}" for i, n in enumerate(names))
+  raise ConfigError(f"unknown {kind} {value!r}; use one of {choices}.")
+
+
+def permutation_name(value: Any) -> str:
+  """The original's `--flow_permutation` (0, 1, 2, or a name) as a name of `PERMUTATIONS`."""
+  return _enum_name("flow_permutation", PERMUTATIONS, value)
+
+
+def coupling_name(value: Any) -> str:
+  """The original's `--flow_coupling` (0, 1, or a name) as a name of `COUPLINGS`."""
+  return _enum_name("flow_coupling", COUPLINGS, value)
+
+
+def check_temperature(value: float) -> float:
+  """A sampling temperature (the standard deviation of the latents): a number >= 0."""
+  try:
+    t = float(value)
+  except (TypeError, ValueError):
+    raise ConfigError(f"temperature {value!r} is not a number.") from None
+  if not t >= 0:  # also rejects NaN
+    raise ConfigError(f"temperature must be >= 0, got {value}.")
+  return t
+
+
+def check_replica_divisible(batch_size: int, num_replicas: int, name: str) -> int:
+  """The per-replica share of a global batch; raises when the replicas do not divide it."""
+  if batch_size % num_replicas:
+    raise ConfigError(f"{name}={batch_size} is not divisible by the {num_replicas} replicas; "
+                      "use a multiple of the number of devices.")
+  return batch_size // num_replicas
+
+
+def level_shapes(image_shape: Sequence[int], n_levels: int) -> List[List[int]]:
+  """Per-level latent shapes `[height, width, channels]`: one per split, then the top.
+
+  Raises:
+    ConfigError: when the image cannot be squeezed `n_levels` times.
+  """
+  image_shape = [int(d) for d in image_shape]
+  if len(image_shape) != 3 or min(image_shape) < 1:
+    raise ConfigError(f"image_shape must be [height, width, channels], got {image_shape}.")
+  if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
+    raise ConfigError(f"n_levels must be a positive int, got {n_levels!r}.")
+  h, w, c = image_shape
+  f = 2 ** n_levels
+  if h % f or w % f:
+    fits = [n for n in range(1, 12) if h % 2 ** n == 0 and w % 2 ** n == 0]
+    hint = (f"use n_levels <= {max(fits)}" if fits else
+            "resize or pad the image to a multiple of 2")
+    raise ConfigError(
+        f"image size {h}x{w} is not divisible by 2^n_levels = {f} "
+        f"(n_levels={n_levels}): {hint}, or choose an --image_size divisible by {f}.")
+  shapes = []
+  for level in range(n_levels):
+    h, w, c = h // 2, w // 2, c * 4
+    if level < n_levels - 1:
+      shapes.append([h, w, c // 2])
+      c = c // 2
+  shapes.append([h, w, c])
+  return shapes
+
+
+def _positive_int(owner: str, name: str, value: Any, optional: bool = False) -> None:
+  if optional and value is None:
+    return
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}.")
+    unset = " or unset" if optional else ""
+    raise ConfigError(f"{owner}: {name} must be a positive integer{unset}, got {value!r}.")
+
+
+def _one_of(owner: str, name: str, value: Any, allowed: Sequence[str]) -> None:
+  if value not in allowed:
+    raise ConfigError(f"{owner}: {name} must be one of {', '.join(allowed)}; got {value!r}.")
+
+
+def default_of(cls: type, name: str) -> Any:
+  """The default of field `name` of dataclass `cls` (what the flags default to)."""
+  for f in dataclasses.fields(cls):
+    if f.name == name:
+      if f.default is not dataclasses.MISSING:
+        return f.default
+      if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+      raise KeyError(f"{cls.__name__}.{name} has no default")
+  raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def _from_mapping(cls: Type[T], values: Mapping[str, Any], where: str,
+                  renamed: Optional[Mapping[str, Optional[str]]] = None) -> T:
+  """Builds dataclass `cls` from `values`, rejecting unknown keys by name.
+
+  `renamed` maps keys that earlier versions wrote to their field now
+  (`None`: a key dropped because another config holds it).
+  """
+  values = dict(values)
+  for old, new in (renamed or {}).items():
+    if old in values:
+      v = values.pop(old)
+      if new is not None and new not in values:
+        values[new] = v
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} for {cls.__name__}; "
+                      f"known fields: {', '.join(sorted(known))}.")
+  return cls(**values)
+
+
+# ---- The architecture ---------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """The Glow architecture and its data representation.
+  """The Glow architecture and its data representation (the original's defaults).
 
   Attributes:
-    image_shape: `(H, W, C)` of the images. `H` and `W` must be divisible by
-      `2**n_levels`.
+    image_shape: `(height, width, channels)` of the images, both sides
+      divisible by `2**n_levels`; `None` until the data is known (see
+      `resolve_for_data`).
     n_levels: number of levels `L` (`--n_levels`).
     depth: flow steps per level `K` (`--depth`).
     width: coupling network width (`--width`).
-    flow_permutation: 0 reverse, 1 shuffle, 2 invertible 1x1 conv
-      (`--flow_permutation`); names are accepted too.
-    flow_coupling: 0 additive, 1 affine (`--flow_coupling`).
+    flow_permutation: `"reverse"`, `"shuffle"` or `"invconv"` (the
+      original's 0, 1, 2 are accepted and normalised).
+    flow_coupling: `"additive"` or `"affine"` (the original's 0, 1).
     lu_decomposed: LU form of the 1x1 convolutions.
     learntop: learn the top prior's mean and scale (`--learntop`).
     ycond: class-conditional top prior and classifier head (`--ycond`).
-    n_classes: number of classes; required when `ycond` (taken from the
-      dataset by the trainer).
+    n_classes: number of classes; required with `ycond` (from the dataset).
     weight_y: weight of the classifier's loss in bits (`--weight_y`).
     n_bits_x: bits per colour channel kept (`--n_bits_x`), 1..8.
     recompute_gradients: backpropagate by reconstructing each flow step's
@@ -49,12 +200,12 @@ class ModelConfig:
       compute in bfloat16 with float32 weights (`--precision`).
     seed: seed of the random initialisation.
   """
-  image_shape: Tuple[int, int, int] = (32, 32, 3)
+  image_shape: Optional[Tuple[int, int, int]] = (32, 32, 3)
   n_levels: int = 3
   depth: int = 32
   width: int = 512
-  flow_permutation: object = 2
-  flow_coupling: object = 0
+  flow_permutation: str = "invconv"
+  flow_coupling: str = "additive"
   lu_decomposed: bool = False
   learntop: bool = False
   ycond: bool = False
@@ -66,42 +217,309 @@ class ModelConfig:
   seed: int = 0
 
   def __post_init__(self):
-    object.__setattr__(self, "image_shape", tuple(int(d) for d in self.image_shape))
+    if self.image_shape is not None:
+      object.__setattr__(self, "image_shape", tuple(int(d) for d in self.image_shape))
     for name in ("n_levels", "depth", "width"):
       _positive_int("ModelConfig", name, getattr(self, name))
-    glow_lib.level_shapes(self.image_shape, self.n_levels)  # raises on bad sizes
-    flow_step.permutation_name(self.flow_permutation)
-    flow_step.coupling_name(self.flow_coupling)
-    if self.precision not in nn.PRECISIONS:
-      raise ValueError(f"ModelConfig: precision must be one of {sorted(nn.PRECISIONS)}, "
-                       f"got {self.precision!r}.")
+    if self.image_shape is not None:
+      level_shapes(self.image_shape, self.n_levels)  # raises on bad sizes
+    object.__setattr__(self, "flow_permutation", permutation_name(self.flow_permutation))
+    object.__setattr__(self, "flow_coupling", coupling_name(self.flow_coupling))
+    _one_of("ModelConfig", "precision", self.precision, PRECISIONS)
     if isinstance(self.n_bits_x, bool) or not isinstance(self.n_bits_x, int) or not 1 <= self.n_bits_x <= 8:
-      raise ValueError(f"ModelConfig: n_bits_x must be an integer in 1..8, got {self.n_bits_x!r}.")
-    if self.ycond:
-      if self.n_classes is None or self.n_classes < 2:
-        raise ValueError(
-            "ModelConfig: ycond=True needs n_classes >= 2 (a labelled dataset), "
-            f"got n_classes={self.n_classes!r}.")
-    if self.weight_y < 0:
-      raise ValueError(f"ModelConfig: weight_y must be >= 0, got {self.weight_y!r}.")
+      raise ConfigError(f"ModelConfig: n_bits_x must be an integer in 1..8, got {self.n_bits_x!r}.")
+    if self.n_classes is not None and (
+        isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int)
+        or self.n_classes < 2):
+      raise ConfigError(f"ModelConfig: n_classes must be unset or an int >= 2, got "
+                        f"{self.n_classes!r}.")
+    if self.ycond and self.image_shape is not None and self.n_classes is None:
+      raise ConfigError("ModelConfig: ycond=True needs n_classes >= 2 (a labelled dataset).")
+    if not self.weight_y >= 0:
+      raise ConfigError(f"ModelConfig: weight_y must be >= 0, got {self.weight_y!r}.")
 
   @property
-  def n_bins(self):
+  def is_resolved(self) -> bool:
+    """Whether the data-dependent fields (image shape, classes) are set."""
+    return self.image_shape is not None
+
+  @property
+  def n_bins(self) -> int:
     """Number of intensity levels per channel, `2**n_bits_x`."""
     return 2 ** self.n_bits_x
 
   @property
-  def latent_shapes(self):
-    """Per-level latent shapes: one per split, then the top."""
-    return glow_lib.level_shapes(self.image_shape, self.n_levels)
+  def latent_shapes(self) -> List[List[int]]:
+    """Per-level latent shapes `[height, width, channels]`: one per split, then the top."""
+    if self.image_shape is None:
+      raise ConfigError("ModelConfig: the image shape is not known yet (resolve_for_data).")
+    return level_shapes(self.image_shape, self.n_levels)
 
-  def to_json(self):
-    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+def resolve_for_data(model: ModelConfig, image_shape: Sequence[int],
+                     n_classes: Optional[int], dataset: str = "the dataset") -> ModelConfig:
+  """The model config completed with what the data says: the image shape and classes.
+
+  Raises:
+    ConfigError: the architecture does not fit the images, or `ycond` asks
+      for labels the data does not have.
+  """
+  if model.ycond and not n_classes:
+    raise ConfigError(f"--ycond needs labels, and {dataset} has none.")
+  return dataclasses.replace(model, image_shape=tuple(int(d) for d in image_shape),
+                             n_classes=n_classes if model.ycond else model.n_classes)
+
+
+# ---- The data -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which data and how much of it (`--dataset`, `--data_dir`, ... of train.py).
+
+  Batch sizes and the seed are the training run's (`TrainConfig`): the data
+  pipelines receive them as arguments.
+
+  Attributes:
+    dataset: one of `DATASETS`.
+    data_dir: TFDS data dir, directory of IDX files, image folder, or root of
+      OpenAI's TFRecord shards. `None`: TFDS's default and Debian's
+      Fashion-MNIST.
+    category: LSUN category (`dataset="lsun"`), e.g. `bedroom`.
+    image_size: square output size; `None` for the dataset's own (32 for
+      padded MNIST-likes, CIFAR-10 and ImageNet32, 64 for ImageNet64, 256 for
+      CelebA-HQ, 64 for CelebA, LSUN and folders; the shards' resolution).
+    pad_to_32: pad 28x28 MNIST-likes to 32x32 when `image_size` is unset.
+    train_subset: use only the first `train_subset` training examples
+      (`None`: all; `--train_subset`).
+    n_test: use only the first `n_test` test examples (`None`: all).
+    shuffle_buffer: examples in the training shuffle buffer; also bounds the
+      pool the init batch is drawn from.
+    holdout_fraction: test fraction of an image folder without `test/`.
+    download: let TFDS download and prepare data that is not prepared yet.
+  """
+  dataset: str = "cifar10"
+  data_dir: Optional[str] = None
+  category: Optional[str] = None
+  image_size: Optional[int] = None
+  pad_to_32: bool = True
+  train_subset: Optional[int] = None
+  n_test: Optional[int] = None
+  shuffle_buffer: int = 10000
+  holdout_fraction: float = 0.05
+  download: bool = True
+
+  def __post_init__(self):
+    if self.dataset not in DATASETS:
+      raise ConfigError(f"unknown dataset {self.dataset!r}; valid names: {', '.join(DATASETS)}.")
+    object.__setattr__(self, "data_dir",
+                       os.path.expanduser(str(self.data_dir)) if self.data_dir else None)
+    object.__setattr__(self, "category", self.category or None)
+    _positive_int("DataConfig", "image_size", self.image_size, optional=True)
+    _positive_int("DataConfig", "train_subset", self.train_subset, optional=True)
+    _positive_int("DataConfig", "n_test", self.n_test, optional=True)
+    _positive_int("DataConfig", "shuffle_buffer", self.shuffle_buffer)
+    if not 0 < self.holdout_fraction < 1:
+      raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction!r}.")
+    if self.dataset == "lsun" and not self.category:
+      raise ConfigError("dataset lsun needs --category (e.g. bedroom, church_outdoor, tower).")
+    if self.dataset == "folder" and not self.data_dir:
+      raise ConfigError("dataset folder needs --data_dir, a directory of images.")
+    if (self.dataset in ("mnist", "fashion_mnist") and self.image_size == 32
+        and not self.pad_to_32):
+      raise ConfigError("image_size=32 pads the 28x28 images: drop pad_to_32=False, or use "
+                        "image_size=28.")
+
+
+# ---- Training -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation, schedule and output settings (defaults from the original's `train.py`).
+
+  Attributes:
+    logdir: output directory: checkpoints, logs, samples, config.json.
+    restore_path: a checkpoint (prefix or directory) to start from; when
+      empty, training resumes from the latest checkpoint in `logdir` if any.
+    optimizer: `"adamax"` or `"adam"`.
+    lr: base learning rate.
+    beta1: Adam(ax) beta1.
+    epochs: number of epochs to train; an epoch is `n_train` images.
+    epochs_warmup: epochs of linear learning-rate warmup.
+    polyak_epochs: sets beta2 and the Polyak averaging decay
+      (`1 - 1/(steps_per_epoch * polyak_epochs)`).
+    n_train: images per epoch; `None`: the size of the training set.
+    n_batch_train: global training batch (all replicas together).
+    n_batch_test: global test batch.
+    n_batch_init: images for the data-dependent actnorm initialisation.
+    epochs_full_valid: epochs between evaluations on the full test set.
+    epochs_full_sample: epochs between sample grids.
+    n_sample: samples per temperature (columns of the sample grid).
+    seed: seeds data order, dequantisation noise and the init batch.
+    strategy: `"auto"`, `"default"`, `"mirrored"` or `"multi_worker"`.
+    jit_compile: XLA-compile the per-replica loss and gradient computation.
+    max_steps: stop after this many steps in total (`None`: no limit).
+    time_budget_minutes: stop after this much training time in this run.
+    checkpoint_every_minutes: minutes between checkpoints (also at epoch
+      ends and at the end of the run).
+    keep_checkpoints: checkpoints to keep.
+    log_every_steps: steps between log lines / TensorBoard points.
+    quick_valid_batches: test batches for the quick estimate logged every epoch.
+    max_nonfinite_steps: consecutive skipped (non-finite) steps before stopping.
+  """
+  logdir: str = "./logs"
+  restore_path: str = ""
+  optimizer: str = "adamax"
+  lr: float = 0.001
+  beta1: float = 0.9
+  epochs: int = 1000000
+  epochs_warmup: float = 10.
+  polyak_epochs: float = 1.
+  n_train: Optional[int] = None
+  n_batch_train: int = 64
+  n_batch_test: int = 50
+  n_batch_init: int = 256
+  epochs_full_valid: int = 50
+  epochs_full_sample: int = 50
+  n_sample: int = 8
+  seed: int = 0
+  strategy: str = "auto"
+  jit_compile: bool = False
+  max_steps: Optional[int] = None
+  time_budget_minutes: Optional[float] = None
+  checkpoint_every_minutes: float = 10.
+  keep_checkpoints: int = 3
+  log_every_steps: int = 50
+  quick_valid_batches: int = 10
+  max_nonfinite_steps: int = 20
+
+  def __post_init__(self):
+    _one_of("TrainConfig", "optimizer", self.optimizer, OPTIMIZERS)
+    _one_of("TrainConfig", "strategy", self.strategy, STRATEGIES)
+    for name in ("epochs", "n_batch_train", "n_batch_test", "n_batch_init",
+                 "epochs_full_valid", "epochs_full_sample", "n_sample",
+                 "keep_checkpoints", "log_every_steps", "max_nonfinite_steps"):
+      _positive_int("TrainConfig", name, getattr(self, name))
+    for name in ("n_train", "max_steps"):
+      _positive_int("TrainConfig", name, getattr(self, name), optional=True)
+    if not self.lr > 0:
+      raise ConfigError(f"lr must be > 0, got {self.lr!r}.")
+    if not 0 <= self.beta1 < 1:
+      raise ConfigError(f"beta1 must be in [0, 1), got {self.beta1!r}.")
+    if not (self.epochs_warmup >= 0 and self.polyak_epochs > 0):
+      raise ConfigError("epochs_warmup must be >= 0 and polyak_epochs > 0, got "
+                        f"{self.epochs_warmup!r} and {self.polyak_epochs!r}.")
+    if self.quick_valid_batches < 0:
+      raise ConfigError(f"quick_valid_batches must be >= 0, got {self.quick_valid_batches!r}.")
+    if self.time_budget_minutes is not None and not self.time_budget_minutes > 0:
+      raise ConfigError(f"time_budget_minutes must be > 0 or unset, got "
+                        f"{self.time_budget_minutes!r}.")
+    if not self.checkpoint_every_minutes > 0:
+      raise ConfigError(f"checkpoint_every_minutes must be > 0, got "
+                        f"{self.checkpoint_every_minutes!r}.")
+    if not self.logdir:
+      raise ConfigError("logdir must be a directory path.")
+
+  def steps_per_epoch(self, num_train_examples: int) -> int:
+    """The original's `train_its`: steps of `n_batch_train` images in an epoch of `n_train`."""
+    return max(1, math.ceil((self.n_train or num_train_examples) / self.n_batch_train))
+
+
+# ---- A run --------------------------------------------------------------------------
+
+# Keys that config.json files of earlier versions hold, and where they went.
+_LEGACY_DATA_KEYS = {"n_train": "train_subset", "n_batch_train": None, "n_batch_test": None,
+                     "n_batch_init": None, "seed": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything a training run needs: data, model and training settings (`config.json`)."""
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+  def to_dict(self) -> Dict[str, Dict[str, Any]]:
+    return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train)}
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=list)
 
   @classmethod
-  def from_dict(cls, d):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - known
+  def from_dict(cls, d: Mapping[str, Any], where: str = "config") -> "RunConfig":
+    """Reads `to_dict`'s output, and the `config.json` files earlier versions wrote.
+
+    Raises:
+      ConfigError: a missing section or an unknown field, named.
+    """
+    if not isinstance(d, Mapping):
+      raise ConfigError(f"{where}: expected a JSON object with data, model and train.")
+    unknown = sorted(set(d) - {"data", "model", "train"})
     if unknown:
-      raise ValueError(f"ModelConfig: unknown fields {sorted(unknown)}.")
-    return cls(**d)
+      raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; expected data, "
+                        "model and train.")
+    missing = [k for k in ("data", "model", "train") if k not in d]
+    if missing:
+      raise ConfigError(f"{where}: missing section(s) {', '.join(missing)}.")
+    model = dict(d["model"])
+    if model.get("image_shape") is not None:
+      model["image_shape"] = tuple(model["image_shape"])
+    return cls(_from_mapping(DataConfig, d["data"], f"{where} (data)", _LEGACY_DATA_KEYS),
+               _from_mapping(ModelConfig, model, f"{where} (model)"),
+               _from_mapping(TrainConfig, d["train"], f"{where} (train)"))
+
+  @classmethod
+  def from_json(cls, text: str, where: str = "config") -> "RunConfig":
+    """Parses `to_json`'s output; an invalid file raises `ConfigError` naming `where`."""
+    try:
+      values = json.loads(text)
+    except ValueError as e:
+      raise ConfigError(f"{where} is not valid JSON ({e}); restore it from a backup or "
+                        "retrain into a new --logdir.") from None
+    return cls.from_dict(values, where)
+
+
+# ---- Sampling -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+  """What sample.py draws (`flags/sample_flags.py` documents each field)."""
+  mode: str = "sample"
+  logdir: str = "./logs"
+  restore_path: str = ""
+  temperatures: Tuple[float, ...] = (0.7,)
+  n_samples: int = 8
+  seed: int = 0
+  output: str = ""
+  label: Optional[str] = None
+  images: Tuple[str, ...] = ()
+  n_steps: int = 9
+  attribute: Optional[str] = None
+  scales: Tuple[float, ...] = (-1.5, -1., -.5, 0., .5, 1., 1.5)
+  n_direction_examples: int = 2000
+  data_dir: Optional[str] = None
+  polyak: bool = True
+  zoom: int = 0
+  default_logdir: bool = False  # the user did not choose --logdir: fall back to the shipped model
+
+  def __post_init__(self):
+    _one_of("sample.py", "--mode", self.mode, SAMPLE_MODES)
+    if not self.temperatures:
+      raise ConfigError("--temperature needs at least one value.")
+    object.__setattr__(self, "temperatures",
+                       tuple(check_temperature(t) for t in self.temperatures))
+    object.__setattr__(self, "images", tuple(self.images))
+    object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+    _positive_int("sample.py", "--n_samples", self.n_samples)
+    _positive_int("sample.py", "--n_direction_examples", self.n_direction_examples)
+    if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 2:
+      raise ConfigError(f"--n_steps must be an integer >= 2, got {self.n_steps!r}.")
+    if self.zoom < 0:
+      raise ConfigError(f"--zoom must be >= 0 (0: automatic), got {self.zoom}.")
+    if self.mode == "manipulate" and self.attribute is None:
+      raise ConfigError("--mode=manipulate needs --attribute (e.g. Smiling, or a class name).")
+    if self.mode == "interpolate" and self.images and len(self.images) != 2:
+      raise ConfigError(f"--mode=interpolate takes two --images, got {len(self.images)}.")

@@ -1,14 +1,16 @@
 """Image grids and PNG files."""
 
-import os
+import io
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["make_grid", "save_png", "load_image"]
+from glow_tf.rundir import atomic_write
+
+__all__ = ["make_grid", "png_bytes", "save_png", "load_image"]
 
 
-def make_grid(rows, gutter=2, background=255):
+def make_grid(rows, gutter: int = 2, background: int = 255) -> np.ndarray:
   """Lays out images in a grid with small gutters.
 
   Args:
@@ -35,20 +37,24 @@ def make_grid(rows, gutter=2, background=255):
   return grid
 
 
-def save_png(path, image):
-  """Writes a uint8 `[H, W, 1 or 3]` image to `path` atomically (temp file + rename)."""
+def png_bytes(image: np.ndarray) -> bytes:
+  """A uint8 `[height, width, 1 or 3]` image encoded as PNG."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
     raise ValueError(f"save_png: expected uint8, got {image.dtype}.")
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  Image.fromarray(image).save(tmp, format="PNG")
-  os.replace(tmp, path)
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="PNG")
+  return buffer.getvalue()
 
 
-def load_image(path, image_shape):
+def save_png(path: str, image: np.ndarray) -> str:
+  """Writes a uint8 `[height, width, 1 or 3]` image to `path` as PNG, atomically."""
+  return atomic_write(path, png_bytes(image))
+
+
+def load_image(path: str, image_shape) -> np.ndarray:
   """Reads an image file as uint8 `[H, W, C]`, centre-cropped and resized to `image_shape`.
 
   Raises:

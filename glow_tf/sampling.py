@@ -7,69 +7,46 @@ concatenated), as in the original's `encode`/`decode` demo.
 
 import dataclasses
 import hashlib
-import json
+import io
 import os
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from glow_tf import config as config_lib
+from glow_tf import data as data_lib
 from glow_tf import images as images_lib
 from glow_tf import model as model_lib
 from glow_tf import optim
+from glow_tf import rundir as rundir_lib
+from glow_tf.config import SampleConfig
+from glow_tf.rundir import NoCheckpointError
 
 __all__ = ["LoadedModel", "load_model", "temperature_grid", "reconstruction_grid",
            "interpolation_grid", "attribute_direction", "manipulation_grid",
-           "export_model", "SHIPPED_MODEL", "NoCheckpointError"]
+           "export_model", "run", "SampleConfig", "SHIPPED_MODEL", "NoCheckpointError"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_MODEL = os.path.join(REPO_ROOT, "pretrained", "fashion_mnist")
 
 
-class NoCheckpointError(FileNotFoundError):
-  """No trained model where the user pointed; the message says where we looked and what to run."""
-
-
 @dataclasses.dataclass
 class LoadedModel:
+  """A model rebuilt from a run directory, with the checkpoint it came from."""
   model: model_lib.GlowModel
-  config: object  # train_lib.GlowConfig
+  config: config_lib.RunConfig
   checkpoint: str
   polyak: bool
-  directory: str  # where config.json lives (directions are cached below it)
+  run_dir: rundir_lib.RunDir  # where config.json lives (directions are cached below it)
+
+  @property
+  def directory(self) -> str:
+    return self.run_dir.path
 
 
-def _config_path_for(checkpoint):
-  d = os.path.dirname(checkpoint)
-  for candidate in (d, os.path.dirname(d)):
-    path = os.path.join(candidate, "config.json")
-    if os.path.exists(path):
-      return path
-  raise NoCheckpointError(f"no config.json beside {checkpoint} or its parent directory: "
-                          "sample.py rebuilds the model from the config train.py writes.")
-
-
-def find_checkpoint(logdir, restore_path=""):
-  """The checkpoint prefix to load: `restore_path` (prefix or directory) or `logdir`'s latest."""
-  if restore_path:
-    if os.path.isdir(restore_path):
-      for d in (restore_path, os.path.join(restore_path, "checkpoints")):
-        found = tf.train.latest_checkpoint(d)
-        if found:
-          return found
-      raise NoCheckpointError(f"no checkpoint in --restore_path {restore_path!r} "
-                              f"(looked in it and in {os.path.join(restore_path, 'checkpoints')}).")
-    if tf.io.gfile.exists(restore_path + ".index"):
-      return restore_path
-    raise NoCheckpointError(f"--restore_path {restore_path!r} does not exist: give a checkpoint "
-                            "prefix (e.g. logs/checkpoints/ckpt-1200) or a directory.")
-  for d in (os.path.join(logdir, "checkpoints"), logdir):
-    found = tf.train.latest_checkpoint(d)
-    if found:
-      return found
-  return None
-
-
-def load_model(logdir="./logs", restore_path="", polyak=True, fallback_to_shipped=False):
+def load_model(logdir: str = "./logs", restore_path: str = "", polyak: bool = True,
+               fallback_to_shipped: bool = False) -> LoadedModel:
   """Rebuilds the model from its saved config and restores its weights.
 
   Args:
@@ -84,58 +61,56 @@ def load_model(logdir="./logs", restore_path="", polyak=True, fallback_to_shippe
     NoCheckpointError: nothing to load; the message says where we looked and
       what command makes a model.
   """
-  from glow_tf import train_lib  # pylint: disable=import-outside-toplevel
-  checkpoint = find_checkpoint(logdir, restore_path)
+  checkpoint = rundir_lib.resolve_checkpoint(logdir, restore_path)
   if checkpoint is None and fallback_to_shipped and os.path.isdir(SHIPPED_MODEL):
-    checkpoint = find_checkpoint(SHIPPED_MODEL)
+    checkpoint = rundir_lib.RunDir(SHIPPED_MODEL).latest_checkpoint()
   if checkpoint is None:
+    run_dir = rundir_lib.RunDir(os.path.abspath(logdir))
     raise NoCheckpointError(
-        f"no checkpoint found in {os.path.abspath(logdir)} (looked in "
-        f"{os.path.join(os.path.abspath(logdir), 'checkpoints')}). Train one with e.g. "
-        f"`python train.py --dataset=fashion_mnist --n_levels=3 --depth=8 --width=96 "
-        f"--logdir={logdir}`, or pass --restore_path.")
-  config_path = _config_path_for(checkpoint)
-  config = train_lib.GlowConfig.load(config_path)
+        f"no checkpoint found in {run_dir.path} (looked in {run_dir.checkpoint_dir}). Train "
+        f"one with e.g. `python train.py --dataset=fashion_mnist --n_levels=3 --depth=8 "
+        f"--width=96 --logdir={logdir}`, or pass --restore_path.")
+  run_dir = rundir_lib.run_dir_of(checkpoint)
+  config = run_dir.read_config()
   model = model_lib.GlowModel(config.model)
-  keys = {k.split("/")[0] for k, _ in tf.train.list_variables(checkpoint)}
-  if "optimizer" in keys:  # a training checkpoint: model, optimiser (with Polyak), step
-    optimizer = optim.GlowOptimizer(beta2=_polyak_decay_of(checkpoint, config))
+  keys = {name for name, _ in tf.train.list_variables(checkpoint)}
+  if not any(k.startswith("model/glow/") for k in keys):
+    raise NoCheckpointError(f"{checkpoint} holds no glow_tf model weights.")
+  if any(k.startswith("optimizer/") for k in keys):  # training: model, optimiser, step
+    optimizer = optim.GlowOptimizer(beta2=_polyak_decay(checkpoint, config))
     optimizer.build(list(model.trainable_variables))
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(checkpoint).expect_partial()
     if polyak:
       optimizer.assign_polyak(list(model.trainable_variables))
   else:  # an exported model: weights only (already averaged)
     tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
-  _check_restored(model, checkpoint)
-  return LoadedModel(model, config, checkpoint, polyak, os.path.dirname(config_path))
+  return LoadedModel(model, config, checkpoint, polyak, run_dir)
 
 
-def _polyak_decay_of(checkpoint, config):
-  """The averaging decay: saved in the checkpoint, else derived from the run's config."""
-  names = {n for n, _ in tf.train.list_variables(checkpoint)}
-  if any(n.startswith("optimizer/polyak_decay") for n in names):
-    return 0.999  # restored from the checkpoint over this placeholder
-  import math  # pylint: disable=import-outside-toplevel
-  from glow_tf import data as data_lib  # pylint: disable=import-outside-toplevel
+_POLYAK_DECAY_KEY = "optimizer/polyak_decay/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _polyak_decay(checkpoint: str, config: config_lib.RunConfig) -> float:
+  """The Polyak averaging decay the run used: saved in its checkpoint.
+
+  Checkpoints written before the decay was saved (glow-tf's first days)
+  get it from the run's schedule, which needs the training set's size when
+  the config does not fix `n_train`.
+  """
+  reader = tf.train.load_checkpoint(checkpoint)
+  if reader.has_tensor(_POLYAK_DECAY_KEY):
+    return float(reader.get_tensor(_POLYAK_DECAY_KEY))
   n_train = config.train.n_train or data_lib.load(config.data).num_train
-  steps = max(1, math.ceil(n_train / config.train.n_batch_train))
-  return optim.polyak_decay(steps, config.train.polyak_epochs)
+  return optim.polyak_decay(config.train.steps_per_epoch(n_train), config.train.polyak_epochs)
 
 
-def _check_restored(model, checkpoint):
-  names = {name for name, _ in tf.train.list_variables(checkpoint)}
-  if not any(n.startswith("model/glow/") for n in names):
-    raise NoCheckpointError(f"{checkpoint} holds no glow_tf model weights.")
-
-
-def export_model(loaded, out_dir):
-  """Writes the (Polyak-averaged) weights alone plus config.json to `out_dir`."""
+def export_model(loaded: LoadedModel, out_dir: str) -> str:
+  """Writes the loaded weights alone (Polyak-averaged unless loaded raw) and config.json to `out_dir`."""
   os.makedirs(out_dir, exist_ok=True)
   manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=loaded.model), out_dir,
                                        max_to_keep=1, checkpoint_name="model")
   path = manager.save()
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
-    f.write(loaded.config.to_json())
+  rundir_lib.RunDir(out_dir).write_config(loaded.config)
   return path
 
 
@@ -158,14 +133,12 @@ def finish_grid(rows, image_shape, zoom=None):
   return images_lib.make_grid([_zoom(np.asarray(r), zoom) for r in rows])
 
 
-def temperature_grid(model, temperatures, n, seed=0, labels=None):
-  """One row of `n` samples per temperature (uint8 rows)."""
-  rows = []
-  for i, t in enumerate(temperatures):
-    if t < 0:
-      raise ValueError(f"temperature must be >= 0, got {t}.")
-    rows.append(model.sample(n, t, labels=labels, seed=[seed, i]).numpy())
-  return rows
+def temperature_grid(model: model_lib.GlowModel, temperatures: Sequence[float], n: int,
+                     seed: int = 0, labels=None) -> List[np.ndarray]:
+  """One row of `n` samples per temperature (uint8 `[n, height, width, channels]` rows)."""
+  temperatures = [config_lib.check_temperature(t) for t in temperatures]
+  return [model.sample(n, t, labels=labels, seed=[seed, i]).numpy()
+          for i, t in enumerate(temperatures)]
 
 
 def reconstruction_grid(model, images, labels=None):
@@ -242,9 +215,9 @@ def attribute_direction(model, examples, attribute, names, batch_size=100, cache
                      f"{counts[True]} with and {counts[False]} without.")
   direction = (sums[True] / counts[True] - sums[False] / counts[False]).astype(np.float32)
   if cache:
-    os.makedirs(cache_dir, exist_ok=True)
-    np.save(cache + ".tmp.npy", direction)
-    os.replace(cache + ".tmp.npy", cache)
+    buffer = io.BytesIO()
+    np.save(buffer, direction)
+    rundir_lib.atomic_write(cache, buffer.getvalue())
   return direction
 
 
@@ -256,41 +229,6 @@ def manipulation_grid(model, images, direction, scales):
 
 
 # ---- sample.py's job ---------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleConfig:
-  """What sample.py draws (see `flags/sample_flags.py` for the meaning of each field)."""
-  mode: str = "sample"
-  logdir: str = "./logs"
-  restore_path: str = ""
-  temperatures: tuple = (0.7,)
-  n_samples: int = 8
-  seed: int = 0
-  output: str = ""
-  label: object = None
-  images: tuple = ()
-  n_steps: int = 9
-  attribute: object = None
-  scales: tuple = (-1.5, -1., -.5, 0., .5, 1., 1.5)
-  n_direction_examples: int = 2000
-  data_dir: object = None
-  polyak: bool = True
-  zoom: int = 0
-  default_logdir: bool = False  # the user did not choose --logdir: fall back to the shipped model
-
-  def __post_init__(self):
-    if self.mode not in ("sample", "reconstruct", "interpolate", "manipulate"):
-      raise ValueError(f"unknown mode {self.mode!r}.")
-    for t in self.temperatures:
-      if not t >= 0:
-        raise ValueError(f"--temperature must be >= 0, got {t}.")
-    if self.n_samples < 1 or self.n_steps < 2:
-      raise ValueError("--n_samples must be >= 1 and --n_steps >= 2.")
-    if self.mode == "manipulate" and self.attribute is None:
-      raise ValueError("--mode=manipulate needs --attribute (e.g. Smiling, or a class name).")
-    if self.mode == "interpolate" and self.images and len(self.images) != 2:
-      raise ValueError(f"--mode=interpolate takes two --images, got {len(self.images)}.")
 
 
 def _labels_for(loaded, n, label):
@@ -307,11 +245,10 @@ def _labels_for(loaded, n, label):
 
 
 def _dataset(loaded, data_dir):
-  from glow_tf import data as data_lib  # pylint: disable=import-outside-toplevel
   cfg = loaded.config.data
   if data_dir:
     cfg = dataclasses.replace(cfg, data_dir=data_dir)
-  return data_lib.load(dataclasses.replace(cfg, n_train=None, n_test=None))
+  return data_lib.load(dataclasses.replace(cfg, train_subset=None, n_test=None))
 
 
 def _input_images(config, loaded, n):
@@ -336,7 +273,8 @@ def run(config, log=print):
   if shipped:
     log(f"no trained model in {config.logdir}: using the model shipped in {SHIPPED_MODEL}")
   log(f"loaded {loaded.checkpoint} ({'Polyak-averaged' if config.polyak else 'raw'} weights)")
-  output = config.output or os.path.join("." if shipped else config.logdir, f"{config.mode}.png")
+  output = config.output or (f"{config.mode}.png" if shipped
+                             else rundir_lib.RunDir(config.logdir).output_path(f"{config.mode}.png"))
   n = config.n_samples
   if config.mode == "sample":
     labels = _labels_for(loaded, n, config.label)
@@ -362,7 +300,7 @@ def run(config, log=print):
       raise ValueError(f"dataset {loaded.config.data.dataset!r} has neither attributes nor labels.")
     direction = attribute_direction(
         model, ds.labelled_examples("train"), config.attribute, list(names),
-        cache_dir=os.path.join(loaded.directory, "directions") if not shipped else None,
+        cache_dir=loaded.run_dir.directions_dir if not shipped else None,
         max_examples=config.n_direction_examples,
         cache_key=f"{loaded.checkpoint}|{loaded.polyak}")
     images = _input_images(config, loaded, n)

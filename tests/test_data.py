@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from glow_tf import data
+from tests.synthetic_data import FASHION_MNIST_DIR
 
 HAVE_FMNIST = all(os.path.exists(os.path.join(data.DEBIAN_FASHION_MNIST, f))
                   for f in sum(data.IDX_FILES.values(), ()))
@@ -59,7 +60,7 @@ def test_fashion_mnist_from_debian_idx_files(fmnist, fmnist_test):
   assert images[:, :2].max() == 0 and images[:, -2:].max() == 0
   assert images[:, :, :2].max() == 0 and images[:, :, -2:].max() == 0
   assert 60 < images[:, 2:30, 2:30].mean() < 90
-  batch = next(iter(fmnist.train_dataset(64)))
+  batch = next(iter(fmnist.train_dataset(64, seed=0)))
   assert batch["image"].shape == [64, 32, 32, 1] and batch["image"].dtype == tf.uint8
   assert batch["label"].shape == [64] and batch["label"].dtype == tf.int32
 
@@ -125,10 +126,10 @@ def test_truncated_idx_file_names_the_file(tmp_path):
     ("cifar10", None, [32, 32, 3], 10), ("cifar10", 16, [16, 16, 3], 10)])
 def test_tfds_paths_with_mock_data(name, size, shape, n_classes):
   with tfds.testing.mock_data(num_examples=12):
-    d = data.load(data.DataConfig(dataset=name, image_size=size, seed=3))
+    d = data.load(data.DataConfig(dataset=name, image_size=size))
     assert d.source == f"TFDS {name}"
     assert d.image_shape == shape and d.n_classes == n_classes
-    batch = next(iter(d.train_dataset(4)))
+    batch = next(iter(d.train_dataset(4, seed=0)))
     assert batch["image"].shape == [4] + shape and batch["image"].dtype == tf.uint8
     assert batch["label"].dtype == tf.int32
     got = _all(d.test_dataset(5))
@@ -163,7 +164,7 @@ def test_celeba_falls_back_to_celeb_a_with_attributes():
     d = data.load(data.DataConfig(dataset="celeba"))  # CelebA-HQ missing
     assert d.source == "TFDS celeb_a" and d.image_shape == [64, 64, 3]
     assert d.attribute_names == list(data.CELEBA_ATTRIBUTES) and d.attribute_names[31] == "Smiling"
-    batch = next(iter(d.train_dataset(4)))
+    batch = next(iter(d.train_dataset(4, seed=0)))
     assert batch["image"].shape == [4, 64, 64, 3] and batch["attr"].shape == [4, 40]
     assert set(np.unique(batch["attr"].numpy())) <= {-1, 1}
     example = next(iter(d.labelled_examples("test")))
@@ -261,7 +262,7 @@ def test_openai_unconditional_shards_with_empty_attr(tmp_path):
   _write_openai_shards(tmp_path, 4, sizes=(4,), label_max=0, attr=False)
   d = data.load(data.DataConfig(dataset="imagenet32", data_dir=str(tmp_path)))
   assert d.n_classes is None and d.attribute_names is None and d.image_shape == [4, 4, 3]
-  batch = next(iter(d.train_dataset(3)))
+  batch = next(iter(d.train_dataset(3, seed=0)))
   assert set(batch) == {"image", "label"} and batch["image"].shape == [3, 4, 4, 3]
 
 
@@ -274,7 +275,7 @@ def test_openai_lsun_layout_crops_larger_images(tmp_path):
   test = _all(d.test_dataset(5))["image"]
   np.testing.assert_array_equal(np.sort(test.reshape(5, -1), 0),
                                 np.sort(written["validation"][0][:, 1:5, 1:5].reshape(5, -1), 0))
-  assert next(iter(d.train_dataset(2)))["image"].shape == [2, 4, 4, 3]
+  assert next(iter(d.train_dataset(2, seed=0)))["image"].shape == [2, 4, 4, 3]
 
 
 def test_openai_missing_shards(tmp_path):
@@ -327,7 +328,7 @@ def test_unlabelled_folder_resizes(tmp_path):
     Image.fromarray(np.full([40, 30], 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
   d = data.load(data.DataConfig(dataset="folder", data_dir=str(tmp_path), holdout_fraction=0.25))
   assert d.n_classes is None and d.image_shape == [64, 64, 3]
-  images = _all(d.test_dataset())["image"]
+  images = _all(d.test_dataset(50))["image"]
   assert images.shape == (1, 64, 64, 3) and len(np.unique(images)) == 1  # gray stays flat
 
 
@@ -357,14 +358,14 @@ def test_empty_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def small():
-  """64 training and 45 test images of Fashion-MNIST."""
-  return data.load(data.DataConfig(dataset="fashion_mnist", n_train=64, n_test=45, seed=5))
+  """64 training and 45 test images of Fashion-MNIST (Debian's, or the tests' own)."""
+  return data.load(data.DataConfig(dataset="fashion_mnist", data_dir=FASHION_MNIST_DIR,
+                                   train_subset=64, n_test=45))
 
 
-@needs_fmnist
 def test_two_replicas_partition_the_global_batch(small, two_replicas):
-  dist = iter(small.distributed_train_dataset(two_replicas, 16))
-  global_batches = iter(small.train_dataset(16))
+  dist = iter(two_replicas.experimental_distribute_dataset(small.train_dataset(16, seed=5)))
+  global_batches = iter(small.train_dataset(16, seed=5))
   for _ in range(5):  # crosses an epoch boundary (64 examples)
     per_replica = next(dist)
     expected = next(global_batches)
@@ -372,70 +373,29 @@ def test_two_replicas_partition_the_global_batch(small, two_replicas):
       shards = _local(two_replicas, per_replica[key])
       assert [s.shape[0] for s in shards] == [8, 8]
       np.testing.assert_array_equal(np.concatenate(shards), expected[key].numpy())
-  with pytest.raises(ValueError, match="n_batch_train=15 is not divisible by the 2 replicas"):
-    small.train_dataset(15, two_replicas)
 
 
-@needs_fmnist
 def test_two_replicas_cover_the_test_set_exactly_once(small, two_replicas):
   expected = _all(small.test_dataset(45))["image"]
-  seen = []
-  for batch in small.distributed_test_dataset(two_replicas, 10):
-    for shard in _local(two_replicas, batch["image"]):
-      seen.extend(x.tobytes() for x in shard)
-  assert len(seen) == 45 and sorted(seen) == sorted(x.tobytes() for x in expected)
-  # The global pipeline under experimental_distribute_dataset, as train_lib uses it, too.
   seen = [x.tobytes() for batch in two_replicas.experimental_distribute_dataset(
       small.test_dataset(10)) for shard in _local(two_replicas, batch["image"]) for x in shard]
-  assert sorted(seen) == sorted(x.tobytes() for x in expected)
-
-
-def _pipelines(input_fn, n_batches, num_pipelines=2, replicas=4):
-  """Images each of `num_pipelines` workers reads in its first `n_batches` batches."""
-  out = []
-  for i in range(num_pipelines):
-    ctx = tf.distribute.InputContext(num_input_pipelines=num_pipelines, input_pipeline_id=i,
-                                     num_replicas_in_sync=replicas)
-    batches = list(input_fn(ctx).take(n_batches).as_numpy_iterator())
-    out.append([x.tobytes() for b in batches for x in b["image"]])
-  return out
-
-
-@needs_fmnist
-def test_workers_read_disjoint_shards_that_cover_an_epoch(small):
-  # 2 workers x 2 replicas each, global batch 8: per-replica batches of 2.
-  a, b = _pipelines(small.train_input_fn(8), n_batches=16)  # 16 x 2 = one shard
-  everything = {x.tobytes() for x in _all(small.labelled_examples().batch(64))["image"]}
-  assert len(a) == len(b) == 32 and not set(a) & set(b) and set(a) | set(b) == everything
-  a, b = _pipelines(small.test_input_fn(8), n_batches=100)
-  assert len(a) + len(b) == 45 and not set(a) & set(b)
-  with pytest.raises(ValueError, match="n_batch_train=6 is not divisible by the 4 replicas"):
-    _pipelines(small.train_input_fn(6), 1)
-
-
-def test_tfrecord_workers_read_whole_files(tmp_path):
-  written = _write_openai_shards(tmp_path, 6, n_shards=2)
-  d = data.load(data.DataConfig(dataset="celeba", data_dir=str(tmp_path)))
-  a, b = _pipelines(d.train_input_fn(4), n_batches=3, replicas=2)  # 3 x 1 per worker
-  assert set(a) == {x.tobytes() for x in written["train"][0][0::2]}  # file 0: examples 0, 2, 4
-  assert set(b) == {x.tobytes() for x in written["train"][0][1::2]}
+  assert len(seen) == 45 and sorted(seen) == sorted(x.tobytes() for x in expected)
 
 
 # ---- Init batch and errors ------------------------------------------------------------------
 
 
-@needs_fmnist
 def test_init_batch_is_deterministic_and_depends_on_the_seed(small):
-  again = data.load(data.DataConfig(dataset="fashion_mnist", n_train=64, n_test=45, seed=5))
-  other = data.load(data.DataConfig(dataset="fashion_mnist", n_train=64, n_test=45, seed=6))
-  first = small.init_batch(32)
+  again = data.load(small.config)
+  first = small.init_batch(32, seed=5)
   assert first["image"].shape == (32, 32, 32, 1) and first["label"].dtype == np.int32
-  np.testing.assert_array_equal(first["image"], again.init_batch(32)["image"])
-  assert not np.array_equal(first["image"], other.init_batch(32)["image"])
+  np.testing.assert_array_equal(first["image"], again.init_batch(32, seed=5)["image"])
+  assert not np.array_equal(first["image"], small.init_batch(32, seed=6)["image"])
   assert len({x.tobytes() for x in first["image"]}) == 32  # no repeats
-  assert small.init_batch(500)["image"].shape[0] == 64  # at most the training set
-  first_label = lambda d: next(iter(d.train_dataset(8)))["label"].numpy()
-  np.testing.assert_array_equal(first_label(small), first_label(again))
+  assert small.init_batch(500, seed=5)["image"].shape[0] == 64  # at most the training set
+  first_label = lambda d, seed: next(iter(d.train_dataset(8, seed)))["label"].numpy()
+  np.testing.assert_array_equal(first_label(small, 5), first_label(again, 5))
+  assert not np.array_equal(first_label(small, 5), first_label(small, 6))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -447,8 +407,8 @@ def test_init_batch_is_deterministic_and_depends_on_the_seed(small):
     (dict(dataset="cifar10", image_size=64), "at most 32x32; image_size=64 does not fit"),
     (dict(dataset="celeba", image_size=200), "148x148; image_size=200 does not fit"),
     (dict(dataset="lsun", category="tower", image_size=512), "image_size=512 does not fit"),
-    (dict(dataset="mnist", n_train=0), "n_train must be a positive integer"),
-    (dict(dataset="mnist", n_batch_train=2.5), "n_batch_train must be a positive integer"),
+    (dict(dataset="mnist", train_subset=0), "train_subset must be a positive integer"),
+    (dict(dataset="mnist", shuffle_buffer=2.5), "shuffle_buffer must be a positive integer"),
     (dict(dataset="mnist", holdout_fraction=1), "holdout_fraction"),
 ])
 def test_bad_configs(kwargs, message):

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from glow_tf import config as config_lib
 from glow_tf import data as data_lib
 from glow_tf import sampling
 from glow_tf import train_lib
+from tests.synthetic_data import FASHION_MNIST_DIR
 from tests.test_train import small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(os.path.join(data_lib.DEBIAN_FASHION_MNIST, "train-images-idx3-ubyte.gz")),
-    reason="needs Debian's dataset-fashion-mnist (scripts/setup.sh installs it)")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def test_sample_grid_cli_one_row_per_temperature_and_same_seed_same_png(logdir, 
   assert run_cli([f"--logdir={logdir}", "--temperature=0,0.5,1.0", "--n_samples=5",
                   "--seed=3", f"--output={b}"]).returncode == 0
   assert open(a, "rb").read() == open(b, "rb").read()
-  sampling.run(sampling.SampleConfig(logdir=logdir, temperatures=(0., .5, 1.), n_samples=5,
+  sampling.run(config_lib.SampleConfig(logdir=logdir, temperatures=(0., .5, 1.), n_samples=5,
                                      seed=4, output=c), log=lambda *_: None)
   assert not np.array_equal(png(a), png(c))
   # Row 0 (temperature 0) is the same image repeated: the decoded means.
@@ -63,7 +62,7 @@ def test_sample_grid_cli_one_row_per_temperature_and_same_seed_same_png(logdir, 
 
 def test_reconstruct_output_equals_input(logdir, tmp_path):
   out = str(tmp_path / "r.png")
-  path, grid = sampling.run(sampling.SampleConfig(mode="reconstruct", logdir=logdir,
+  path, grid = sampling.run(config_lib.SampleConfig(mode="reconstruct", logdir=logdir,
                                                   n_samples=6, output=out), log=lambda *_: None)
   image = png(path)
   assert image.shape == grid_size(2, 6)
@@ -74,25 +73,26 @@ def test_reconstruct_output_equals_input(logdir, tmp_path):
 
 def test_interpolate_and_manipulate(logdir, tmp_path):
   a = str(tmp_path / "i.png")
-  sampling.run(sampling.SampleConfig(mode="interpolate", logdir=logdir, n_samples=2, n_steps=5,
+  sampling.run(config_lib.SampleConfig(mode="interpolate", logdir=logdir, n_samples=2, n_steps=5,
                                      output=a), log=lambda *_: None)
   assert png(a).shape == grid_size(2, 5)
   # Files as endpoints: the row starts and ends at (the quantised) inputs.
   files = []
-  test = next(iter(data_lib.load(data_lib.DataConfig(dataset="fashion_mnist", n_test=2))
+  test = next(iter(data_lib.load(config_lib.DataConfig(dataset="fashion_mnist", n_test=2,
+                                                       data_dir=FASHION_MNIST_DIR))
                    .test_dataset(2)))["image"].numpy()
   for i, img in enumerate(test):
     files.append(str(tmp_path / f"in{i}.png"))
     Image.fromarray(img[..., 0]).save(files[-1])
   b = str(tmp_path / "i2.png")
-  sampling.run(sampling.SampleConfig(mode="interpolate", logdir=logdir, images=tuple(files),
+  sampling.run(config_lib.SampleConfig(mode="interpolate", logdir=logdir, images=tuple(files),
                                      n_steps=4, output=b), log=lambda *_: None)
   row = png(b)
   assert row.shape == grid_size(1, 4)
   np.testing.assert_array_equal(row[2:66:2, 2:66:2], test[0][..., 0])
   np.testing.assert_array_equal(row[2:66:2, 200:264:2], test[1][..., 0])
   c = str(tmp_path / "m.png")
-  config = sampling.SampleConfig(mode="manipulate", logdir=logdir, attribute="Trouser",
+  config = config_lib.SampleConfig(mode="manipulate", logdir=logdir, attribute="Trouser",
                                  n_samples=3, n_direction_examples=200, output=c,
                                  scales=(-1., 0., 1.))
   sampling.run(config, log=lambda *_: None)

@@ -57,39 +57,30 @@ whose header is fine but whose pixel data is damaged stops the pipeline with
 a `tf.errors.InvalidArgumentError` naming it. TFDS and TFRecord data are taken
 as prepared.
 
-Distribution: `distributed_train_dataset(strategy)` and
-`distributed_test_dataset(strategy)` use
-`strategy.distribute_datasets_from_function`. Each input pipeline (one per
-worker) reads shard `input_pipeline_id` of `num_input_pipelines` (whole
-TFRecord files when there are enough of them, else every n-th example; TFDS
-even sub-splits), so that across workers every example is read once per
-epoch, and batches it to `get_per_replica_batch_size(global_batch)`; one
-worker's replicas take consecutive batches, so a global batch is the
-concatenation of its per-replica batches. With `n_train` (or `n_test`) the
-first examples are kept and then sharded example by example. The test
-pipeline keeps the last, smaller batches. `train_dataset()` gives global
-batches of the whole training set (one device, or
-`experimental_distribute_dataset`) in an order fixed by the seed;
-`init_batch()` draws its seeded sample with numpy. Both are identical on
-every worker.
+Distribution: `train_dataset()` gives global batches of the whole training
+set in an order fixed by the seed, and `init_batch()` draws its seeded sample
+with numpy; both are identical on every worker.
+`strategy.experimental_distribute_dataset` splits each global batch over the
+replicas (`AutoShardPolicy.DATA`: replica `i` of the global batch gets its
+`i`-th slice), so the batches do not depend on the number of replicas.
 
 #### Examples
 
 ```python
 from glow_tf import data
 
-ds = data.load(data.DataConfig(dataset="fashion_mnist", n_batch_train=64))
-ds.image_shape                          # [32, 32, 1]
-batch = next(iter(ds.train_dataset()))  # image: uint8 [64, 32, 32, 1], label: int32 [64]
-init = ds.init_batch(256)               # numpy dict, same on every worker
-for batch in ds.test_dataset(500): ...  # 10000 examples, each once
-dist = ds.distributed_train_dataset(strategy)  # per-replica batches of 64 / replicas
+ds = data.load(data.DataConfig(dataset="fashion_mnist"))
+ds.image_shape                                  # [32, 32, 1]
+batch = next(iter(ds.train_dataset(64, seed=0)))  # image: uint8 [64, 32, 32, 1], label: int32 [64]
+init = ds.init_batch(256, seed=0)               # numpy dict, same on every worker
+for batch in ds.test_dataset(500): ...          # 10000 examples, each once
 ```
 """
 
-from glow_tf.data.config import (CELEBA_ATTRIBUTES, DATASETS, DEBIAN_FASHION_MNIST,
-                                 FASHION_MNIST_CLASSES, IDX_FILES, IMAGE_EXTENSIONS,
-                                 OPENAI_LAYOUT, DataConfig, DataError)
+from glow_tf.config import DataConfig
+from glow_tf.data.catalog import (CELEBA_ATTRIBUTES, DATASETS, DEBIAN_FASHION_MNIST,
+                                  FASHION_MNIST_CLASSES, IDX_FILES, IMAGE_EXTENSIONS,
+                                  OPENAI_LAYOUT, DataError)
 from glow_tf.data.dataset import ImageDataset
 from glow_tf.data.sources import load
 

@@ -7,10 +7,12 @@ The constructors below make them from numpy arrays, TFDS builders and
 TFRecord files; `ImageDataset` turns two of them into pipelines.
 """
 
+from typing import Dict
+
 import numpy as np
 import tensorflow as tf
 
-from glow_tf.data.config import DataError
+from glow_tf.data.catalog import DataError
 
 __all__ = ["ImageDataset", "Split", "array_split", "count", "tfds_split", "tfrecord_split"]
 
@@ -85,8 +87,12 @@ def tfds_split(builder, split, convert, size=None):
   return Split(read, num_examples if size is None else size)
 
 
-def tfrecord_split(files, parse):
-  """TFRecord files parsed by `parse`; shards are whole files when there are enough."""
+def tfrecord_split(files, make_parse):
+  """TFRecord files parsed by `make_parse(shuffle_seed)`; shards are whole files when there are enough.
+
+  The parser is made per read so that its random crops (training) follow the
+  read's seed.
+  """
   def read(index, num_shards, shuffle_seed):
     chosen = files
     if num_shards > 1 and len(files) >= num_shards:
@@ -98,7 +104,7 @@ def tfrecord_split(files, parse):
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if num_shards > 1 and len(files) < num_shards:
       ds = ds.shard(num_shards, index)
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(make_parse(shuffle_seed), num_parallel_calls=tf.data.AUTOTUNE)
   return Split(read, lambda: count(tf.data.TFRecordDataset(files)))
 
 
@@ -122,7 +128,7 @@ class ImageDataset:
   def __init__(self, config, train, test, image_shape, n_classes=None, class_names=None,
                attribute_names=None, source=""):
     self.config = config
-    self._train = train.first(config.n_train)
+    self._train = train.first(config.train_subset)
     self._test = test.first(config.n_test)
     self.image_shape = [int(d) for d in image_shape]
     self.n_classes = n_classes
@@ -136,7 +142,7 @@ class ImageDataset:
 
   @property
   def num_train(self):
-    """Number of training examples (after `n_train`); may read the data once to count."""
+    """Number of training examples (after `train_subset`); may read the data once to count."""
     return self._train.size
 
   @property
@@ -146,65 +152,30 @@ class ImageDataset:
 
   # -- training ------------------------------------------------------------------------
 
-  def _train_examples(self, index=0, num_shards=1):
-    seed = self.config.seed
-    ds = self._train.read(index, num_shards, shuffle_seed=seed)
-    return ds.shuffle(self.config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-
-  def train_dataset(self, batch_size=None, strategy=None):
+  def train_dataset(self, batch_size: int, seed: int) -> tf.data.Dataset:
     """Shuffled (seeded), repeated global batches of `{'image', 'label'[, 'attr']}`.
 
     The order depends only on the seed and the data, so `skip(n)` resumes at
-    step `n`. For several devices prefer `distributed_train_dataset`; this
-    pipeline also works with `strategy.experimental_distribute_dataset`,
-    which then shards it by example (`AutoShardPolicy.DATA`).
+    step `n`. Under a `tf.distribute` strategy, give the pipeline to
+    `strategy.experimental_distribute_dataset`, which splits each global
+    batch over the replicas in order (`AutoShardPolicy.DATA`); the caller
+    checks that the replicas divide `batch_size`
+    (`glow_tf.config.check_replica_divisible`).
 
     Args:
-      batch_size: global batch size. Default: `config.n_batch_train`.
-      strategy: the `tf.distribute.Strategy` the batches are for, if any:
-        `batch_size` must be a multiple of its number of replicas.
+      batch_size: global batch size (`TrainConfig.n_batch_train`).
+      seed: seeds the file order and the shuffle (`TrainConfig.seed`).
 
     Returns:
-      `tf.data.Dataset` of dicts: `image` uint8 `[B, H, W, C]`, `label` int32
-      `[B]`, and `attr` int32 `[B, 40]` when available.
+      `tf.data.Dataset` of dicts: `image` uint8 `[batch, height, width, channels]`,
+      `label` int32 `[batch]`, and `attr` int32 `[batch, 40]` when available.
     """
-    batch_size = batch_size or self.config.n_batch_train
-    if strategy is not None and batch_size % strategy.num_replicas_in_sync:
-      raise ValueError(f"n_batch_train={batch_size} is not divisible by the "
-                       f"{strategy.num_replicas_in_sync} replicas; use a multiple of the number "
-                       "of devices.")
-    ds = self._train_examples().batch(batch_size, drop_remainder=True)
-    return _with_options(ds, tf.data.experimental.AutoShardPolicy.DATA)
+    ds = self._train.read(shuffle_seed=seed)
+    ds = ds.shuffle(self.config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    return _with_options(ds.batch(batch_size, drop_remainder=True),
+                         tf.data.experimental.AutoShardPolicy.DATA)
 
-  def train_input_fn(self, batch_size=None):
-    """`fn(input_context) -> tf.data.Dataset` of per-replica training batches.
-
-    For `strategy.distribute_datasets_from_function` (and Keras'
-    `DatasetCreator`): pipeline `input_pipeline_id` reads its shard of the
-    training set and batches it to
-    `input_context.get_per_replica_batch_size(batch_size)`.
-
-    Args:
-      batch_size: global batch size. Default: `config.n_batch_train`.
-    """
-    batch_size = batch_size or self.config.n_batch_train
-
-    def input_fn(ctx):
-      per_replica = _per_replica(ctx, batch_size, "n_batch_train")
-      ds = self._train_examples(ctx.input_pipeline_id, ctx.num_input_pipelines)
-      return _with_options(ds.batch(per_replica, drop_remainder=True))
-    return input_fn
-
-  def distributed_train_dataset(self, strategy, batch_size=None):
-    """Training batches split over `strategy`'s replicas (see `train_input_fn`).
-
-    Returns:
-      A `tf.distribute.DistributedDataset`; each element holds one per-replica
-      batch of `batch_size / num_replicas` examples per replica.
-    """
-    return strategy.distribute_datasets_from_function(self.train_input_fn(batch_size))
-
-  def init_batch(self, n=None):
+  def init_batch(self, n: int, seed: int) -> Dict[str, np.ndarray]:
     """A seeded random sample of `n` training examples, for actnorm's data-dependent init.
 
     Drawn from the first `max(n, min(4 n, shuffle_buffer))` training examples
@@ -213,13 +184,16 @@ class ImageDataset:
     identical on every worker and in every run with the same seed. Fewer than
     `n` examples when the training set is smaller.
 
+    Args:
+      n: number of examples (`TrainConfig.n_batch_init`).
+      seed: seeds the sample (`TrainConfig.seed`).
+
     Returns:
-      dict of numpy arrays: `image` uint8 `[n, H, W, C]`, `label` int32 `[n]`
-      (and `attr`).
+      dict of numpy arrays: `image` uint8 `[n, height, width, channels]`,
+      `label` int32 `[n]` (and `attr`).
     """
-    n = n or self.config.n_batch_init
     pool = max(n, min(4 * n, self.config.shuffle_buffer))
-    keys = np.random.RandomState(self.config.seed).random_sample(pool)
+    keys = np.random.RandomState(seed).random_sample(pool)
     best, offset = None, 0
     for batch in self._train.read().take(pool).batch(256).as_numpy_iterator():
       batch = dict(batch, _key=keys[offset:offset + len(batch["label"])])
@@ -235,38 +209,17 @@ class ImageDataset:
 
   # -- test ----------------------------------------------------------------------------
 
-  def test_dataset(self, batch_size=None):
+  def test_dataset(self, batch_size: int) -> tf.data.Dataset:
     """The test set in a fixed order, each example once, the last batch kept.
 
     Args:
-      batch_size: Default: `config.n_batch_test`.
+      batch_size: global batch size (`TrainConfig.n_batch_test`).
 
     Returns:
       `tf.data.Dataset` of dicts as `train_dataset`; the last batch may be smaller.
     """
-    ds = self._test.read().batch(batch_size or self.config.n_batch_test)
+    ds = self._test.read().batch(batch_size)
     return _with_options(ds, tf.data.experimental.AutoShardPolicy.DATA)
-
-  def test_input_fn(self, batch_size=None):
-    """`fn(input_context)`: one input pipeline's shard of the test set.
-
-    Batched to `input_context.get_per_replica_batch_size(batch_size)`, the
-    last, smaller batch kept.
-    """
-    batch_size = batch_size or self.config.n_batch_test
-
-    def input_fn(ctx):
-      per_replica = _per_replica(ctx, batch_size, "n_batch_test")
-      return _with_options(self._test.read(ctx.input_pipeline_id, ctx.num_input_pipelines)
-                           .batch(per_replica))
-    return input_fn
-
-  def distributed_test_dataset(self, strategy, batch_size=None):
-    """The test set over `strategy`'s replicas; each example once across replicas and workers.
-
-    Replicas left without data in the last step receive empty batches.
-    """
-    return strategy.distribute_datasets_from_function(self.test_input_fn(batch_size))
 
   # -- labelled examples -----------------------------------------------------------------
 
@@ -281,13 +234,6 @@ class ImageDataset:
       raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
     ds = (self._train if split == "train" else self._test).read()
     return ds.take(max_examples) if max_examples else ds
-
-
-def _per_replica(ctx, batch_size, name):
-  if batch_size % ctx.num_replicas_in_sync:
-    raise ValueError(f"{name}={batch_size} is not divisible by the {ctx.num_replicas_in_sync} "
-                     "replicas; use a multiple of the number of devices.")
-  return ctx.get_per_replica_batch_size(batch_size)
 
 
 def _with_options(ds, shard_policy=None):

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from glow_tf.data.config import (CELEBA_ATTRIBUTES, DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES,
+from glow_tf.data.catalog import (CELEBA_ATTRIBUTES, DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES,
                                  IDX_FILES, IMAGE_EXTENSIONS, OPENAI_LAYOUT, DataError)
 from glow_tf.data.dataset import (ImageDataset, Split, array_split, tfds_split,
                                   tfrecord_split)
@@ -317,21 +317,24 @@ def _load_openai(config, root):
     spec["attr"] = tf.io.FixedLenFeature([len(CELEBA_ATTRIBUTES)], tf.int64)
 
   def parser(training):
-    def parse(record):
-      ex = tf.io.parse_single_example(record, spec)
-      image = tf.reshape(tf.io.decode_raw(ex["data"], tf.uint8), ex["shape"])
-      if stored[:2] != [size, size]:  # lsun_realnvp: crops of larger images
-        if training:
-          image = tf.image.random_crop(image, [size, size, channels], seed=config.seed)
-        else:
-          top, left = (tf.shape(image)[0] - size) // 2, (tf.shape(image)[1] - size) // 2
-          image = image[top:top + size, left:left + size]
-      out = {"image": tf.ensure_shape(image, [size, size, channels]),
-             "label": tf.cast(ex["label"][0], tf.int32)}
-      if has_attr:
-        out["attr"] = tf.cast(ex["attr"], tf.int32)
-      return out
-    return parse
+    def make_parse(seed):
+      return lambda record: parse(record, training, seed)
+    return make_parse
+
+  def parse(record, training, seed):
+    ex = tf.io.parse_single_example(record, spec)
+    image = tf.reshape(tf.io.decode_raw(ex["data"], tf.uint8), ex["shape"])
+    if stored[:2] != [size, size]:  # lsun_realnvp: crops of larger images
+      if training:
+        image = tf.image.random_crop(image, [size, size, channels], seed=seed)
+      else:
+        top, left = (tf.shape(image)[0] - size) // 2, (tf.shape(image)[1] - size) // 2
+        image = image[top:top + size, left:left + size]
+    out = {"image": tf.ensure_shape(image, [size, size, channels]),
+           "label": tf.cast(ex["label"][0], tf.int32)}
+    if has_attr:
+      out["attr"] = tf.cast(ex["attr"], tf.int32)
+    return out
 
   train = tfrecord_split(train_res[res], parser(True))
   test = tfrecord_split(test_res[res], parser(False))

@@ -1,0 +1,141 @@
+"""What a run reports: the progress line, the JSON-lines logs, TensorBoard, running averages.
+
+`RunLog` is the one writer of a run's reports. On the chief it appends the
+original's `train.txt`/`test.txt` records (through the `RunDir`), writes
+TensorBoard scalars and images and prints; on other workers it stays quiet.
+"""
+
+import hashlib
+import sys
+import time
+from typing import Any, Dict, Iterable, Optional, TextIO
+
+import numpy as np
+import tensorflow as tf
+
+from glow_tf.rundir import RunDir
+
+__all__ = ["Progress", "RunLog", "TrainWindow", "weights_digest"]
+
+
+def weights_digest(variables: Iterable[tf.Variable]) -> str:
+  """SHA-256 of the variables' values (to compare replicas and workers)."""
+  h = hashlib.sha256()
+  for v in variables:
+    h.update(np.ascontiguousarray(v.numpy()).tobytes())
+  return h.hexdigest()
+
+
+class Progress:
+  """A progress bar on a terminal, plain log lines otherwise; silent when not `enabled`."""
+
+  def __init__(self, enabled: bool, stream: Optional[TextIO] = None):
+    self.enabled = enabled
+    self.stream = stream or sys.stdout
+    self.tty = self.stream.isatty()
+    self._open_line = False
+
+  def update(self, text: str, fraction: float) -> None:
+    """Redraws the bar (terminals only) at `fraction` in [0, 1] with `text`."""
+    if not self.enabled or not self.tty:
+      return
+    width = 24
+    filled = int(width * min(max(fraction, 0.), 1.))
+    self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}\033[K")
+    self.stream.flush()
+    self._open_line = True
+
+  def log(self, text: str) -> None:
+    """Prints one line (ending an open progress bar first)."""
+    if not self.enabled:
+      return
+    if self._open_line:
+      self.stream.write("\n")
+      self._open_line = False
+    self.stream.write(text + "\n")
+    self.stream.flush()
+
+
+class TrainWindow:
+  """Running means of the training metrics and the images/s since the last log line."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self) -> None:
+    self.loss = 0.
+    self.bits_x = 0.
+    self.steps = 0
+    self.images = 0
+    self.start = time.time()
+
+  def add(self, loss: float, bits_x: float, images: int) -> None:
+    self.loss += loss
+    self.bits_x += bits_x
+    self.steps += 1
+    self.images += images
+
+  def images_per_sec(self) -> float:
+    return self.images / max(time.time() - self.start, 1e-9)
+
+  def means(self) -> Dict[str, float]:
+    n = max(self.steps, 1)
+    return {"loss": self.loss / n, "bits_x": self.bits_x / n}
+
+
+class RunLog:
+  """The run's reports: progress on the console, JSON lines and TensorBoard on the chief.
+
+  Args:
+    run_dir: the run directory; `None` on workers that write nothing.
+    progress: the console output.
+  """
+
+  TRAIN_SCALARS = ("loss", "bits_x", "lr", "grad_norm", "images_per_sec")
+
+  def __init__(self, run_dir: Optional[RunDir], progress: Progress):
+    self.run_dir = run_dir
+    self.progress = progress
+    self._writer = None
+
+  @property
+  def writes_files(self) -> bool:
+    return self.run_dir is not None
+
+  def _summary_writer(self):
+    if self._writer is None:
+      self._writer = (tf.summary.create_file_writer(self.run_dir.tensorboard_dir)
+                      if self.run_dir is not None else tf.summary.create_noop_writer())
+    return self._writer
+
+  def info(self, text: str) -> None:
+    self.progress.log(text)
+
+  def train_record(self, record: Dict[str, Any]) -> None:
+    """One `train.txt` line and its TensorBoard scalars (`train/<key>`)."""
+    if self.run_dir is None:
+      return
+    self.run_dir.append_log("train", record)
+    with self._summary_writer().as_default(step=record["step"]):
+      for key in self.TRAIN_SCALARS:
+        tf.summary.scalar(f"train/{key}", record[key])
+
+  def test_record(self, record: Dict[str, Any]) -> None:
+    """One `test.txt` line and its scalar (`test/bits_x`, or `test/bits_x_quick`)."""
+    if self.run_dir is None:
+      return
+    self.run_dir.append_log("test", record)
+    name = "test/bits_x" if record["full"] else "test/bits_x_quick"
+    with self._summary_writer().as_default(step=record["step"]):
+      tf.summary.scalar(name, record["bits_x"])
+
+  def image(self, name: str, image: np.ndarray, step: int) -> None:
+    """A uint8 `[height, width, channels]` image in TensorBoard."""
+    if self.run_dir is None:
+      return
+    with self._summary_writer().as_default(step=step):
+      tf.summary.image(name, image[None], step=step)
+
+  def flush(self) -> None:
+    if self._writer is not None:
+      self._writer.flush()

@@ -1,0 +1,201 @@
+"""The run directory (`--logdir`): its layout, checkpoint resolution and atomic writes.
+
+`train.py` writes one run into one directory; `sample.py` (and any later
+reader of a trained model) reads it back. The layout lives here only:
+
+```none
+<logdir>/
+  config.json             the RunConfig: what the model is rebuilt from
+  checkpoints/ckpt-N.*    the last --keep_checkpoints training checkpoints
+  tensorboard/            TensorBoard events
+  train.txt, test.txt     the original's JSON-lines logs
+  samples_stepNNNNNNNN.png, samples_latest.png   sample grids
+  directions/             cached attribute directions of sample.py
+```
+
+An exported model (weights only, `model-N.*` beside its `config.json`) is a
+run directory too: `latest_checkpoint` finds its checkpoint in the directory
+itself.
+"""
+
+import json
+import os
+import tempfile
+from typing import Any, Mapping, Optional, Union
+
+import tensorflow as tf
+
+from glow_tf import config as config_lib
+
+__all__ = ["RunDir", "NoCheckpointError", "atomic_write", "checkpoint_exists",
+           "resolve_checkpoint", "run_dir_of"]
+
+CONFIG_FILE = "config.json"
+
+
+class NoCheckpointError(FileNotFoundError):
+  """No trained model where the user pointed; the message says where we looked and what to run."""
+
+
+def atomic_write(path: str, data: Union[bytes, str]) -> str:
+  """Writes `data` to `path` so that readers see the old file or the new one, never a part.
+
+  The data goes to a temporary file in the same directory, which then
+  replaces `path` (`os.replace`, atomic on POSIX and Windows).
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  mode = "wb" if isinstance(data, bytes) else "w"
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, mode) as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def checkpoint_exists(prefix: str) -> bool:
+  """Whether `prefix` names a TensorFlow checkpoint (its `.index` file exists)."""
+  return tf.io.gfile.exists(prefix + ".index")
+
+
+class RunDir:
+  """One run's directory: where each file of the run lives, and reading and writing them.
+
+  Args:
+    path: the directory (`--logdir`); it need not exist yet.
+  """
+
+  def __init__(self, path: str):
+    if not path:
+      raise config_lib.ConfigError("a run directory needs a path (--logdir).")
+    self.path = os.path.expanduser(str(path))
+
+  def __repr__(self) -> str:
+    return f"RunDir({self.path!r})"
+
+  # ---- Layout --------------------------------------------------------------------
+
+  @property
+  def config_path(self) -> str:
+    return os.path.join(self.path, CONFIG_FILE)
+
+  @property
+  def checkpoint_dir(self) -> str:
+    return os.path.join(self.path, "checkpoints")
+
+  @property
+  def tensorboard_dir(self) -> str:
+    return os.path.join(self.path, "tensorboard")
+
+  @property
+  def directions_dir(self) -> str:
+    return os.path.join(self.path, "directions")
+
+  def log_path(self, name: str) -> str:
+    """A JSON-lines log: `"train"` or `"test"` (the original's `train.txt`, `test.txt`)."""
+    if name not in ("train", "test"):
+      raise ValueError(f"unknown log {name!r}; the run has train and test logs.")
+    return os.path.join(self.path, f"{name}.txt")
+
+  def samples_path(self, step: Optional[int] = None) -> str:
+    """The sample grid of `step`, or the latest one (`step=None`)."""
+    name = "samples_latest.png" if step is None else f"samples_step{int(step):08d}.png"
+    return os.path.join(self.path, name)
+
+  def output_path(self, name: str) -> str:
+    """Any other file of the run, e.g. sample.py's `<mode>.png`."""
+    return os.path.join(self.path, name)
+
+  # ---- Checkpoints ----------------------------------------------------------------
+
+  def latest_checkpoint(self) -> Optional[str]:
+    """The newest checkpoint prefix: in `checkpoints/` (training), else beside config.json (export)."""
+    for d in (self.checkpoint_dir, self.path):
+      found = tf.train.latest_checkpoint(d)
+      if found:
+        return found
+    return None
+
+  def has_checkpoint(self) -> bool:
+    return self.latest_checkpoint() is not None
+
+  # ---- Config and logs -------------------------------------------------------------
+
+  def has_config(self) -> bool:
+    return os.path.exists(self.config_path)
+
+  def read_config(self) -> config_lib.RunConfig:
+    """The run's `RunConfig` from `config.json`.
+
+    Raises:
+      NoCheckpointError: no config.json here.
+      ConfigError: the file is not valid JSON or holds unknown fields (named).
+    """
+    if not self.has_config():
+      raise NoCheckpointError(f"no {CONFIG_FILE} in {self.path}: the model is rebuilt from the "
+                              "config that train.py writes there.")
+    with open(self.config_path) as f:
+      return config_lib.RunConfig.from_json(f.read(), where=self.config_path)
+
+  def write_config(self, config: config_lib.RunConfig) -> str:
+    """Writes `config.json` atomically."""
+    return atomic_write(self.config_path, config.to_json())
+
+  def append_log(self, name: str, record: Mapping[str, Any]) -> None:
+    """Appends one JSON line to the `train` or `test` log (one write of one whole line)."""
+    os.makedirs(self.path, exist_ok=True)
+    with open(self.log_path(name), "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+  def make(self) -> "RunDir":
+    """Creates the directory (and its parents) if missing."""
+    os.makedirs(self.path, exist_ok=True)
+    return self
+
+
+def resolve_checkpoint(logdir: str, restore_path: str = "") -> Optional[str]:
+  """The checkpoint prefix to load: `restore_path` (a prefix or directory), else `logdir`'s latest.
+
+  Returns:
+    A checkpoint prefix, or `None` when `logdir` holds none (and no
+    `restore_path` is given).
+
+  Raises:
+    NoCheckpointError: `restore_path` is given but holds no checkpoint.
+  """
+  if restore_path:
+    if os.path.isdir(restore_path):
+      found = RunDir(restore_path).latest_checkpoint()
+      if found:
+        return found
+      raise NoCheckpointError(
+          f"no checkpoint in --restore_path {restore_path!r} (looked in it and in "
+          f"{os.path.join(restore_path, 'checkpoints')}).")
+    if checkpoint_exists(restore_path):
+      return restore_path
+    raise NoCheckpointError(f"--restore_path {restore_path!r} does not exist: give a checkpoint "
+                            "prefix (e.g. logs/checkpoints/ckpt-1200) or a logdir written by "
+                            "train.py.")
+  return RunDir(logdir).latest_checkpoint()
+
+
+def run_dir_of(checkpoint: str) -> RunDir:
+  """The run directory a checkpoint belongs to: where its config.json is.
+
+  A training checkpoint sits in `<logdir>/checkpoints/`, an exported one in
+  the export directory itself.
+
+  Raises:
+    NoCheckpointError: neither directory holds a config.json.
+  """
+  d = os.path.dirname(checkpoint)
+  for candidate in (d, os.path.dirname(d)):
+    if RunDir(candidate or ".").has_config():
+      return RunDir(candidate or ".")
+  raise NoCheckpointError(f"no {CONFIG_FILE} beside {checkpoint} or its parent directory: "
+                          "the model is rebuilt from the config train.py writes.")

@@ -1,0 +1,140 @@
+"""The training and evaluation steps under a `tf.distribute` strategy, and their input noise.
+
+A training step draws one global batch, each replica computes the loss and
+the gradients of its shard, the gradients and metric sums are summed across
+replicas, and the update is applied only when the loss and every gradient
+are finite. The loss of a replica is its share of the global mean: its sum
+divided by the global batch, so that summing over replicas gives the
+gradient of the mean over the whole batch on any number of replicas.
+
+Dequantisation noise is drawn in the input pipeline, per global batch, from
+`(seed, stream, batch index)`: it does not depend on how the batch is split
+over replicas, and a resumed run draws the noise it would have drawn.
+"""
+
+from typing import Callable, Dict, List, Tuple
+
+import tensorflow as tf
+
+__all__ = ["TrainStep", "build_eval_step", "build_train_step", "with_noise",
+           "TRAIN_NOISE_STREAM", "TEST_NOISE_STREAM"]
+
+TRAIN_NOISE_STREAM = 0
+TEST_NOISE_STREAM = 1
+
+
+def with_noise(dataset: tf.data.Dataset, seed: int, stream: int) -> tf.data.Dataset:
+  """Adds `noise`, uniform in `[0, 1)` and shaped like `image`, to each batch of `dataset`.
+
+  The noise of batch `i` is `stateless_uniform(seed=[seed * 1000 + stream, i])`.
+  """
+  def add(index, batch):
+    batch = dict(batch)
+    batch["noise"] = tf.random.stateless_uniform(
+        tf.shape(batch["image"]), tf.stack([tf.cast(seed, tf.int64) * 1000 + stream, index]))
+    return batch
+
+  return dataset.enumerate().map(add, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _labels(model, batch):
+  return batch.get("label") if model.config.ycond else None
+
+
+class TrainStep:
+  """One training step: `step(iterator) -> (metric sums, finite, gradient norm)`.
+
+  Built by `build_train_step`. The update is applied only when the loss and
+  all gradients are finite; the decision is taken in Python between two
+  `tf.function`s, since a `tf.cond` around per-device updates cannot be
+  placed across devices.
+  """
+
+  def __init__(self, compute: Callable, apply: Callable):
+    self._compute = compute
+    self._apply = apply
+
+  def __call__(self, iterator) -> Tuple[Dict[str, tf.Tensor], bool, tf.Tensor]:
+    grads, sums, finite, grad_norm = self._compute(iterator)
+    finite = bool(finite)
+    if finite:
+      self._apply(grads)
+    return sums, finite, grad_norm
+
+  def tracing_counts(self) -> List[int]:
+    """How often each of the step's two functions has been traced (1 each after warm-up)."""
+    return [f.experimental_get_tracing_count() for f in (self._compute, self._apply)]
+
+
+def build_train_step(model, optimizer, strategy: tf.distribute.Strategy, global_batch: int,
+                     step_counter: tf.Variable, jit_compile: bool = False) -> TrainStep:
+  """The training step of `model` (a `GlowModel`) with `optimizer` (a `GlowOptimizer`).
+
+  Args:
+    model: the model; its `losses` give the objective.
+    optimizer: applies the replica-summed gradients.
+    strategy: the strategy whose scope holds the variables.
+    global_batch: images per step over all replicas (`n_batch_train`).
+    step_counter: int64 variable incremented by every step (skipped ones too).
+    jit_compile: XLA-compile the per-replica loss and gradient computation.
+
+  Returns:
+    A `TrainStep` taking an iterator over distributed batches of
+    `{'image', 'label', 'noise'}` (see `with_noise`).
+  """
+  variables = list(model.trainable_variables)
+
+  def loss_and_grads(images, labels, noise):
+    with tf.GradientTape() as tape:
+      out = model.losses(images, labels, noise=noise)
+      loss = tf.reduce_sum(out["loss"]) / global_batch
+    grads = tape.gradient(loss, variables)
+    return grads, {k: tf.reduce_sum(v) for k, v in out.items()}
+
+  compute = tf.function(loss_and_grads, jit_compile=jit_compile, autograph=False)
+
+  def replica_compute(batch):
+    grads, sums = compute(batch["image"], _labels(model, batch), batch["noise"])
+    ctx = tf.distribute.get_replica_context()
+    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]
+                           + [tf.math.is_finite(sums["loss"])])
+    return grads, sums, finite
+
+  def replica_apply(grads):
+    optimizer.apply_gradients(zip(grads, variables))
+
+  @tf.function(autograph=False)
+  def compute_step(iterator):
+    batch = next(iterator)
+    grads, sums, finite = strategy.run(replica_compute, args=(batch,))
+    # Every replica holds the same reduced values: read the first.
+    first = lambda v: strategy.experimental_local_results(v)[0]
+    sums = {k: first(v) for k, v in sums.items()}
+    grad_norm = tf.linalg.global_norm(first(grads))
+    step_counter.assign_add(1)
+    return grads, sums, first(finite), grad_norm
+
+  @tf.function(autograph=False)
+  def apply_step(grads):
+    strategy.run(replica_apply, args=(grads,))
+
+  return TrainStep(compute_step, apply_step)
+
+
+def build_eval_step(model, strategy: tf.distribute.Strategy) -> Callable:
+  """`eval_step(distributed batch) -> (metric sums over the batch, number of images)`."""
+
+  def replica_eval(batch):
+    out = model.losses(batch["image"], _labels(model, batch), noise=batch["noise"])
+    count = tf.cast(tf.shape(batch["image"])[0], tf.float32)
+    return {k: tf.reduce_sum(v) for k, v in out.items()}, count
+
+  @tf.function(autograph=False)
+  def eval_step(batch):
+    sums, count = strategy.run(replica_eval, args=(batch,))
+    total = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+    return {k: total(v) for k, v in sums.items()}, total(count)
+
+  return eval_step
