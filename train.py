@@ -2,7 +2,9 @@
 
 Flags follow the original openai/glow train.py (`--problem` is `--dataset`);
 see `python train.py --help` and the README. Training resumes from the latest
-checkpoint in --logdir.
+readable checkpoint in --logdir. SIGTERM or Ctrl-C stop it after the current
+step with a checkpoint of that step: exit code 75 after SIGTERM, 130 after
+SIGINT (2 for an error in the flags, the data or the run directory).
 """
 
 import os
@@ -21,13 +23,15 @@ FLAGS = absl_flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from glow_tf import train_lib  # after flag parsing: --help needs no TensorFlow
+  from glow_tf import preemption, rundir, train_lib  # after parsing: --help needs no TensorFlow
   try:
     config = glow_flags.config_from_flags(FLAGS)
-    train_lib.train_and_evaluate(config)
-  except (ValueError, FileNotFoundError, train_lib.TrainingError) as e:
+    trainer = train_lib.train_and_evaluate(config)
+  except (ValueError, FileNotFoundError, train_lib.TrainingError, rundir.RunDirLocked) as e:
     print(f"train.py: error: {e}", file=sys.stderr)
     sys.exit(2)
+  if trainer.stopped_by:  # a checkpoint of the last step is written: restart to continue
+    sys.exit(preemption.EXIT_CODES.get(trainer.stopped_by, 75))
 
 
 if __name__ == "__main__":

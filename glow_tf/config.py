@@ -29,9 +29,10 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 __all__ = ["COUPLINGS", "DATASETS", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
-           "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig", "RunConfig", "SampleConfig",
+           "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig", "RunConfig", "SampleConfig",
            "TrainConfig", "check_replica_divisible", "check_temperature", "coupling_name",
-           "default_of", "level_shapes", "permutation_name", "resolve_for_data"]
+           "default_of", "level_shapes", "permutation_name", "resolve_for_data",
+           "resume_differences"]
 
 PERMUTATIONS = ("reverse", "shuffle", "invconv")  # the original's --flow_permutation 0, 1, 2
 COUPLINGS = ("additive", "affine")  # the original's --flow_coupling 0, 1
@@ -479,6 +480,32 @@ class RunConfig:
       raise ConfigError(f"{where} is not valid JSON ({e}); restore it from a backup or "
                         "retrain into a new --logdir.") from None
     return cls.from_dict(values, where)
+
+
+# What a resumed run may change: when to stop, how often to report, where and
+# on what hardware it runs, the learning rate, and the recompute-for-memory
+# switch (the same function). Everything else defines the model, its data or
+# its optimisation and must match the run's config.json.
+RESUMABLE_FIELDS = {
+    "data": frozenset({"data_dir", "download"}),
+    "model": frozenset({"recompute_gradients"}),
+    "train": frozenset({"logdir", "restore_path", "lr", "epochs", "max_steps",
+                        "time_budget_minutes", "checkpoint_every_minutes", "keep_checkpoints",
+                        "log_every_steps", "quick_valid_batches", "max_nonfinite_steps",
+                        "epochs_full_valid", "epochs_full_sample", "n_sample", "n_batch_test",
+                        "strategy", "jit_compile"}),
+}
+
+
+def resume_differences(saved: RunConfig, new: RunConfig) -> List[Tuple[str, Any, Any]]:
+  """The fields a resume may not change (see `RESUMABLE_FIELDS`) that differ: `(name, saved, new)`."""
+  out = []
+  for section in ("data", "model", "train"):
+    a, b = dataclasses.asdict(getattr(saved, section)), dataclasses.asdict(getattr(new, section))
+    for name in a:
+      if name not in RESUMABLE_FIELDS[section] and a[name] != b[name]:
+        out.append((f"{section}.{name}", a[name], b[name]))
+  return out
 
 
 # ---- Sampling -----------------------------------------------------------------------

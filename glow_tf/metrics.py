@@ -129,6 +129,13 @@ class RunLog:
     with self._summary_writer().as_default(step=record["step"]):
       tf.summary.scalar(name, record["bits_x"])
 
+  def event(self, text: str, step: int) -> None:
+    """A note about the run itself (a stop, a recovery) in `events.txt`, with the time."""
+    if self.run_dir is None:
+      return
+    self.run_dir.append_log("events", {"step": step, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                       "event": text})
+
   def image(self, name: str, image: np.ndarray, step: int) -> None:
     """A uint8 `[height, width, channels]` image in TensorBoard."""
     if self.run_dir is None:

@@ -9,8 +9,10 @@ reader of a trained model) reads it back. The layout lives here only:
   checkpoints/ckpt-N.*    the last --keep_checkpoints training checkpoints
   tensorboard/            TensorBoard events
   train.txt, test.txt     the original's JSON-lines logs
+  events.txt              notes about the run: stops by a signal, recoveries
   samples_stepNNNNNNNN.png, samples_latest.png   sample grids
   directions/             cached attribute directions of sample.py
+  lock                    held by the running train.py: {"host", "pid", "since"}
 ```
 
 An exported model (weights only, `model-N.*` beside its `config.json`) is a
@@ -18,17 +20,21 @@ run directory too: `latest_checkpoint` finds its checkpoint in the directory
 itself.
 """
 
+import glob
 import json
 import os
+import re
+import socket
 import tempfile
-from typing import Any, Mapping, Optional, Union
+import time
+from typing import Any, List, Mapping, Optional, Union
 
 import tensorflow as tf
 
 from glow_tf import config as config_lib
 
-__all__ = ["RunDir", "NoCheckpointError", "atomic_write", "checkpoint_exists",
-           "resolve_checkpoint", "run_dir_of"]
+__all__ = ["RunDir", "RunDirLocked", "RunLock", "NoCheckpointError", "atomic_write",
+           "checkpoint_exists", "resolve_checkpoint", "run_dir_of"]
 
 CONFIG_FILE = "config.json"
 
@@ -97,9 +103,9 @@ class RunDir:
     return os.path.join(self.path, "directions")
 
   def log_path(self, name: str) -> str:
-    """A JSON-lines log: `"train"` or `"test"` (the original's `train.txt`, `test.txt`)."""
-    if name not in ("train", "test"):
-      raise ValueError(f"unknown log {name!r}; the run has train and test logs.")
+    """A JSON-lines log: `"train"`, `"test"` (the original's `train.txt`, `test.txt`) or `"events"`."""
+    if name not in ("train", "test", "events"):
+      raise ValueError(f"unknown log {name!r}; the run has train, test and events logs.")
     return os.path.join(self.path, f"{name}.txt")
 
   def samples_path(self, step: Optional[int] = None) -> str:
@@ -123,6 +129,23 @@ class RunDir:
 
   def has_checkpoint(self) -> bool:
     return self.latest_checkpoint() is not None
+
+  def training_checkpoints(self) -> List[str]:
+    """Every training checkpoint prefix in `checkpoints/`, newest (highest step) first.
+
+    Found from the files themselves (`ckpt-N.index`), not from TensorFlow's
+    `checkpoint` state file, which a crash can leave behind or remove.
+    """
+    found = []
+    for index in glob.glob(os.path.join(self.checkpoint_dir, "ckpt-*.index")):
+      match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
+      if match:
+        found.append((int(match.group(1)), index[:-len(".index")]))
+    return [prefix for _, prefix in sorted(found, reverse=True)]
+
+  def lock(self) -> "RunLock":
+    """The run's lock (see `RunLock`)."""
+    return RunLock(self)
 
   # ---- Config and logs -------------------------------------------------------------
 
@@ -199,3 +222,97 @@ def run_dir_of(checkpoint: str) -> RunDir:
       return RunDir(candidate or ".")
   raise NoCheckpointError(f"no {CONFIG_FILE} beside {checkpoint} or its parent directory: "
                           "the model is rebuilt from the config train.py writes.")
+
+
+# ---- The lock: one trainer per run directory -----------------------------------------
+
+
+class RunDirLocked(RuntimeError):
+  """Another live process holds the run directory's lock; the message names it."""
+
+
+def _process_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # alive, owned by another user
+    return True
+  return True
+
+
+class RunLock:
+  """The run directory's lock file, `<logdir>/lock`: `{"host", "pid", "since"}` of its holder.
+
+  `acquire()` creates it exclusively (`O_CREAT | O_EXCL`, atomic on local
+  file systems). A lock whose holder ran on this host and is gone (a
+  `kill -9`, a crash) is stale: it is taken over and `acquire` returns a
+  note saying so. A lock held by a live process, or by another host (whose
+  processes cannot be checked from here), raises `RunDirLocked` naming the
+  holder. `release()` removes the file if this process holds it.
+  """
+
+  def __init__(self, run_dir: "RunDir"):
+    self.path = os.path.join(run_dir.path, "lock")
+    self._held = False
+
+  def holder(self) -> Optional[dict]:
+    """The holder recorded in the lock file, or `None` when there is none (or it is unreadable)."""
+    try:
+      with open(self.path) as f:
+        return json.loads(f.read() or "null")
+    except (OSError, ValueError):
+      return None
+
+  def _create(self) -> bool:
+    try:
+      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, "w") as f:
+      f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                          "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    self._held = True
+    return True
+
+  def acquire(self) -> Optional[str]:
+    """Takes the lock; returns a note when a stale lock was taken over, else `None`.
+
+    Raises:
+      RunDirLocked: a live process (or one on another host) holds it.
+    """
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    if self._create():
+      return None
+    holder = self.holder()
+    here = socket.gethostname()
+    if holder and holder.get("host") == here and holder.get("pid") == os.getpid():
+      self._held = True  # this process already holds it
+      return None
+    stale = (holder is None or (holder.get("host") == here
+                                and not _process_alive(int(holder.get("pid", -1)))))
+    if not stale:
+      raise RunDirLocked(
+          f"{os.path.dirname(self.path)} is in use by another train.py (pid {holder.get('pid')} "
+          f"on {holder.get('host')}, since {holder.get('since')}): wait for it, stop it, or "
+          f"use another --logdir. If that process is gone, delete {self.path}.")
+    try:
+      os.remove(self.path)
+    except FileNotFoundError:
+      pass
+    if not self._create():  # another trainer took it over first
+      return self.acquire()
+    what = (f"pid {holder.get('pid')} on {holder.get('host')} is gone" if holder
+            else "unreadable")
+    return f"took over a stale lock on {os.path.dirname(self.path)} ({what})"
+
+  def release(self) -> None:
+    if not self._held:
+      return
+    holder = self.holder()
+    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+      try:
+        os.remove(self.path)
+      except FileNotFoundError:
+        pass
+    self._held = False

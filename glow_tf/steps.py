@@ -12,15 +12,16 @@ Dequantisation noise is drawn in the input pipeline, per global batch, from
 over replicas, and a resumed run draws the noise it would have drawn.
 """
 
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, NamedTuple
 
 import tensorflow as tf
 
-__all__ = ["TrainStep", "build_eval_step", "build_train_step", "with_noise",
+__all__ = ["StepResult", "TrainStep", "build_eval_step", "build_train_step", "with_noise",
            "TRAIN_NOISE_STREAM", "TEST_NOISE_STREAM"]
 
 TRAIN_NOISE_STREAM = 0
 TEST_NOISE_STREAM = 1
+_STOP_VOTES = "_stop_votes"
 
 
 def with_noise(dataset: tf.data.Dataset, seed: int, stream: int) -> tf.data.Dataset:
@@ -41,25 +42,38 @@ def _labels(model, batch):
   return batch.get("label") if model.config.ycond else None
 
 
+class StepResult(NamedTuple):
+  """What one training step reports."""
+  sums: Dict[str, tf.Tensor]  # metric sums over the global batch (`GlowModel.losses` keys)
+  finite: bool  # the loss and every gradient were finite, and the update was applied
+  grad_norm: tf.Tensor  # global norm of the summed gradients
+  stop: bool  # some worker asked to stop after this step (all workers agree)
+
+
 class TrainStep:
-  """One training step: `step(iterator) -> (metric sums, finite, gradient norm)`.
+  """One training step: `step(iterator, stop_requested) -> StepResult`.
 
   Built by `build_train_step`. The update is applied only when the loss and
   all gradients are finite; the decision is taken in Python between two
   `tf.function`s, since a `tf.cond` around per-device updates cannot be
-  placed across devices.
+  placed across devices. `stop_requested` is this worker's vote to stop
+  after the step (`glow_tf.preemption`); the votes of all workers are summed
+  with the metrics, so every worker reads the same `stop`.
   """
 
   def __init__(self, compute: Callable, apply: Callable):
     self._compute = compute
     self._apply = apply
 
-  def __call__(self, iterator) -> Tuple[Dict[str, tf.Tensor], bool, tf.Tensor]:
-    grads, sums, finite, grad_norm = self._compute(iterator)
+  def __call__(self, iterator, stop_requested: bool = False) -> StepResult:
+    grads, sums, finite, grad_norm = self._compute(
+        iterator, tf.constant(1. if stop_requested else 0., tf.float32))
+    sums = dict(sums)
+    stop = float(sums.pop(_STOP_VOTES)) > 0
     finite = bool(finite)
     if finite:
       self._apply(grads)
-    return sums, finite, grad_norm
+    return StepResult(sums, finite, grad_norm, stop)
 
   def tracing_counts(self) -> List[int]:
     """How often each of the step's two functions has been traced (1 each after warm-up)."""
@@ -93,8 +107,9 @@ def build_train_step(model, optimizer, strategy: tf.distribute.Strategy, global_
 
   compute = tf.function(loss_and_grads, jit_compile=jit_compile, autograph=False)
 
-  def replica_compute(batch):
+  def replica_compute(batch, stop_vote):
     grads, sums = compute(batch["image"], _labels(model, batch), batch["noise"])
+    sums[_STOP_VOTES] = stop_vote
     ctx = tf.distribute.get_replica_context()
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, sums)
@@ -106,9 +121,9 @@ def build_train_step(model, optimizer, strategy: tf.distribute.Strategy, global_
     optimizer.apply_gradients(zip(grads, variables))
 
   @tf.function(autograph=False)
-  def compute_step(iterator):
+  def compute_step(iterator, stop_vote):
     batch = next(iterator)
-    grads, sums, finite = strategy.run(replica_compute, args=(batch,))
+    grads, sums, finite = strategy.run(replica_compute, args=(batch, stop_vote))
     # Every replica holds the same reduced values: read the first.
     first = lambda v: strategy.experimental_local_results(v)[0]
     sums = {k: first(v) for k, v in sums.items()}

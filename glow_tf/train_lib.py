@@ -34,6 +34,7 @@ from glow_tf import metrics
 from glow_tf import model as model_lib
 from glow_tf import nn
 from glow_tf import optim
+from glow_tf import preemption
 from glow_tf import rundir as rundir_lib
 from glow_tf import steps as steps_lib
 
@@ -83,11 +84,26 @@ class Trainer:
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           step=self.step)
     self.manager = None
+    self.stopped_by: Optional[str] = None  # the signal that ended train(), if one did
+    self._lock: Optional[rundir_lib.RunLock] = None
     self._train_step = None
     self._eval_step = None
     self._saved_step = None
 
   # ---- Set-up ---------------------------------------------------------------------
+
+  def take_lock(self) -> None:
+    """Takes the run directory's lock (`RunLock`); raises `RunDirLocked` if another trainer has it."""
+    self._lock = self.run_dir.lock()
+    note = self._lock.acquire()
+    if note:
+      self.log.info(f"note: {note}")
+      self.log.event(note, int(self.step.numpy()))
+
+  def release_lock(self) -> None:
+    if self._lock is not None:
+      self._lock.release()
+      self._lock = None
 
   def restore_or_initialize(self) -> Optional[str]:
     """Restores the run's latest checkpoint (or `restore_path`), else initialises.
@@ -106,20 +122,49 @@ class Trainer:
                  tempfile.mkdtemp(prefix="glow_worker_ckpt_"))
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                               max_to_keep=train.keep_checkpoints)
-    source = tf.train.latest_checkpoint(self.run_dir.checkpoint_dir)
-    if not source and train.restore_path:
-      source = rundir_lib.resolve_checkpoint(train.logdir, train.restore_path)
-    if source:
-      self.optimizer.build(self.variables)
-      self.checkpoint.restore(source).assert_existing_objects_matched()
-      self.log.info(f"restored {source} at step {int(self.step.numpy())}")
-      return source
+    candidates = self.run_dir.training_checkpoints()
+    if candidates:  # resume: the newest checkpoint that can be read
+      return self._restore_first_readable(candidates)
+    if train.restore_path:  # start from another run's checkpoint
+      prefix = rundir_lib.resolve_checkpoint(train.logdir, train.restore_path)
+      try:
+        return self._restore(prefix)
+      except Exception as e:  # pylint: disable=broad-except
+        raise TrainingError(
+            f"cannot restore --restore_path {prefix} into this model ({type(e).__name__}: "
+            f"{str(e).strip()[:300]}). It must hold a training checkpoint of the same "
+            "architecture (compare its run's config.json with these flags).") from None
     batch = self.dataset.init_batch(train.n_batch_init, train.seed)
     labels = batch.get("label") if self.config.model.ycond else None
     self.model.initialize(batch["image"], labels, seed=[train.seed, 1])
     self.optimizer.build(self.variables)
     self.log.info(f"initialised actnorm on {batch['image'].shape[0]} images")
     return None
+
+  def _restore(self, prefix: str) -> str:
+    self.optimizer.build(self.variables)
+    self.checkpoint.restore(prefix).assert_existing_objects_matched()
+    self.log.info(f"restored {prefix} at step {int(self.step.numpy())}")
+    return prefix
+
+  def _restore_first_readable(self, candidates) -> str:
+    """Restores the newest of `candidates` that can be read, saying which ones could not."""
+    damaged = []
+    for prefix in candidates:
+      try:
+        self._restore(prefix)
+      except Exception as e:  # pylint: disable=broad-except  # any unreadable file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        damaged.append(f"{prefix} ({type(e).__name__}: {reason[:200]})")
+        continue
+      if damaged:
+        self.log.info(f"warning: could not read {'; '.join(damaged)}; resumed from {prefix} "
+                      f"at step {int(self.step.numpy())} instead")
+      return prefix
+    raise TrainingError(
+        f"none of the checkpoints in {self.run_dir.checkpoint_dir} can be read: "
+        f"{'; '.join(damaged)}. Restore them from a backup, or train into a new --logdir "
+        "(nothing was changed in this one).")
 
   # ---- Data and evaluation -----------------------------------------------------------
 
@@ -190,8 +235,14 @@ class Trainer:
     total = train.epochs * self.steps_per_epoch
     return min(total, train.max_steps) if train.max_steps else total
 
-  def train(self) -> int:
-    """Runs the training loop to `epochs` (or `max_steps` / the time budget); returns the step."""
+  def train(self, stop: Optional[preemption.StopRequest] = None) -> int:
+    """Runs the training loop to `epochs` (or `max_steps` / the time budget); returns the step.
+
+    Args:
+      stop: a `StopRequest` (see `glow_tf.preemption`): when it is set (on
+        any worker), the loop ends after the current step and writes its
+        checkpoint; `stopped_by` then names the signal.
+    """
     train = self.config.train
     step_fn = self.train_step()
     iterator = self._train_iterator()
@@ -207,9 +258,12 @@ class Trainer:
       if train.time_budget_minutes and time.time() - start > 60 * train.time_budget_minutes:
         self.log.info(f"time budget of {train.time_budget_minutes} min reached at step {step}")
         break
-      sums, finite, grad_norm = step_fn(iterator)
+      result = step_fn(iterator, stop is not None and stop.requested)
       step += 1
-      if not finite:
+      if result.finite:
+        nonfinite_in_a_row = 0
+        self._after_step(step, total_steps, result.sums, result.grad_norm, window, start)
+      else:
         nonfinite_in_a_row += 1
         self.log.info(f"step {step}: non-finite loss or gradient, update skipped "
                       f"({nonfinite_in_a_row} in a row)")
@@ -219,9 +273,10 @@ class Trainer:
               f"(last at step {step}); the last good checkpoint in "
               f"{self.run_dir.checkpoint_dir} is kept. Lower --lr, increase --epochs_warmup, "
               "or check the data.")
+      if result.stop:
+        return self._stop(step, stop)
+      if not result.finite:
         continue
-      nonfinite_in_a_row = 0
-      self._after_step(step, total_steps, sums, grad_norm, window, start)
       epoch_end = step % self.steps_per_epoch == 0
       if epoch_end:
         self._end_of_epoch(step // self.steps_per_epoch, step, start)
@@ -229,10 +284,22 @@ class Trainer:
         self.save_checkpoint()
         last_ckpt = time.time()
     if step % self.steps_per_epoch:  # the run stopped mid-epoch: final evaluation
-      self._end_of_epoch(step / self.steps_per_epoch, step, start, final=True)
+      self._end_of_epoch(step / self.steps_per_epoch, step, start)
     if self._saved_step != step:
       self.save_checkpoint()
     self.log.flush()
+    return step
+
+  def _stop(self, step: int, stop: Optional[preemption.StopRequest]) -> int:
+    """Ends the run after `step` on a stop request: checkpoint, logs, the note."""
+    self.stopped_by = (stop.signal_name if stop is not None and stop.requested
+                       else "a signal to another worker")
+    if self._saved_step != step:
+      self.save_checkpoint()
+    self.log.flush()
+    message = f"stopped by {self.stopped_by} at step {step}, checkpoint written"
+    self.log.info(message)
+    self.log.event(message, step)
     return step
 
   def _after_step(self, step, total_steps, sums, grad_norm, window, start):
@@ -259,12 +326,16 @@ class Trainer:
                   f"{ips:.1f} images/s, lr {record['lr']:.2e}")
     window.reset()
 
-  def _end_of_epoch(self, epoch, step, start, final=False):
-    """Evaluation (full or quick) and sample grids, with the Polyak-averaged weights."""
+  def _end_of_epoch(self, epoch, step, start):
+    """Evaluation (full or quick) and sample grids, with the Polyak-averaged weights.
+
+    `epoch` is an `int` at an epoch's end, a `float` when the run stops
+    mid-epoch (then the evaluation is full and a grid is drawn).
+    """
     train = self.config.train
-    whole = isinstance(epoch, int)
-    full_valid = final or (whole and epoch % train.epochs_full_valid == 0)
-    full_sample = final or (whole and (epoch in (1, 10) or epoch % train.epochs_full_sample == 0))
+    final = not isinstance(epoch, int)
+    full_valid = final or epoch % train.epochs_full_valid == 0
+    full_sample = final or epoch in (1, 10) or epoch % train.epochs_full_sample == 0
     with self.optimizer.averaged_weights(self.variables):
       quick, n = self.evaluate(None if full_valid else train.quick_valid_batches)
       self.log.test_record({
@@ -287,25 +358,64 @@ def _warnings(config: config_lib.RunConfig):
     yield f"note: glow_tf's compiled CPU kernels: {kernels.unavailable_reason()}."
 
 
+def _check_resume(trainer: Trainer) -> None:
+  """A resume must keep the run's architecture, data and optimisation (`RESUMABLE_FIELDS`)."""
+  run_dir = trainer.run_dir
+  if not (run_dir.has_config() and run_dir.training_checkpoints()):
+    return
+  saved = run_dir.read_config()
+  differences = config_lib.resume_differences(saved, trainer.config)
+  if differences:
+    listed = "; ".join(f"{name}: {old!r} in config.json, {new!r} now"
+                       for name, old, new in differences)
+    raise config_lib.ConfigError(
+        f"{run_dir.path} holds a run with other settings ({listed}). To resume it, pass the "
+        "same flags as before (its config.json has them); to train the new settings, use "
+        "a new --logdir; to start the new settings from its weights, pass "
+        f"--restore_path={run_dir.path} with a new --logdir. Nothing was written.")
+
+
 def prepare(config: config_lib.RunConfig, strategy=None, stream: Optional[TextIO] = None
             ) -> Trainer:
-  """Builds a Trainer after validating everything; creates the run directory only then."""
+  """Builds a Trainer after validating everything, then takes the run directory.
+
+  Nothing is written until every check has passed: the flags, the data, a
+  resume's agreement with the run's `config.json`, and the run's lock (the
+  chief takes it; a second trainer on the same directory stops here).
+  """
   if config.train.restore_path:  # fails here, before anything is written
     rundir_lib.resolve_checkpoint(config.train.logdir, config.train.restore_path)
   trainer = Trainer(config, strategy=strategy, stream=stream)
   for message in _warnings(config):
     trainer.log.info(message)
   if trainer.is_chief:
-    trainer.run_dir.make().write_config(trainer.config)
-  trainer.restore_or_initialize()
+    _check_resume(trainer)
+    trainer.take_lock()
+  try:
+    trainer.restore_or_initialize()  # reads only: a failure leaves the directory as it was
+    if trainer.is_chief:
+      trainer.run_dir.write_config(trainer.config)
+  except BaseException:
+    trainer.release_lock()
+    raise
   return trainer
 
 
 def train_and_evaluate(config: config_lib.RunConfig, strategy=None,
                        stream: Optional[TextIO] = None) -> Trainer:
-  """Trains and evaluates as configured; returns the Trainer."""
-  trainer = prepare(config, strategy, stream)
-  trainer.train()
+  """Trains and evaluates as configured; returns the Trainer.
+
+  SIGTERM and SIGINT end the run cleanly after the current step (see
+  `glow_tf.preemption`); `trainer.stopped_by` then names the signal.
+  """
+  with preemption.stop_on_signals() as stop:
+    trainer = prepare(config, strategy, stream)
+    try:
+      trainer.train(stop)
+    finally:
+      trainer.release_lock()
+  if trainer.stopped_by:
+    return trainer
   # Every worker reports, so that multi-worker runs can be checked for agreement.
   message = (f"done at step {int(trainer.step.numpy())}; weights sha256 "
              f"{metrics.weights_digest(trainer.variables)}")

@@ -271,3 +271,116 @@ def test_prepare_says_when_the_cpu_kernels_are_not_built(tmp_path, monkeypatch):
   stream = io.StringIO()
   train_lib.prepare(small_config(tmp_path / "run2", max_steps=1, epochs=1), stream=stream)
   assert "compiled CPU kernels" not in stream.getvalue()
+
+
+# ---- Faults: signals, damaged checkpoints, mistyped resumes, a second trainer ---------------
+
+FAULT_ARGS = SMALL + ["--n_train=160", "--epochs_full_valid=100", "--epochs_full_sample=100",
+                      "--quick_valid_batches=1"]  # 5 steps/epoch
+
+
+def _start(args, logdir):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py")] + args +
+                          [f"--logdir={logdir}"], cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(predicate, proc, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None and not predicate():
+    time.sleep(0.05)
+  assert proc.poll() is None, proc.communicate()[1][-3000:]
+
+
+def _snapshot(directory):
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = f.read()
+  return out
+
+
+def test_sigterm_checkpoints_the_last_step_and_resumes_exactly(tmp_path):
+  args = FAULT_ARGS + ["--epochs=6"]
+  reference = run_cli(args + [f"--logdir={tmp_path / 'reference'}"])
+  assert reference.returncode == 0, reference.stderr[-3000:]
+  ref_weights, _ = _final_weights(tmp_path / "reference")
+  logdir = tmp_path / "stopped"
+  proc = _start(args, logdir)
+  _wait_for(lambda: len(glob.glob(str(logdir / "checkpoints" / "ckpt-*.index"))) >= 1, proc)
+  proc.send_signal(signal.SIGTERM)
+  sent = time.time()
+  out, err = proc.communicate(timeout=60)
+  assert time.time() - sent < 20
+  assert proc.returncode == 75, err[-3000:]
+  step = int(out.split("stopped by SIGTERM at step ")[1].split(",")[0])
+  assert "checkpoint written" in out
+  weights, saved_step = _final_weights(logdir)
+  assert saved_step == step and step < 30
+  with open(logdir / "events.txt") as f:
+    assert json.loads(f.readlines()[-1])["step"] == step
+  assert not (logdir / "lock").exists()  # released
+  resumed = run_cli(args + [f"--logdir={logdir}"])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"at step {step}" in resumed.stdout
+  weights, saved_step = _final_weights(logdir)
+  assert saved_step == 30
+  for k in ref_weights:
+    np.testing.assert_array_equal(weights[k], ref_weights[k], err_msg=k)
+
+
+def test_damaged_checkpoints_and_a_mistyped_resume(tmp_path):
+  logdir = tmp_path / "run"
+  first = run_cli(FAULT_ARGS + ["--epochs=2", f"--logdir={logdir}"])  # checkpoints at 5, 10
+  assert first.returncode == 0, first.stderr[-3000:]
+  before = _snapshot(logdir)
+  # A mistyped architecture: stop before writing, name the field and both values.
+  wrong = run_cli(FAULT_ARGS + ["--epochs=3", "--width=24", f"--logdir={logdir}"])
+  assert wrong.returncode == 2
+  assert "model.width: 16 in config.json, 24 now" in wrong.stderr, wrong.stderr[-2000:]
+  assert "Traceback" not in wrong.stderr
+  assert _snapshot(logdir) == before
+  # The newest checkpoint truncated (a full disk): resume from the one before, and say so.
+  newest = logdir / "checkpoints" / "ckpt-10.data-00000-of-00001"
+  with open(newest, "r+b") as f:
+    f.truncate(64)
+  again = run_cli(FAULT_ARGS + ["--epochs=3", f"--logdir={logdir}"])
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "could not read" in again.stdout and "ckpt-10" in again.stdout
+  assert "resumed from" in again.stdout and "ckpt-5 at step 5" in again.stdout
+  # Every checkpoint unreadable: stop, list them, start nothing from scratch.
+  for data_file in glob.glob(str(logdir / "checkpoints" / "ckpt-*.data-*")):
+    with open(data_file, "r+b") as f:
+      f.truncate(64)
+  before = _snapshot(logdir)
+  broken = run_cli(FAULT_ARGS + ["--epochs=4", f"--logdir={logdir}"])
+  assert broken.returncode == 2
+  assert "none of the checkpoints" in broken.stderr and "ckpt-15" in broken.stderr
+  assert "Traceback" not in broken.stderr
+  assert _snapshot(logdir) == before
+
+
+def test_a_second_trainer_on_a_logdir_stops_at_once(tmp_path):
+  logdir = tmp_path / "run"
+  first = _start(FAULT_ARGS + ["--epochs=1000"], logdir)
+  try:
+    _wait_for(lambda: (logdir / "checkpoints").exists(), first)
+    second = run_cli(FAULT_ARGS + ["--epochs=1000", f"--logdir={logdir}"])
+    assert second.returncode == 2
+    assert f"in use by another train.py (pid {first.pid}" in second.stderr, second.stderr[-2000:]
+  finally:
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+  assert first.returncode == 75
+  # A stale lock (its process is gone): taken over, with a note.
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  with open(logdir / "lock", "w") as f:
+    json.dump({"host": socket.gethostname(), "pid": dead.pid, "since": "earlier"}, f)
+  third = run_cli(FAULT_ARGS + ["--max_steps=2", "--epochs=1000", f"--logdir={logdir}"])
+  assert third.returncode == 0, third.stderr[-2000:]
+  assert f"took over a stale lock" in third.stdout and f"pid {dead.pid}" in third.stdout
+  assert not (logdir / "lock").exists()
