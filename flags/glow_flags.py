@@ -147,8 +147,18 @@ def define_flags(flag_values=flags.FLAGS):
   d.DEFINE_integer("quick_valid_batches", default_of(TrainConfig, "quick_valid_batches"), "Test batches for the quick estimate at "
                    "epoch ends without a full validation.", flag_values=f)
   d.DEFINE_integer("max_nonfinite_steps", default_of(TrainConfig, "max_nonfinite_steps"),
-                   "Consecutive non-finite steps (skipped) "
-                   "before training stops.", flag_values=f)
+                   "Consecutive non-finite steps (skipped) before --nonfinite_policy acts.",
+                   flag_values=f)
+  d.DEFINE_enum("nonfinite_policy", default_of(TrainConfig, "nonfinite_policy"),
+                list(config_lib.NONFINITE_POLICIES),
+                "After --max_nonfinite_steps non-finite steps in a row: stop the run, or "
+                "rollback: restore the last checkpoint, multiply the learning rate by "
+                "--rollback_lr_factor and go on (at most --max_rollbacks times).",
+                flag_values=f)
+  d.DEFINE_float("rollback_lr_factor", default_of(TrainConfig, "rollback_lr_factor"),
+                 "Learning-rate factor of each rollback, in (0, 1).", flag_values=f)
+  d.DEFINE_integer("max_rollbacks", default_of(TrainConfig, "max_rollbacks"),
+                   "Rollbacks allowed in a run before it stops.", flag_values=f)
 
 
 def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
@@ -184,5 +194,7 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       max_steps=f.max_steps, time_budget_minutes=f.time_budget_minutes,
       checkpoint_every_minutes=f.checkpoint_every_minutes,
       keep_checkpoints=f.keep_checkpoints, log_every_steps=f.log_every_steps,
-      quick_valid_batches=f.quick_valid_batches, max_nonfinite_steps=f.max_nonfinite_steps)
+      quick_valid_batches=f.quick_valid_batches, max_nonfinite_steps=f.max_nonfinite_steps,
+      nonfinite_policy=f.nonfinite_policy, rollback_lr_factor=f.rollback_lr_factor,
+      max_rollbacks=f.max_rollbacks)
   return config_lib.RunConfig(data=data, model=model, train=train)

@@ -28,7 +28,7 @@ import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
-__all__ = ["COUPLINGS", "DATASETS", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
+__all__ = ["COUPLINGS", "DATASETS", "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
            "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig", "RunConfig", "SampleConfig",
            "TrainConfig", "check_replica_divisible", "check_temperature", "coupling_name",
            "default_of", "level_shapes", "permutation_name", "resolve_for_data",
@@ -39,6 +39,7 @@ COUPLINGS = ("additive", "affine")  # the original's --flow_coupling 0, 1
 PRECISIONS = ("float32", "mixed_bfloat16")
 OPTIMIZERS = ("adamax", "adam")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+NONFINITE_POLICIES = ("stop", "rollback")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64", "celeba",
             "lsun", "folder")
 SAMPLE_MODES = ("sample", "reconstruct", "interpolate", "manipulate")
@@ -367,7 +368,13 @@ class TrainConfig:
     keep_checkpoints: checkpoints to keep.
     log_every_steps: steps between log lines / TensorBoard points.
     quick_valid_batches: test batches for the quick estimate logged every epoch.
-    max_nonfinite_steps: consecutive skipped (non-finite) steps before stopping.
+    max_nonfinite_steps: consecutive skipped (non-finite) steps before the
+      `nonfinite_policy` acts.
+    nonfinite_policy: `"stop"` the run then, or `"rollback"`: restore the
+      last checkpoint, multiply the learning rate by `rollback_lr_factor`
+      and go on, at most `max_rollbacks` times in a run.
+    rollback_lr_factor: the learning-rate factor of a rollback, in (0, 1).
+    max_rollbacks: rollbacks allowed before the run stops.
   """
   logdir: str = "./logs"
   restore_path: str = ""
@@ -394,9 +401,16 @@ class TrainConfig:
   log_every_steps: int = 50
   quick_valid_batches: int = 10
   max_nonfinite_steps: int = 20
+  nonfinite_policy: str = "stop"
+  rollback_lr_factor: float = 0.5
+  max_rollbacks: int = 3
 
   def __post_init__(self):
     _one_of("TrainConfig", "optimizer", self.optimizer, OPTIMIZERS)
+    _one_of("TrainConfig", "nonfinite_policy", self.nonfinite_policy, NONFINITE_POLICIES)
+    if not 0 < self.rollback_lr_factor < 1:
+      raise ConfigError(f"rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor!r}.")
+    _positive_int("TrainConfig", "max_rollbacks", self.max_rollbacks)
     _one_of("TrainConfig", "strategy", self.strategy, STRATEGIES)
     for name in ("epochs", "n_batch_train", "n_batch_test", "n_batch_init",
                  "epochs_full_valid", "epochs_full_sample", "n_sample",
@@ -493,7 +507,8 @@ RESUMABLE_FIELDS = {
                         "time_budget_minutes", "checkpoint_every_minutes", "keep_checkpoints",
                         "log_every_steps", "quick_valid_batches", "max_nonfinite_steps",
                         "epochs_full_valid", "epochs_full_sample", "n_sample", "n_batch_test",
-                        "strategy", "jit_compile"}),
+                        "strategy", "jit_compile", "nonfinite_policy", "rollback_lr_factor",
+                        "max_rollbacks"}),
 }
 
 

@@ -42,18 +42,26 @@ def polyak_decay(steps_per_epoch, polyak_epochs):
 
 
 class WarmupSchedule:
-  """`lr * min(1, step / warmup_steps)` for the 1-based step; constant `lr` without warmup."""
+  """`scale * lr * min(1, step / warmup_steps)` for the 1-based step; no warmup when 0.
 
-  def __init__(self, lr, warmup_steps):
+  `scale` is an optional float64 variable multiplying the rate (train.py's
+  rollback lowers it); it is read at every update, so changing it needs no
+  retracing.
+  """
+
+  def __init__(self, lr, warmup_steps, scale=None):
     self.lr = float(lr)
     self.warmup_steps = float(warmup_steps)
+    self.scale = scale
 
   def __call__(self, step):
     """`step`: the 1-based number of the update being made."""
     if self.warmup_steps <= 0:
-      return tf.constant(self.lr, tf.float64)
-    return self.lr * tf.minimum(tf.constant(1., tf.float64),
-                                tf.cast(step, tf.float64) / self.warmup_steps)
+      rate = tf.constant(self.lr, tf.float64)
+    else:
+      rate = self.lr * tf.minimum(tf.constant(1., tf.float64),
+                                  tf.cast(step, tf.float64) / self.warmup_steps)
+    return rate if self.scale is None else rate * tf.cast(self.scale, tf.float64)
 
 
 @shared.no_autograph
@@ -218,7 +226,8 @@ def _on_device_of(slot, var):
   raise ValueError(f"no copy of {slot.name} on {var.device}")
 
 
-def make_optimizer(kind, lr, beta1, steps_per_epoch, epochs_warmup, polyak_epochs):
+def make_optimizer(kind, lr, beta1, steps_per_epoch, epochs_warmup, polyak_epochs,
+                   lr_scale=None):
   """The original's optimiser set-up from its flags.
 
   Args:
@@ -228,7 +237,8 @@ def make_optimizer(kind, lr, beta1, steps_per_epoch, epochs_warmup, polyak_epoch
     steps_per_epoch: the original's `train_its`.
     epochs_warmup: epochs of linear warmup (`--epochs_warmup`).
     polyak_epochs: sets `beta2` and the Polyak decay (`--polyak_epochs`).
+    lr_scale: optional float64 variable multiplying the learning rate.
   """
   beta2 = polyak_decay(steps_per_epoch, polyak_epochs)
-  schedule = WarmupSchedule(lr, steps_per_epoch * epochs_warmup)
+  schedule = WarmupSchedule(lr, steps_per_epoch * epochs_warmup, lr_scale)
   return GlowOptimizer(kind, schedule, beta1=beta1, beta2=beta2)

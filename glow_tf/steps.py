@@ -24,10 +24,12 @@ TEST_NOISE_STREAM = 1
 _STOP_VOTES = "_stop_votes"
 
 
-def with_noise(dataset: tf.data.Dataset, seed: int, stream: int) -> tf.data.Dataset:
+def with_noise(dataset: tf.data.Dataset, seed: int, stream: int, first_batch: int = 0
+               ) -> tf.data.Dataset:
   """Adds `noise`, uniform in `[0, 1)` and shaped like `image`, to each batch of `dataset`.
 
-  The noise of batch `i` is `stateless_uniform(seed=[seed * 1000 + stream, i])`.
+  The noise of batch `i` is `stateless_uniform(seed=[seed * 1000 + stream, i])`;
+  the first batch of `dataset` is batch `first_batch` (a resumed pipeline).
   """
   def add(index, batch):
     batch = dict(batch)
@@ -35,7 +37,7 @@ def with_noise(dataset: tf.data.Dataset, seed: int, stream: int) -> tf.data.Data
         tf.shape(batch["image"]), tf.stack([tf.cast(seed, tf.int64) * 1000 + stream, index]))
     return batch
 
-  return dataset.enumerate().map(add, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.enumerate(start=first_batch).map(add, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _labels(model, batch):

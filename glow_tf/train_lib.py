@@ -47,6 +47,23 @@ class TrainingError(RuntimeError):
   """Training cannot go on (e.g. the loss diverged); the message says why and what to do."""
 
 
+class _Recovery(tf.Module):
+  """The rollback state of a run (`--nonfinite_policy=rollback`), checkpointed with it.
+
+  Attached to the checkpoint only after a restore, so that checkpoints
+  written before it existed still restore (restoring then fills it in from
+  checkpoints that have it).
+  """
+
+  def __init__(self):
+    super().__init__(name="recovery")
+    only_first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    self.lr_scale = tf.Variable(1., dtype=tf.float64, trainable=False, name="lr_scale",
+                                aggregation=only_first)
+    self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False, name="rollbacks",
+                                 aggregation=only_first)
+
+
 class Trainer:
   """One training run: its data, model, optimiser, checkpoints and loop.
 
@@ -75,9 +92,10 @@ class Trainer:
     self.steps_per_epoch = train.steps_per_epoch(self.dataset.num_train)
     with self.strategy.scope():
       self.model = model_lib.GlowModel(model_config)
+      self.recovery = _Recovery()
       self.optimizer = optim.make_optimizer(
           train.optimizer, train.lr, train.beta1, self.steps_per_epoch, train.epochs_warmup,
-          train.polyak_epochs)
+          train.polyak_epochs, lr_scale=self.recovery.lr_scale)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.variables = list(self.model.trainable_variables)
@@ -138,12 +156,15 @@ class Trainer:
     labels = batch.get("label") if self.config.model.ycond else None
     self.model.initialize(batch["image"], labels, seed=[train.seed, 1])
     self.optimizer.build(self.variables)
+    self.checkpoint.recovery = self.recovery
     self.log.info(f"initialised actnorm on {batch['image'].shape[0]} images")
     return None
 
   def _restore(self, prefix: str) -> str:
     self.optimizer.build(self.variables)
     self.checkpoint.restore(prefix).assert_existing_objects_matched()
+    if not hasattr(self.checkpoint, "recovery"):
+      self.checkpoint.recovery = self.recovery  # restored from `prefix` where it holds it
     self.log.info(f"restored {prefix} at step {int(self.step.numpy())}")
     return prefix
 
@@ -170,10 +191,10 @@ class Trainer:
 
   def _train_iterator(self):
     train = self.config.train
-    ds = self.dataset.train_dataset(train.n_batch_train, train.seed)
-    ds = steps_lib.with_noise(ds, train.seed, steps_lib.TRAIN_NOISE_STREAM)
-    ds = ds.skip(int(self.step.numpy())).prefetch(tf.data.AUTOTUNE)  # resume at the same data
-    return iter(self.strategy.experimental_distribute_dataset(ds))
+    step = int(self.step.numpy())  # resume at the same data and noise
+    ds = self.dataset.train_dataset(train.n_batch_train, train.seed, start_step=step)
+    ds = steps_lib.with_noise(ds, train.seed, steps_lib.TRAIN_NOISE_STREAM, first_batch=step)
+    return iter(self.strategy.experimental_distribute_dataset(ds.prefetch(tf.data.AUTOTUNE)))
 
   def train_step(self) -> steps_lib.TrainStep:
     """The run's training step (built on first use)."""
@@ -268,11 +289,10 @@ class Trainer:
         self.log.info(f"step {step}: non-finite loss or gradient, update skipped "
                       f"({nonfinite_in_a_row} in a row)")
         if nonfinite_in_a_row >= train.max_nonfinite_steps:
-          raise TrainingError(
-              f"{nonfinite_in_a_row} consecutive steps had a non-finite loss or gradient "
-              f"(last at step {step}); the last good checkpoint in "
-              f"{self.run_dir.checkpoint_dir} is kept. Lower --lr, increase --epochs_warmup, "
-              "or check the data.")
+          step = self._nonfinite_limit(step, nonfinite_in_a_row)  # raises, or rolls back
+          iterator = self._train_iterator()
+          nonfinite_in_a_row = 0
+          continue
       if result.stop:
         return self._stop(step, stop)
       if not result.finite:
@@ -289,6 +309,37 @@ class Trainer:
       self.save_checkpoint()
     self.log.flush()
     return step
+
+  def _nonfinite_limit(self, step: int, in_a_row: int) -> int:
+    """`max_nonfinite_steps` in a row: stop, or roll back to the last checkpoint (the policy).
+
+    Returns:
+      The step training goes on from after a rollback.
+    """
+    train = self.config.train
+    what = (f"{in_a_row} consecutive steps had a non-finite loss or gradient (last at step "
+            f"{step})")
+    last = self.manager.latest_checkpoint if self.manager is not None else None
+    rollbacks = int(self.recovery.rollbacks.numpy())
+    if train.nonfinite_policy != "rollback" or last is None or rollbacks >= train.max_rollbacks:
+      why = ("" if train.nonfinite_policy != "rollback" else
+             " and there is no checkpoint to roll back to" if last is None else
+             f" after {rollbacks} rollbacks (--max_rollbacks)")
+      raise TrainingError(
+          f"{what}{why}; the last good checkpoint in {self.run_dir.checkpoint_dir} is kept. "
+          "Lower --lr, increase --epochs_warmup, pass --nonfinite_policy=rollback, or check "
+          "the data.")
+    lr_scale = float(self.recovery.lr_scale.numpy()) * train.rollback_lr_factor
+    self._restore(last)  # (restores the recovery state of then: set it after)
+    self.recovery.rollbacks.assign(rollbacks + 1)
+    self.recovery.lr_scale.assign(lr_scale)
+    restored = int(self.step.numpy())
+    message = (f"{what}: rolled back to {last} (step {restored}) with the learning rate "
+               f"multiplied by {float(self.recovery.lr_scale.numpy()):g} (rollback "
+               f"{rollbacks + 1} of at most {train.max_rollbacks})")
+    self.log.info(message)
+    self.log.event(message, restored)
+    return restored
 
   def _stop(self, step: int, stop: Optional[preemption.StopRequest]) -> int:
     """Ends the run after `step` on a stop request: checkpoint, logs, the note."""

@@ -419,3 +419,40 @@ def test_bad_configs(kwargs, message):
 def test_missing_folder(tmp_path):
   with pytest.raises(data.DataError, match="is not a directory"):
     data.load(data.DataConfig(dataset="folder", data_dir=str(tmp_path / "nope")))
+
+
+# ---- Resuming the training pipeline ---------------------------------------------------------
+
+
+def _counting_dataset(n, shuffle_buffer):
+  """An ImageDataset of `n` tiny examples whose decoding is counted (`decoded[0]`)."""
+  from glow_tf.data.dataset import ImageDataset, Split
+  decoded = [0]
+
+  def count(x):
+    decoded[0] += 1
+    return x
+
+  def decode(raw, unused_seed):
+    image = tf.numpy_function(count, [raw["image"]], tf.uint8, stateful=True)
+    return {"image": tf.ensure_shape(image, [2, 2, 1]), "label": raw["label"]}
+
+  images = np.arange(n * 4, dtype=np.int64).reshape(n, 2, 2, 1).astype(np.uint8)
+  arrays = {"image": images, "label": np.arange(n, dtype=np.int32)}
+  split = Split(lambda unused_seed: tf.data.Dataset.from_tensor_slices(arrays), n, decode)
+  config = data.DataConfig(dataset="folder", data_dir="unused", shuffle_buffer=shuffle_buffer)
+  return ImageDataset(config, split, split, [2, 2, 1]), decoded
+
+
+@pytest.mark.parametrize("start_step", [0, 7, 500])
+def test_train_pipeline_resumes_at_a_step_without_decoding_what_it_skips(start_step):
+  ds, decoded = _counting_dataset(40, shuffle_buffer=16)
+  batch = 4
+  reference = [b["label"].numpy() for b in ds.train_dataset(batch, seed=3).take(start_step + 2)]
+  decoded[0] = 0
+  resumed = ds.train_dataset(batch, seed=3, start_step=start_step)
+  resumed = [b["label"].numpy() for b in resumed.take(2)]
+  for a, b in zip(reference[start_step:], resumed):
+    np.testing.assert_array_equal(a, b)
+  # Only what is kept is decoded (and what prefetching reads ahead): not start_step batches.
+  assert decoded[0] <= 2 * batch + 64, decoded[0]

@@ -150,6 +150,32 @@ def test_nonfinite_steps_are_skipped_then_stop_without_bad_checkpoints(tmp_path)
     trainer.save_checkpoint()
 
 
+def test_rollback_policy_recovers_from_an_injected_nan(tmp_path):
+  config = small_config(tmp_path / "run", epochs=1, max_steps=8, max_nonfinite_steps=2,
+                        nonfinite_policy="rollback", rollback_lr_factor=0.25, max_rollbacks=1)
+  trainer = train_lib.prepare(config)
+  trainer.save_checkpoint()  # the last good checkpoint, at step 0
+  actnorm = trainer.model.glow.levels[0][0].actnorm
+  actnorm.shift.assign(tf.fill(actnorm.shift.shape, np.nan))  # every step is now non-finite
+  assert trainer.train() == 8  # rolled back to step 0, then trained on
+  assert all(np.all(np.isfinite(v.numpy())) for v in trainer.variables)
+  assert int(trainer.optimizer.iterations.numpy()) == 8
+  assert float(trainer.optimizer.learning_rate) == pytest.approx(0.003 * 0.25)
+  with open(tmp_path / "run" / "events.txt") as f:
+    events = [json.loads(line)["event"] for line in f]
+  assert any("rolled back to" in e and "multiplied by 0.25" in e for e in events), events
+  # The lowered rate and the count are checkpointed: a restart keeps them.
+  again = train_lib.prepare(dataclasses.replace(
+      config, train=dataclasses.replace(config.train, max_steps=16)))
+  assert float(again.optimizer.learning_rate) == pytest.approx(0.003 * 0.25)
+  assert int(again.recovery.rollbacks.numpy()) == 1
+  # At most max_rollbacks: the next run of NaNs stops the run.
+  actnorm = again.model.glow.levels[0][0].actnorm
+  actnorm.shift.assign(tf.fill(actnorm.shift.shape, np.nan))
+  with pytest.raises(train_lib.TrainingError, match="after 1 rollbacks"):
+    again.train()
+
+
 def _free_ports(n):
   socks = [socket.socket() for _ in range(n)]
   for s in socks:

@@ -1,111 +1,140 @@
 """`ImageDataset`: training, test and init pipelines over splits of a source.
 
-A split (`Split`) is a function `read(index, num_shards, shuffle_seed)` that
-gives shard `index` of `num_shards` of the split as unbatched example dicts in
-a fixed order (or with its files in a seeded random order), plus its size.
-The constructors below make them from numpy arrays, TFDS builders and
-TFRecord files; `ImageDataset` turns two of them into pipelines.
+A split (`Split`) reads its examples in two stages: `raw(shuffle_seed)` gives
+them undecoded (array rows, file paths, serialized records) in a fixed order,
+or with their files in a seeded random order, and `decode` turns one into an
+example dict. The training pipeline shuffles and skips the raw elements and
+decodes only what it keeps, so resuming at step `n` costs a skip over cheap
+elements, never the decoding of `n` batches. The constructors below make
+splits from numpy arrays, image files, TFDS builders and TFRecord files;
+`ImageDataset` turns two of them into pipelines.
 """
 
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from glow_tf.data.catalog import DataError
 
-__all__ = ["ImageDataset", "Split", "array_split", "count", "tfds_split", "tfrecord_split"]
+__all__ = ["ImageDataset", "Split", "array_split", "count", "file_split", "tfds_split",
+           "tfrecord_split"]
 
 
-# ---- Splits: unbatched examples in a fixed order, read whole or as one shard ---------
+# ---- Splits: examples in a fixed order, undecoded until kept ---------------------------
 
 
-def count(ds):
+def count(ds: tf.data.Dataset) -> int:
   """Number of elements of a finite dataset, counted by reading it."""
   return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
 
 
-class Split:
-  """One split of a source.
+def _identity_decode(raw, unused_seed):
+  return raw
 
-  `read(index, num_shards, shuffle_seed)` returns shard `index` of
-  `num_shards` as an unbatched `tf.data.Dataset` of example dicts, in a fixed
-  order, or, with a `shuffle_seed`, with its files in a seeded random order.
+
+class Split:
+  """One split of a source: undecoded elements and how to decode one.
+
+  Args:
+    raw: `raw(shuffle_seed) -> tf.data.Dataset` of undecoded elements, in a
+      fixed order (`shuffle_seed=None`) or with the files in a seeded order.
+    size: the number of examples, or a function computing it (called once).
+    decode: `decode(raw_element, seed) -> example dict`; `seed` is a `[2]`
+      int64 tensor for any randomness of the decoding (a training crop),
+      derived from the element's position so that a resumed pipeline decodes
+      exactly as an uninterrupted one. Default: the raw elements are examples.
   """
 
-  def __init__(self, read, size):
-    self._read = read
-    self._size = size  # an int, or a function computing it (called once)
+  def __init__(self, raw: Callable[[Optional[int]], tf.data.Dataset], size,
+               decode: Optional[Callable] = None):
+    self._raw = raw
+    self._size = size
+    self.decode = decode or _identity_decode
 
-  def read(self, index=0, num_shards=1, shuffle_seed=None):
-    return self._read(index, num_shards, shuffle_seed)
+  def raw(self, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    return self._raw(shuffle_seed)
+
+  def read(self, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """The decoded examples, in the order of `raw(shuffle_seed)`."""
+    return decode_positions(self.raw(shuffle_seed).enumerate(), self.decode, shuffle_seed or 0)
 
   @property
-  def size(self):
+  def size(self) -> int:
     if callable(self._size):
       self._size = int(self._size())
     return self._size
 
-  def first(self, n):
-    """The first `n` examples (all when `n` is `None`), sharded by example."""
+  def first(self, n: Optional[int]) -> "Split":
+    """The first `n` examples (all when `n` is `None`)."""
     if n is None:
       return self
-
-    def read(index, num_shards, unused_seed):
-      ds = self.read().take(n)
-      return ds.shard(num_shards, index) if num_shards > 1 else ds
-
     size = (min(n, self._size) if isinstance(self._size, int)
-            else lambda: count(self.read().take(n)))
-    return Split(read, size)
+            else lambda: count(self.raw().take(n)))
+    return Split(lambda unused_seed: self.raw().take(n), size, self.decode)
 
 
-def array_split(arrays):
-  """A split held in numpy arrays (IDX files)."""
-  def read(index, num_shards, unused_seed):
-    return tf.data.Dataset.from_tensor_slices({k: v[index::num_shards] for k, v in arrays.items()})
-  return Split(read, len(arrays["label"]))
+def decode_positions(ds: tf.data.Dataset, decode: Callable, seed: int) -> tf.data.Dataset:
+  """Decodes `(position, raw)` elements with the per-element seed `[seed, position]`."""
+  def apply(position, raw):
+    return decode(raw, tf.stack([tf.cast(seed, tf.int64), position]))
+  return ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def tfds_split(builder, split, convert, size=None):
-  """A TFDS split (a split string such as `"train[3000:]"`); shards are even sub-splits.
+def array_split(arrays: Dict[str, np.ndarray]) -> Split:
+  """A split held in numpy arrays (IDX files): the rows are the examples."""
+  return Split(lambda unused_seed: tf.data.Dataset.from_tensor_slices(arrays),
+               len(arrays["label"]))
 
-  `convert` maps TFDS examples to ours; `size` overrides the metadata's count.
+
+def file_split(files, labels, decode_file: Callable) -> Split:
+  """Image files and their labels; `decode_file(path) -> example dict` (a `tf` function)."""
+  files, labels = np.asarray(files), np.asarray(labels, np.int32)
+
+  def decode(raw, unused_seed):
+    path, label = raw
+    return dict(decode_file(path), label=label)
+  return Split(lambda unused_seed: tf.data.Dataset.from_tensor_slices((files, labels)),
+               len(files), decode)
+
+
+def tfds_split(builder, split: str, convert: Optional[Callable], size: Optional[int] = None
+               ) -> Split:
+  """A TFDS split (a split string such as `"train[3000:]"`).
+
+  Raw elements keep the image encoded (`tfds.decode.SkipDecoding`); `decode`
+  decodes it with the dataset's feature and applies `convert`, which maps
+  TFDS examples to ours. `size` overrides the metadata's count.
   """
-  def read(index, num_shards, shuffle_seed):
+  image_feature = builder.info.features["image"]
+
+  def raw(shuffle_seed):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    part = tfds.even_splits(split, num_shards)[index] if num_shards > 1 else split
-    ds = builder.as_dataset(split=part, shuffle_files=shuffle_seed is not None,
-                            read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed))
-    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
+                              read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed),
+                              decoders={"image": tfds.decode.SkipDecoding()})
+
+  def decode(e, unused_seed):
+    e = dict(e, image=image_feature.decode_example(e["image"]))
+    return convert(e)
 
   def num_examples():
     try:
       return builder.info.splits[split].num_examples
     except (KeyError, ValueError):  # no metadata (e.g. under tfds.testing.mock_data)
       return count(builder.as_dataset(split=split))
-  return Split(read, num_examples if size is None else size)
+  return Split(raw, num_examples if size is None else size, decode)
 
 
-def tfrecord_split(files, make_parse):
-  """TFRecord files parsed by `make_parse(shuffle_seed)`; shards are whole files when there are enough.
-
-  The parser is made per read so that its random crops (training) follow the
-  read's seed.
-  """
-  def read(index, num_shards, shuffle_seed):
-    chosen = files
-    if num_shards > 1 and len(files) >= num_shards:
-      chosen = files[index::num_shards]  # whole files per input pipeline
-    ds = tf.data.Dataset.from_tensor_slices(chosen)
+def tfrecord_split(files, parse: Callable) -> Split:
+  """TFRecord files; the raw elements are serialized records, `parse(record, seed)` decodes one."""
+  def raw(shuffle_seed):
+    ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_seed is not None:
-      ds = ds.shuffle(len(chosen), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(chosen)),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if num_shards > 1 and len(files) < num_shards:
-      ds = ds.shard(num_shards, index)
-    return ds.map(make_parse(shuffle_seed), num_parallel_calls=tf.data.AUTOTUNE)
-  return Split(read, lambda: count(tf.data.TFRecordDataset(files)))
+      ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(files)),
+                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return Split(raw, lambda: count(tf.data.TFRecordDataset(files)), parse)
 
 
 # ---- The dataset object ---------------------------------------------------------------
@@ -152,11 +181,14 @@ class ImageDataset:
 
   # -- training ------------------------------------------------------------------------
 
-  def train_dataset(self, batch_size: int, seed: int) -> tf.data.Dataset:
+  def train_dataset(self, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
     """Shuffled (seeded), repeated global batches of `{'image', 'label'[, 'attr']}`.
 
-    The order depends only on the seed and the data, so `skip(n)` resumes at
-    step `n`. Under a `tf.distribute` strategy, give the pipeline to
+    The order depends only on the seed and the data. `start_step=n` starts
+    at the batch of step `n` of that order, by skipping the undecoded
+    elements before it: the same batches as an uninterrupted pipeline, at
+    the cost of a pass over cheap elements (see `Split`). Under a
+    `tf.distribute` strategy, give the pipeline to
     `strategy.experimental_distribute_dataset`, which splits each global
     batch over the replicas in order (`AutoShardPolicy.DATA`); the caller
     checks that the replicas divide `batch_size`
@@ -165,13 +197,16 @@ class ImageDataset:
     Args:
       batch_size: global batch size (`TrainConfig.n_batch_train`).
       seed: seeds the file order and the shuffle (`TrainConfig.seed`).
+      start_step: the number of batches to leave out at the start.
 
     Returns:
       `tf.data.Dataset` of dicts: `image` uint8 `[batch, height, width, channels]`,
       `label` int32 `[batch]`, and `attr` int32 `[batch, 40]` when available.
     """
-    ds = self._train.read(shuffle_seed=seed)
+    ds = self._train.raw(shuffle_seed=seed)
     ds = ds.shuffle(self.config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.enumerate().skip(start_step * batch_size)
+    ds = decode_positions(ds, self._train.decode, seed)
     return _with_options(ds.batch(batch_size, drop_remainder=True),
                          tf.data.experimental.AutoShardPolicy.DATA)
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from glow_tf.data.catalog import (CELEBA_ATTRIBUTES, DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES,
                                  IDX_FILES, IMAGE_EXTENSIONS, OPENAI_LAYOUT, DataError)
-from glow_tf.data.dataset import (ImageDataset, Split, array_split, tfds_split,
+from glow_tf.data.dataset import (ImageDataset, array_split, file_split, tfds_split,
                                   tfrecord_split)
 
 __all__ = ["load"]
@@ -317,16 +317,14 @@ def _load_openai(config, root):
     spec["attr"] = tf.io.FixedLenFeature([len(CELEBA_ATTRIBUTES)], tf.int64)
 
   def parser(training):
-    def make_parse(seed):
-      return lambda record: parse(record, training, seed)
-    return make_parse
+    return lambda record, seed: parse(record, training, seed)
 
   def parse(record, training, seed):
     ex = tf.io.parse_single_example(record, spec)
     image = tf.reshape(tf.io.decode_raw(ex["data"], tf.uint8), ex["shape"])
     if stored[:2] != [size, size]:  # lsun_realnvp: crops of larger images
       if training:
-        image = tf.image.random_crop(image, [size, size, channels], seed=seed)
+        image = tf.image.stateless_random_crop(image, [size, size, channels], seed=seed)
       else:
         top, left = (tf.shape(image)[0] - size) // 2, (tf.shape(image)[1] - size) // 2
         image = image[top:top + size, left:left + size]
@@ -398,16 +396,10 @@ def _decode_file(path, size):
 
 
 def _file_split(files, labels, size):
-  files, labels = np.asarray(files), np.asarray(labels, np.int32)
-
-  def decode(path, label):
+  def decode_file(path):
     image = tf.numpy_function(lambda p: _decode_file(p, size), [path], tf.uint8, stateful=False)
-    return {"image": tf.ensure_shape(image, [size, size, 3]), "label": label}
-
-  def read(index, num_shards, unused_seed):
-    ds = tf.data.Dataset.from_tensor_slices((files[index::num_shards], labels[index::num_shards]))
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-  return Split(read, len(files))
+    return {"image": tf.ensure_shape(image, [size, size, 3])}
+  return file_split(files, labels, decode_file)
 
 
 def _load_folder(config):
