@@ -111,7 +111,9 @@ def build_train_step(model, optimizer, strategy: tf.distribute.Strategy, global_
 
   def replica_compute(batch, stop_vote):
     grads, sums = compute(batch["image"], _labels(model, batch), batch["noise"])
-    sums[_STOP_VOTES] = stop_vote
+    # (Computed here, on the replica's device: the collectives of
+    # MultiWorkerMirroredStrategy reduce only values placed on a device.)
+    sums[_STOP_VOTES] = tf.zeros_like(sums["loss"]) + stop_vote
     ctx = tf.distribute.get_replica_context()
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, sums)

@@ -459,17 +459,23 @@ def train_and_evaluate(config: config_lib.RunConfig, strategy=None,
   SIGTERM and SIGINT end the run cleanly after the current step (see
   `glow_tf.preemption`); `trainer.stopped_by` then names the signal.
   """
+  # The strategy first: MultiWorkerMirroredStrategy's coordination service
+  # installs a SIGTERM handler of its own, which ours must replace.
+  strategy = strategy or distribute.make_strategy(config.train.strategy)
   with preemption.stop_on_signals() as stop:
     trainer = prepare(config, strategy, stream)
     try:
       trainer.train(stop)
     finally:
       trainer.release_lock()
-  if trainer.stopped_by:
-    return trainer
   # Every worker reports, so that multi-worker runs can be checked for agreement.
-  message = (f"done at step {int(trainer.step.numpy())}; weights sha256 "
-             f"{metrics.weights_digest(trainer.variables)}")
+  step = int(trainer.step.numpy())
+  if trainer.stopped_by:
+    if not trainer.is_chief:
+      print(f"[worker {trainer.strategy.cluster_resolver.task_id}] stopped by "
+            f"{trainer.stopped_by} at step {step}", flush=True)
+    return trainer
+  message = f"done at step {step}; weights sha256 {metrics.weights_digest(trainer.variables)}"
   if trainer.is_chief:
     trainer.log.info(message)
   else:

@@ -216,6 +216,34 @@ def test_multi_worker_training_keeps_workers_identical(tmp_path):
   assert os.path.exists(tmp_path / "run" / "checkpoints" / "checkpoint")  # chief wrote
 
 
+def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step(tmp_path):
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  logdir = tmp_path / "run"
+  env_base = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "train.py")] + FAULT_ARGS +
+      ["--strategy=multi_worker", "--epochs=1000", f"--logdir={logdir}"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+      env=dict(env_base, TF_CONFIG=json.dumps({"cluster": cluster,
+                                               "task": {"type": "worker", "index": i}})))
+      for i in range(2)]
+  try:
+    _wait_for(lambda: glob.glob(str(logdir / "checkpoints" / "ckpt-*.index")), procs[0])
+    procs[1].send_signal(signal.SIGTERM)  # the non-chief worker only
+    outs = [p.communicate(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert [p.returncode for p in procs] == [75, 75], [o[1][-2000:] for o in outs]
+  chief_step = int(outs[0][0].split("stopped by a signal to another worker at step ")[1]
+                   .split(",")[0])
+  worker_step = int(outs[1][0].split("stopped by SIGTERM at step ")[1].split()[0])
+  assert chief_step == worker_step
+  assert _final_weights(logdir)[1] == chief_step
+
+
 def _final_weights(logdir):
   reader = tf.train.load_checkpoint(os.path.join(logdir, "checkpoints"))
   names = sorted(k for k in reader.get_variable_to_shape_map()
