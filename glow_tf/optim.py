@@ -31,7 +31,7 @@ import contextlib
 
 import tensorflow as tf
 
-from glow_tf.bijectors import shared
+from glow_tf import tracing
 
 __all__ = ["GlowOptimizer", "WarmupSchedule", "make_optimizer", "polyak_decay"]
 
@@ -56,7 +56,7 @@ class WarmupSchedule:
                                 tf.cast(step, tf.float64) / self.warmup_steps)
 
 
-@shared.no_autograph
+@tracing.no_autograph
 class GlowOptimizer(tf.Module):
   """Adamax or Adam exactly as the original's `optim.py`, plus Polyak averages of the weights.
 
