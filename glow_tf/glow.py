@@ -110,15 +110,15 @@ class SplitPrior(tf.Module):
       self.conv = nn.ZeroConv2D(kept_channels, 2 * out_channels, dtype=dtype)
     self._order = nn.deinterleaved(2 * out_channels)
 
-  def params(self):
+  def params(self) -> dict:
     """`{"conv": ...}`: the variables (see `glow_tf.nn.ZeroConv2D.params`)."""
     return {"conv": self.conv.params()}
 
-  def apply(self, params, z_kept):
+  def apply(self, params: dict, z_kept: tf.Tensor):
     """z_kept: `[B, h, w, c]` -> mean, log_scale: `[B, h, w, c_out]`, with the variables `params`."""
     return tf.split(self.conv.apply(params["conv"], z_kept, self._order), 2, axis=-1)
 
-  def __call__(self, z_kept):
+  def __call__(self, z_kept: tf.Tensor):
     """`apply` with this prior's variables."""
     return self.apply(self.params(), z_kept)
 
@@ -149,7 +149,7 @@ class TopPrior(tf.Module):
   def is_standard(self):
     return not self._learntop and not self._n_classes
 
-  def params(self):
+  def params(self) -> dict:
     """`{["conv",] ["embedding"]}`: the variables of the learned parts."""
     params = {}
     if self._learntop:
@@ -162,7 +162,7 @@ class TopPrior(tf.Module):
     """`apply` with this prior's variables."""
     return self.apply(self.params(), batch_size, labels, dtype)
 
-  def apply(self, params, batch_size, labels=None, dtype=tf.float32):
+  def apply(self, params: dict, batch_size, labels=None, dtype=tf.float32):
     """Returns mean, log_scale broadcastable to `[B, h, w, c]`, with the variables `params`."""
     del batch_size  # the prior's batch dimension broadcasts
     h_, w_, c = self._shape
@@ -348,7 +348,7 @@ class Glow(base.GlowBijector):
 
   # ---- The two directions ------------------------------------------------------
 
-  def params(self):
+  def params(self) -> dict:
     """`{"levels": [[step, ...], ...], "priors": [...], "top_prior": ...}`: the variables."""
     return {"levels": [[step.params() for step in steps] for steps in self.levels],
             "priors": [prior.params() for prior in self.priors],
@@ -433,11 +433,11 @@ class Glow(base.GlowBijector):
       z = squeeze_lib.unsqueeze(z)
     return z, fldj
 
-  def inverse_with(self, params, x, labels=None):
+  def inverse_with(self, params: dict, x: tf.Tensor, labels=None):
     eps, _, ildj = self._encode(params, x, labels)
     return self.join_latents(eps), ildj
 
-  def forward_with(self, params, eps, labels=None):
+  def forward_with(self, params: dict, eps: tf.Tensor, labels=None):
     return self._decode(params, self.split_latent(eps), labels)
 
   def _initialize_4d(self, x, labels=None):

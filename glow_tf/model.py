@@ -143,7 +143,7 @@ class GlowModel(tf.Module):
              - self.num_dims * math.log(self.n_bins))
     return log_p, top, labels
 
-  def log_prob(self, images, labels=None, noise=None, seed=None):
+  def log_prob(self, images, labels=None, noise=None, seed=None) -> tf.Tensor:
     """Discrete log-likelihood of uint8 images, nats per image `[B]`.
 
     The continuous density of `distribution` at the dequantised images
@@ -156,11 +156,11 @@ class GlowModel(tf.Module):
     """
     return self._log_prob_and_top(images, labels, noise, seed)[0]
 
-  def bits_per_dim(self, images, labels=None, noise=None, seed=None):
+  def bits_per_dim(self, images, labels=None, noise=None, seed=None) -> tf.Tensor:
     """`-log p(images) / (D ln 2)`, `[B]`."""
     return -self.log_prob(images, labels, noise, seed) / (self.num_dims * LN2)
 
-  def losses(self, images, labels=None, noise=None, seed=None):
+  def losses(self, images, labels=None, noise=None, seed=None) -> dict:
     """The original's training objective and metrics, per image.
 
     Returns:

@@ -297,7 +297,7 @@ class EdgeConv2D(tf.Module):
         self.kernel = tf.Variable(init[0, 0], name="kernel")
       self.actnorm = normalization.ActNormVariables(out_channels, dtype=dtype, name="actnorm")
 
-  def params(self):
+  def params(self) -> dict:
     """`{"kernel", ["edge_kernel",] "actnorm": {"shift", "log_scale"}}`: the variables."""
     params = {"kernel": self.kernel, "actnorm": self.actnorm.params()}
     if self._edge:
@@ -312,7 +312,7 @@ class EdgeConv2D(tf.Module):
     h, w = static_hw(x)
     return y + edge_term(params["edge_kernel"], h, w)
 
-  def apply(self, params, x, activation=None):
+  def apply(self, params: dict, x: tf.Tensor, activation=None) -> tf.Tensor:
     """`activation(actnorm(conv(x)))`, with the actnorm folded into the kernel.
 
     Args:
@@ -338,11 +338,11 @@ class EdgeConv2D(tf.Module):
     y = conv2d_3x3(x, kernel, bias, relu=relu)
     return y if activation is None or relu else activation(y)
 
-  def __call__(self, x, activation=None):
+  def __call__(self, x: tf.Tensor, activation=None) -> tf.Tensor:
     """`apply` with this layer's variables."""
     return self.apply(self.params(), x, activation)
 
-  def initialize(self, x):
+  def initialize(self, x: tf.Tensor) -> tf.Tensor:
     """Initialises the actnorm from `x`'s batch `[B, H, W, C]`; returns the output before `activation`."""
     h = self._convolve(self.params(), x)
     normalization.initialize(self.actnorm.params(), h)
@@ -372,7 +372,7 @@ class ZeroConv2D(tf.Module):
       self.bias = tf.Variable(tf.zeros([out_channels], dtype), name="bias")
       self.log_scale = tf.Variable(tf.zeros([out_channels], dtype), name="log_scale")
 
-  def params(self):
+  def params(self) -> dict:
     """`{["kernel",] "edge_kernel", "bias", "log_scale"}`: the variables."""
     params = {"edge_kernel": self.edge_kernel, "bias": self.bias, "log_scale": self.log_scale}
     if self._has_kernel:
@@ -387,7 +387,7 @@ class ZeroConv2D(tf.Module):
   def _bias_map(params, height, width, scale):
     return (edge_term(params["edge_kernel"], height, width) + params["bias"]) * scale
 
-  def apply(self, params, x, out_order=None):
+  def apply(self, params: dict, x: tf.Tensor, out_order=None) -> tf.Tensor:
     """x: `[B, H, W, C]` -> `[B, H, W, out]`.
 
     Args:
@@ -410,11 +410,11 @@ class ZeroConv2D(tf.Module):
       return tf.cast(conv2d_3x3(x, tf.cast(kernel, x.dtype)), kernel.dtype) + bias_map
     return conv2d_3x3(x, kernel, bias_map)
 
-  def __call__(self, x, out_order=None):
+  def __call__(self, x: tf.Tensor, out_order=None) -> tf.Tensor:
     """`apply` with this layer's variables."""
     return self.apply(self.params(), x, out_order)
 
-  def on_zeros(self, params, height, width):
+  def on_zeros(self, params: dict, height: int, width: int) -> tf.Tensor:
     """The output for an all-zero input, `[H, W, out]` (no convolution needed)."""
     return self._bias_map(params, height, width, self._scale(params))
 
@@ -451,26 +451,26 @@ class CouplingNetwork(tf.Module):
       self.conv_out = ZeroConv2D(hidden_channels, out_channels, 3, dtype, "conv_out")
 
   @property
-  def hidden_channels(self):
+  def hidden_channels(self) -> int:
     """The width of the hidden layers."""
     return self._hidden_channels
 
-  def params(self):
+  def params(self) -> dict:
     """`{"conv1", "conv2", "conv_out"}`: the layers' variables (see their `params`)."""
     return {"conv1": self.conv1.params(), "conv2": self.conv2.params(),
             "conv_out": self.conv_out.params()}
 
-  def apply(self, params, x):
+  def apply(self, params: dict, x: tf.Tensor) -> tf.Tensor:
     """x: `[B, H, W, in]` -> `[B, H, W, out]`, with the variables `params` (as `params()`)."""
     h = self.conv1.apply(params["conv1"], x, tf.nn.relu)
     h = self.conv2.apply(params["conv2"], h, tf.nn.relu)
     return self.conv_out.apply(params["conv_out"], h, self._out_order)
 
-  def __call__(self, x):
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
     """`apply` with this network's variables."""
     return self.apply(self.params(), x)
 
-  def initialize(self, x):
+  def initialize(self, x: tf.Tensor) -> tf.Tensor:
     """Data-dependent init of the two actnorms from `x` `[B, H, W, in]`; returns the output."""
     h = tf.nn.relu(self.conv1.initialize(x))
     h = tf.nn.relu(self.conv2.initialize(h))
@@ -488,15 +488,15 @@ class LinearZeros(tf.Module):
       self.bias = tf.Variable(tf.zeros([out_features], dtype), name="bias")
       self.log_scale = tf.Variable(tf.zeros([out_features], dtype), name="log_scale")
 
-  def params(self):
+  def params(self) -> dict:
     """`{"kernel", "bias", "log_scale"}`: the variables."""
     return {"kernel": self.kernel, "bias": self.bias, "log_scale": self.log_scale}
 
-  def apply(self, params, x):
+  def apply(self, params: dict, x: tf.Tensor) -> tf.Tensor:
     """x: `[B, in]` -> `[B, out]`, with the variables `params` (as `params()`)."""
     return ((tf.matmul(x, params["kernel"]) + params["bias"])
             * tf.exp(normalization.LOGSCALE_FACTOR * params["log_scale"]))
 
-  def __call__(self, x):
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
     """`apply` with this layer's variables."""
     return self.apply(self.params(), x)

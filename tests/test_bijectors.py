@@ -1,7 +1,6 @@
 """Property tests of the flow-step bijectors in glow_tf.bijectors."""
 
 import os
-import tempfile
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Tests of the multi-scale Glow bijector and GlowModel."""
 
-import math
 import os
 
 import numpy as np

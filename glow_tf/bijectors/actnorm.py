@@ -63,16 +63,16 @@ class ActNorm(base.GlowBijector):
       super().__init__(dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
 
-  def params(self):
+  def params(self) -> dict:
     """`{"shift": [C], "log_scale": [C]}`, the variables."""
     return {"shift": self.shift, "log_scale": self.log_scale}
 
-  def forward_with(self, params, z):
+  def forward_with(self, params: dict, z: tf.Tensor):
     s = normalization.log_scale(params)
     x = z * tf.exp(-s) - params["shift"]
     return x, -num_pixels(z) * tf.reduce_sum(s)
 
-  def inverse_with(self, params, x):
+  def inverse_with(self, params: dict, x: tf.Tensor):
     s = normalization.log_scale(params)
     return normalization.normalize(params, x), num_pixels(x) * tf.reduce_sum(s)
 

@@ -68,7 +68,7 @@ class GlowBijector(tfb.Bijector):
 
   # ---- Subclass interface ----------------------------------------------------
 
-  def params(self):
+  def params(self) -> dict:
     """The bijector's variables as a nested dict (attribute name -> variable or sub-dict).
 
     The argument of `forward_with` and `inverse_with`; built afresh at each
@@ -76,7 +76,7 @@ class GlowBijector(tfb.Bijector):
     """
     return {}
 
-  def forward_with(self, params, x, **kwargs):
+  def forward_with(self, params: dict, x: tf.Tensor, **kwargs):
     """The forward (generative) map and its log-det, a pure function of `params`.
 
     Args:
@@ -91,7 +91,7 @@ class GlowBijector(tfb.Bijector):
     """
     raise NotImplementedError
 
-  def inverse_with(self, params, y, **kwargs):
+  def inverse_with(self, params: dict, y: tf.Tensor, **kwargs):
     """The inverse (encoding) map and its log-det, a pure function of `params`.
 
     Like `forward_with`, from `y` `[B, H', W', C']` to `(x, ildj)`.

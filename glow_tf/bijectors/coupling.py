@@ -110,11 +110,11 @@ class AffineCoupling(base.GlowBijector):
     return self._precision
 
   @property
-  def hidden_channels(self):
+  def hidden_channels(self) -> int:
     """The width of NN()'s hidden layers."""
     return self.nn.hidden_channels
 
-  def params(self):
+  def params(self) -> dict:
     """`{"nn": ...}`: NN()'s variables (see `glow_tf.nn.CouplingNetwork.params`)."""
     return {"nn": self.nn.params()}
 
@@ -158,11 +158,11 @@ class AffineCoupling(base.GlowBijector):
     z_b = (x_b + shift) * tf.exp(log_s)
     return tf.concat([x_a, z_b], -1), tf.reduce_sum(log_s, [1, 2, 3])
 
-  def inverse_with(self, params, x, conditioning=None):
+  def inverse_with(self, params: dict, x: tf.Tensor, conditioning=None):
     h = self.nn.apply(params["nn"], self._nn_input(self._split(x)[0], conditioning))
     return self._encode(x, h)
 
-  def forward_with(self, params, z, conditioning=None):
+  def forward_with(self, params: dict, z: tf.Tensor, conditioning=None):
     z_a, z_b = self._split(z)
     shift, log_s = self._shift_and_log_scale(
         self.nn.apply(params["nn"], self._nn_input(z_a, conditioning)))

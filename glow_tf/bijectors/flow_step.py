@@ -110,13 +110,13 @@ class FlowStep(base.GlowBijector):
   def _conditioning_event_ndims(self, name):
     return len(self._conditioning_shape or [])
 
-  def params(self):
+  def params(self) -> dict:
     """`{"actnorm", "permutation", "coupling"}`: the pieces' variables (see their `params`)."""
     return {"actnorm": self.actnorm.params(), "permutation": self.permutation.params(),
             "coupling": self.coupling.params()}
 
   @property
-  def trace_key(self):
+  def trace_key(self) -> tuple:
     """Everything but the variables that `forward_with` and `inverse_with` depend on.
 
     Steps with equal keys compute the same functions of `(params, x)`.
@@ -128,7 +128,7 @@ class FlowStep(base.GlowBijector):
             self.coupling.hidden_channels, self._conditioning_shape is None,
             self.dtype.name)
 
-  def inverse_with(self, params, x, conditioning=None):
+  def inverse_with(self, params: dict, x: tf.Tensor, conditioning=None):
     if isinstance(self.permutation, invertible_conv.InvertibleConv1x1):
       h, ldj12 = self._actnorm_invconv_inverse(params, x)
     else:
@@ -138,7 +138,7 @@ class FlowStep(base.GlowBijector):
     z, ldj3 = self.coupling.inverse_with(params["coupling"], h, conditioning=conditioning)
     return z, ldj12 + ldj3
 
-  def forward_with(self, params, z, conditioning=None):
+  def forward_with(self, params: dict, z: tf.Tensor, conditioning=None):
     h, ldj3 = self.coupling.forward_with(params["coupling"], z, conditioning=conditioning)
     if isinstance(self.permutation, invertible_conv.InvertibleConv1x1):
       x, ldj12 = self._actnorm_invconv_forward(params, h)

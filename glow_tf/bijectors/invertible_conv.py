@@ -112,7 +112,7 @@ class InvertibleConv1x1(base.GlowBijector):
   def lu_decomposed(self):
     return self._lu_decomposed
 
-  def params(self):
+  def params(self) -> dict:
     """The variables: `{"kernel"}`, or with `lu_decomposed` `{"permutation_matrix",
     "sign_s", "lower", "upper", "log_s"}` (the first two fixed)."""
     if not self._lu_decomposed:
@@ -127,7 +127,7 @@ class InvertibleConv1x1(base.GlowBijector):
              + tf.linalg.diag(params["sign_s"] * tf.exp(params["log_s"])))
     return lower, upper
 
-  def weight(self, params=None):
+  def weight(self, params: dict = None) -> tf.Tensor:
     """The matrix `W` `[C, C]` of the encoding direction.
 
     Args:
@@ -139,7 +139,7 @@ class InvertibleConv1x1(base.GlowBijector):
     lower, upper = self._lu_factors(params)
     return params["permutation_matrix"] @ lower @ upper
 
-  def log_abs_det_weight(self, params=None):
+  def log_abs_det_weight(self, params: dict = None) -> tf.Tensor:
     """`log|det W|`, a scalar (`params` as in `weight`)."""
     params = self.params() if params is None else params
     if self._lu_decomposed:
@@ -149,7 +149,7 @@ class InvertibleConv1x1(base.GlowBijector):
       return tf.cast(_log_abs_det_by_qr(w64), self.dtype)
     return tf.cast(tf.linalg.slogdet(w64)[1], self.dtype)
 
-  def inverse_weight(self, params=None):
+  def inverse_weight(self, params: dict = None) -> tf.Tensor:
     """`W^-1` `[C, C]`, the matrix of the forward (generative) direction (`params` as in `weight`)."""
     params = self.params() if params is None else params
     if self._lu_decomposed:
@@ -163,10 +163,10 @@ class InvertibleConv1x1(base.GlowBijector):
     return tf.cast(tf.linalg.inv(w64), self.dtype)
 
   # A row vector x (the channels at one pixel) maps to z = x W^T.
-  def forward_with(self, params, z):
+  def forward_with(self, params: dict, z: tf.Tensor):
     x = matmul_channels(z, self.inverse_weight(params), transpose_kernel=True)
     return x, -num_pixels(z) * self.log_abs_det_weight(params)
 
-  def inverse_with(self, params, x):
+  def inverse_with(self, params: dict, x: tf.Tensor):
     z = matmul_channels(x, self.weight(params), transpose_kernel=True)
     return z, num_pixels(x) * self.log_abs_det_weight(params)

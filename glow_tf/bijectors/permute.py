@@ -34,12 +34,12 @@ class _ChannelPermutation(base.GlowBijector):
     """The encoding permutation, a numpy int array `[C]`."""
     return self._perm.copy()
 
-  def forward_with(self, params, z):
+  def forward_with(self, params: dict, z: tf.Tensor):
     del params  # no variables
     return (tf.gather(z, self._inv_perm, axis=-1),
             tf.zeros([], z.dtype))
 
-  def inverse_with(self, params, x):
+  def inverse_with(self, params: dict, x: tf.Tensor):
     del params  # no variables
     return (tf.gather(x, self._perm, axis=-1),
             tf.zeros([], x.dtype))
@@ -60,11 +60,11 @@ class Reverse(_ChannelPermutation):
     super().__init__(num_channels, lambda c: np.arange(c)[::-1],
                      dtype, validate_args, parameters, name)
 
-  def forward_with(self, params, z):
+  def forward_with(self, params: dict, z: tf.Tensor):
     del params  # no variables
     return tf.reverse(z, [-1]), tf.zeros([], z.dtype)
 
-  def inverse_with(self, params, x):
+  def inverse_with(self, params: dict, x: tf.Tensor):
     del params  # no variables
     return tf.reverse(x, [-1]), tf.zeros([], x.dtype)
 

@@ -93,11 +93,11 @@ class Squeeze(base.GlowBijector):
     else:
       self._check_divisible([c], "channel count", f * f)
 
-  def forward_with(self, params, z):
+  def forward_with(self, params: dict, z: tf.Tensor):
     del params  # no variables
     return unsqueeze(z, self._factor), tf.zeros([], z.dtype)
 
-  def inverse_with(self, params, x):
+  def inverse_with(self, params: dict, x: tf.Tensor):
     del params  # no variables
     return squeeze(x, self._factor), tf.zeros([], x.dtype)
 
