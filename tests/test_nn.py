@@ -1,11 +1,15 @@
 """The coupling networks' layers compute the original's functions, with gradients equal to TF's."""
 
+import ast
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from glow_tf import nn
+from glow_tf import normalization
 from glow_tf import ops
+from glow_tf import tracing
 
 
 def _value_and_grads(conv, x, kernel, dy):
@@ -147,3 +151,25 @@ def test_matmul_channels_with_bias_and_activation_equals_the_separate_ops():
   np.testing.assert_allclose(transposed.numpy(),
                              (tf.einsum("bhwc,co->bhwo", x, kernel) + bias).numpy(),
                              rtol=1e-12, atol=1e-12)
+
+
+def _glow_tf_imports(module):
+  """The glow_tf modules that `module`'s source imports (`from glow_tf import x` as `glow_tf.x`)."""
+  with open(module.__file__) as f:
+    tree = ast.parse(f.read())
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names.update(f"{node.module}.{a.name}" for a in node.names)
+  return {n for n in names if n.split(".")[0] == "glow_tf"}
+
+
+def test_layers_sit_below_the_bijectors_and_the_helpers_below_both():
+  """nn imports no bijector module; ops, tracing and normalization import nothing of glow_tf."""
+  assert not any(n.startswith("glow_tf.bijectors") for n in _glow_tf_imports(nn)), \
+      _glow_tf_imports(nn)
+  assert {"glow_tf.ops.matmul_channels", "glow_tf.normalization"} <= _glow_tf_imports(nn)
+  for module in (ops, tracing, normalization):
+    assert _glow_tf_imports(module) == set(), module.__name__
