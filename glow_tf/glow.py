@@ -446,7 +446,7 @@ class Glow(base.GlowBijector):
 
   # ---- Per-level access -------------------------------------------------------------
 
-  def encode(self, x, labels=None):
+  def encode(self, x: tf.Tensor, labels=None) -> tuple:
     """Encodes images to per-level latents (the original's `eps` list).
 
     Args:
@@ -464,7 +464,7 @@ class Glow(base.GlowBijector):
     self._check_event(x, self.image_shape, "images")
     return self._encode(self.params(), x, labels)
 
-  def decode(self, latents, labels=None):
+  def decode(self, latents, labels=None) -> tf.Tensor:
     """Decodes per-level latents (as from `encode`) to images `[B, H, W, C]`."""
     return self._decode(self.params(), [tf.convert_to_tensor(z, dtype_hint=self.dtype)
                                         for z in latents], labels)[0]
