@@ -10,6 +10,11 @@ median of the per-pair ratios new/base (< 1: the working tree is faster), and
 checks that both compute the same loss. `--base=HEAD` against an unchanged tree
 is an A/A run: its ratio shows the noise floor.
 
+The compiled kernels (`glow_tf.kernels`, gitignored) exist once per process:
+the base loads the working tree's library and uses the gradient the working
+tree registers for it (a second registration would fail), so both run the
+same kernels; `GLOW_TF_KERNELS=0` compares them on TensorFlow's ops.
+
   python bench/ab_step.py --base=HEAD --config=a --steps=20
 """
 
@@ -34,14 +39,19 @@ def export_base(ref, into):
                            check=True, capture_output=True).stdout
   subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
   os.rename(os.path.join(into, "glow_tf"), os.path.join(into, "glow_tf_base"))
+  kernels_dir = os.path.join(ROOT, "glow_tf", "kernels")
   for folder, _, files in os.walk(os.path.join(into, "glow_tf_base")):
     for name in files:
       if name.endswith(".py"):
         path = os.path.join(folder, name)
         with open(path) as f:
-          text = f.read()
+          text = f.read().replace("glow_tf", "glow_tf_base")
+        # One library and one gradient of its ops per process (see above).
+        text = text.replace('@tf.RegisterGradient("GlowConv3x3")\n', "")
+        text = text.replace("_HERE = os.path.dirname(os.path.abspath(__file__))",
+                            f"_HERE = {kernels_dir!r}")
         with open(path, "w") as f:
-          f.write(text.replace("glow_tf", "glow_tf_base"))
+          f.write(text)
 
 
 def main():
@@ -58,6 +68,7 @@ def main():
   import numpy as np
   import tensorflow as tf
   import vs_tfp_glow
+  importlib.import_module("glow_tf.nn")  # registers the kernels' gradient for both (see above)
 
   cfg = vs_tfp_glow.CONFIGS[args.config]
   h, w, c = cfg["image_shape"]

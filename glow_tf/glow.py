@@ -4,9 +4,9 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf import nn
+from glow_tf import tracing
 from glow_tf.bijectors import base
 from glow_tf.bijectors import flow_step
-from glow_tf.bijectors import shared
 from glow_tf.bijectors import squeeze as squeeze_lib
 
 __all__ = ["Glow", "SplitPrior", "TopPrior", "level_shapes"]
@@ -42,22 +42,29 @@ def level_shapes(image_shape, n_levels):
   return shapes
 
 
-def _encode_steps_recomputing(steps, x):
+def _encode_steps_recomputing(steps, params, x, call):
   """Runs `steps` in the encoding direction with memory-free backprop.
 
-  Returns `(z, ildj)` like chaining `_inverse_and_log_det_4d`, but the
+  Args:
+    steps: the `FlowStep`s of one level, in encoding order.
+    params: their variables' structures, one per step (as `FlowStep.params()`).
+    x: `[B, H, W, C]`, the level's input.
+    call: `call(step, direction, step_params, z) -> (z, ldj)` with direction
+      `"inverse"` or `"forward"`: how a step is evaluated (`Glow._call_step`).
+
+  Returns `(z, ildj)` like chaining the steps' `inverse_with`, but the
   gradient keeps no activation of the steps: walking back from the output,
   each step's input is reconstructed by its forward (generative) map and the
   step is re-run under a tape to get the gradients of its input and its
   variables (as in reversible networks, Gomez et al., 2017).
   """
-  step_vars = [list(s.trainable_variables) for s in steps]
+  step_vars = [[v for v in tf.nest.flatten(p) if v.trainable] for p in params]
 
   @tf.custom_gradient
   def encode(x):
     z, ildj = x, tf.zeros(tf.shape(x)[:1], x.dtype)
-    for s in steps:
-      z, ldj = s._inverse_and_log_det_4d(z)
+    for s, p in zip(steps, params):
+      z, ldj = call(s, "inverse", p, z)
       ildj += ldj
 
     def grad(dz, dildj, variables=None):
@@ -66,14 +73,14 @@ def _encode_steps_recomputing(steps, x):
       var_grads = {}
       z_out = z
       done = [dz]
-      for s, s_vars in zip(reversed(steps), reversed(step_vars)):
+      for s, p, s_vars in zip(reversed(steps), reversed(params), reversed(step_vars)):
         # Order the work: reconstruct this step only after every gradient of
         # the later step is done, so that one step's activations live at a time.
         with tf.control_dependencies(done):
-          x_in = tf.stop_gradient(s._forward_and_log_det_4d(tf.identity(z_out))[0])
+          x_in = tf.stop_gradient(call(s, "forward", p, tf.identity(z_out))[0])
         with tf.GradientTape() as tape:
           tape.watch(x_in)
-          z_re, ldj = s._inverse_and_log_det_4d(x_in)
+          z_re, ldj = call(s, "inverse", p, x_in)
         grads = tape.gradient([z_re, ldj], [x_in] + s_vars,
                               output_gradients=[dz, dildj],
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -89,7 +96,7 @@ def _encode_steps_recomputing(steps, x):
   return encode(x)
 
 
-@shared.no_autograph
+@tracing.no_autograph
 class SplitPrior(tf.Module):
   """The original's `split2d_prior`: Gaussian of the leaving half given the kept half.
 
@@ -103,12 +110,20 @@ class SplitPrior(tf.Module):
       self.conv = nn.ZeroConv2D(kept_channels, 2 * out_channels, dtype=dtype)
     self._order = nn.deinterleaved(2 * out_channels)
 
-  def __call__(self, z_kept):
-    """z_kept: `[B, h, w, c]` -> mean, log_scale: `[B, h, w, c_out]`."""
-    return tf.split(self.conv(z_kept, self._order), 2, axis=-1)
+  def params(self) -> dict:
+    """`{"conv": ...}`: the variables (see `glow_tf.nn.ZeroConv2D.params`)."""
+    return {"conv": self.conv.params()}
+
+  def apply(self, params: dict, z_kept: tf.Tensor):
+    """z_kept: `[B, h, w, c]` -> mean, log_scale: `[B, h, w, c_out]`, with the variables `params`."""
+    return tf.split(self.conv.apply(params["conv"], z_kept, self._order), 2, axis=-1)
+
+  def __call__(self, z_kept: tf.Tensor):
+    """`apply` with this prior's variables."""
+    return self.apply(self.params(), z_kept)
 
 
-@shared.no_autograph
+@tracing.no_autograph
 class TopPrior(tf.Module):
   """The original's `prior`: Gaussian of the top latent, learned (`learntop`) and/or class-conditional (`ycond`).
 
@@ -134,8 +149,22 @@ class TopPrior(tf.Module):
   def is_standard(self):
     return not self._learntop and not self._n_classes
 
+  def params(self) -> dict:
+    """`{["conv",] ["embedding"]}`: the variables of the learned parts."""
+    params = {}
+    if self._learntop:
+      params["conv"] = self.conv.params()
+    if self._n_classes:
+      params["embedding"] = self.embedding.params()
+    return params
+
   def __call__(self, batch_size, labels=None, dtype=tf.float32):
-    """Returns mean, log_scale broadcastable to `[B, h, w, c]`."""
+    """`apply` with this prior's variables."""
+    return self.apply(self.params(), batch_size, labels, dtype)
+
+  def apply(self, params: dict, batch_size, labels=None, dtype=tf.float32):
+    """Returns mean, log_scale broadcastable to `[B, h, w, c]`, with the variables `params`."""
+    del batch_size  # the prior's batch dimension broadcasts
     h_, w_, c = self._shape
     if self._n_classes and labels is None:
       raise ValueError(
@@ -143,14 +172,14 @@ class TopPrior(tf.Module):
           f"{self._n_classes}): pass `labels=` (int `[B]`) as a bijector kwarg.")
     h = tf.zeros([1, h_, w_, 2 * c], dtype)
     if self._learntop:
-      h = self.conv.on_zeros(h_, w_)[None]
+      h = self.conv.on_zeros(params["conv"], h_, w_)[None]
     if self._n_classes:
       onehot = tf.one_hot(tf.cast(labels, tf.int32), self._n_classes, dtype=dtype)
-      h = h + self.embedding(onehot)[:, None, None, :]
+      h = h + self.embedding.apply(params["embedding"], onehot)[:, None, None, :]
     return h[..., :c], h[..., c:]
 
 
-@shared.no_autograph
+@tracing.no_autograph
 class Glow(base.GlowBijector):
   """Glow (Kingma & Dhariwal, 2018) as one bijector from a flat latent to an image.
 
@@ -182,7 +211,9 @@ class Glow(base.GlowBijector):
   `[...]`): `dist.log_prob(x, bijector_kwargs={"labels": y})`.
 
   `forward`/`inverse` and their log-dets come from one pass (shared through
-  TFP's cache), so `log_prob` evaluates each coupling network once.
+  TFP's cache), so `log_prob` evaluates each coupling network once. In a
+  traced function (not compiled by XLA), flow steps of one kind share one
+  trace (`glow_tf.tracing.SharedTraces`, owned by this Glow).
 
   Initialise the actnorms with `initialize(x)` on a batch of data (the
   original's `n_batch_init` pass) before training; see `GlowBijector.initialize`.
@@ -260,6 +291,7 @@ class Glow(base.GlowBijector):
                                         name=f"split_prior{level}"))
           c //= 2
       self.top_prior = TopPrior(shapes[-1], learntop, n_classes, dtype=dtype)
+      self._traces = tracing.SharedTraces()
       super().__init__(forward_min_event_ndims=1, inverse_min_event_ndims=3,
                        dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
@@ -316,69 +348,105 @@ class Glow(base.GlowBijector):
 
   # ---- The two directions ------------------------------------------------------
 
-  def _encode(self, x, labels=None, init=False):
-    """Encoding pass: x `[B, H, W, C]` -> (per-level eps list, top z, ildj `[B]`)."""
+  def params(self) -> dict:
+    """`{"levels": [[step, ...], ...], "priors": [...], "top_prior": ...}`: the variables."""
+    return {"levels": [[step.params() for step in steps] for steps in self.levels],
+            "priors": [prior.params() for prior in self.priors],
+            "top_prior": self.top_prior.params()}
+
+  def _call_step(self, step, direction, params, z):
+    """`step.inverse_with` or `step.forward_with` (`direction`) of `(params, z)`.
+
+    In a traced function, through the trace shared by the steps of the same
+    `trace_key`; not under XLA, which would recompile the shared functions
+    at every call.
+    """
+    fn = step.inverse_with if direction == "inverse" else step.forward_with
+    if tf.inside_function() and not tracing.in_xla_context():
+      return self._traces.call((step.trace_key, direction), fn, params, z)
+    return fn(params, z)
+
+  def _encode_steps(self, steps, params, z, ildj):
+    """A level's flow steps in the encoding direction; adds their log-dets to `ildj`."""
+    if self._recompute_gradients:
+      z, ldj = _encode_steps_recomputing(steps, params, z, self._call_step)
+      return z, ildj + ldj
+    for step, p in zip(steps, params):
+      z, ldj = self._call_step(step, "inverse", p, z)
+      ildj += ldj
+    return z, ildj
+
+  def _initialize_steps(self, steps, params, z, ildj):
+    """A level's flow steps initialised from `z` in turn (log-dets not computed)."""
+    del params  # initialisation assigns the steps' own variables
+    for step in steps:
+      z = step.initialize(z)
+    return z, ildj
+
+  def _encode_levels(self, params, x, labels, run_steps):
+    """The encoding's level loop: x `[B, H, W, C]` -> (per-level eps list, top z, ildj `[B]`).
+
+    `run_steps(steps, step_params, z, ildj) -> (z, ildj)` runs one level's
+    flow steps (`_encode_steps` or `_initialize_steps`).
+    """
     z, ildj = x, tf.zeros(tf.shape(x)[:1], x.dtype)
     eps = []
     for level, steps in enumerate(self.levels):
       z = squeeze_lib.squeeze(z)
-      if init:
-        for step in steps:
-          z = step._initialize_4d(z)
-      elif self._recompute_gradients:
-        z, ldj = _encode_steps_recomputing(steps, z)
-        ildj += ldj
-      else:
-        for step in steps:
-          z, ldj = step._inverse_and_log_det_4d(z)
-          ildj += ldj
+      z, ildj = run_steps(steps, params["levels"][level], z, ildj)
       if level < self._n_levels - 1:
         z1, z2 = tf.split(z, 2, axis=-1)
-        mean, log_scale = self.priors[level](z1)
+        mean, log_scale = self.priors[level].apply(params["priors"][level], z1)
         eps.append((z2 - mean) * tf.exp(-log_scale))
         ildj -= tf.reduce_sum(log_scale, [1, 2, 3])
         z = z1
     if self.top_prior.is_standard:
       eps.append(z)
     else:
-      mean, log_scale = self.top_prior(tf.shape(z)[0], labels, z.dtype)
+      mean, log_scale = self.top_prior.apply(params["top_prior"], tf.shape(z)[0], labels,
+                                             z.dtype)
       eps.append((z - mean) * tf.exp(-log_scale))
       ildj -= tf.reduce_sum(log_scale + tf.zeros_like(z), [1, 2, 3])
     return eps, z, ildj
 
-  def _decode(self, eps, labels=None):
+  def _encode(self, params, x, labels=None):
+    """Encoding pass: x `[B, H, W, C]` -> (per-level eps list, top z, ildj `[B]`)."""
+    return self._encode_levels(params, x, labels, self._encode_steps)
+
+  def _decode(self, params, eps, labels=None):
     """Generative pass: per-level eps list -> (x `[B, H, W, C]`, fldj `[B]`)."""
     z = eps[-1]
     fldj = tf.zeros(tf.shape(z)[:1], z.dtype)
     if not self.top_prior.is_standard:
-      mean, log_scale = self.top_prior(tf.shape(z)[0], labels, z.dtype)
+      mean, log_scale = self.top_prior.apply(params["top_prior"], tf.shape(z)[0], labels,
+                                             z.dtype)
       z = mean + tf.exp(log_scale) * z
       fldj += tf.reduce_sum(log_scale + tf.zeros_like(z), [1, 2, 3])
     for level in reversed(range(self._n_levels)):
       if level < self._n_levels - 1:
-        mean, log_scale = self.priors[level](z)
+        mean, log_scale = self.priors[level].apply(params["priors"][level], z)
         z = tf.concat([z, mean + tf.exp(log_scale) * eps[level]], -1)
         fldj += tf.reduce_sum(log_scale, [1, 2, 3])
-      for step in reversed(self.levels[level]):
-        z, ldj = step._forward_and_log_det_4d(z)
+      for step, p in zip(reversed(self.levels[level]), reversed(params["levels"][level])):
+        z, ldj = self._call_step(step, "forward", p, z)
         fldj += ldj
       z = squeeze_lib.unsqueeze(z)
     return z, fldj
 
-  def _inverse_and_log_det_4d(self, x, labels=None):
-    eps, _, ildj = self._encode(x, labels)
+  def inverse_with(self, params: dict, x: tf.Tensor, labels=None):
+    eps, _, ildj = self._encode(params, x, labels)
     return self.join_latents(eps), ildj
 
-  def _forward_and_log_det_4d(self, eps, labels=None):
-    return self._decode(self.split_latent(eps), labels)
+  def forward_with(self, params: dict, eps: tf.Tensor, labels=None):
+    return self._decode(params, self.split_latent(eps), labels)
 
   def _initialize_4d(self, x, labels=None):
-    eps, _, _ = self._encode(x, labels, init=True)
+    eps, _, _ = self._encode_levels(self.params(), x, labels, self._initialize_steps)
     return self.join_latents(eps)
 
   # ---- Per-level access -------------------------------------------------------------
 
-  def encode(self, x, labels=None):
+  def encode(self, x: tf.Tensor, labels=None) -> tuple:
     """Encodes images to per-level latents (the original's `eps` list).
 
     Args:
@@ -394,9 +462,9 @@ class Glow(base.GlowBijector):
     """
     x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     self._check_event(x, self.image_shape, "images")
-    return self._encode(x, labels)
+    return self._encode(self.params(), x, labels)
 
-  def decode(self, latents, labels=None):
+  def decode(self, latents, labels=None) -> tf.Tensor:
     """Decodes per-level latents (as from `encode`) to images `[B, H, W, C]`."""
-    return self._decode([tf.convert_to_tensor(z, dtype_hint=self.dtype)
-                         for z in latents], labels)[0]
+    return self._decode(self.params(), [tf.convert_to_tensor(z, dtype_hint=self.dtype)
+                                        for z in latents], labels)[0]

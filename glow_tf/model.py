@@ -9,7 +9,7 @@ import tensorflow_probability as tfp
 from glow_tf import config as config_lib
 from glow_tf import glow as glow_lib
 from glow_tf import nn
-from glow_tf.bijectors import shared
+from glow_tf import tracing
 
 tfd = tfp.distributions
 
@@ -18,7 +18,7 @@ __all__ = ["GlowModel"]
 LN2 = math.log(2.)
 
 
-@shared.no_autograph
+@tracing.no_autograph
 class GlowModel(tf.Module):
   """Glow on uint8 images: likelihood in bits/dim, sampling, encoding, class conditioning.
 
@@ -125,36 +125,51 @@ class GlowModel(tf.Module):
 
   # ---- Likelihood -------------------------------------------------------------------
 
-  def log_prob(self, images, labels=None, noise=None, seed=None):
-    """Discrete log-likelihood of uint8 images, nats per image `[B]`.
+  def _log_prob_and_top(self, images, labels, noise, seed):
+    """The encoding and the density, computed once for `log_prob` and `losses`.
 
-    Computed through `distribution.log_prob` (one pass of the flow).
-    """
-    x = self.preprocess(images, noise, seed)
-    kwargs = {}
-    if self.config.ycond:
-      kwargs = {"labels": self._labels(labels, tf.shape(x)[0])}
-    return (self.distribution.log_prob(x, bijector_kwargs=kwargs)
-            - self.num_dims * math.log(self.n_bins))
-
-  def bits_per_dim(self, images, labels=None, noise=None, seed=None):
-    """`-log p(images) / (D ln 2)`, `[B]`."""
-    return -self.log_prob(images, labels, noise, seed) / (self.num_dims * LN2)
-
-  def losses(self, images, labels=None, noise=None, seed=None):
-    """The original's training objective and metrics, per image.
+    `log p(x) = base.log_prob(eps) + ildj - D log(n_bins)`: the density of
+    `distribution` (its base at the flat latent `eps` plus the encoding's
+    log-det, TFP's change of variables) less the quantisation.
 
     Returns:
-      A dict of `[B]` tensors: `loss = bits_x + weight_y * bits_y`, `bits_x`
-      (bits/dim of the images), and with `ycond` also `bits_y` (classifier
-      cross-entropy in bits) and `classification_error` (0 or 1).
+      log_p: `[B]`, nats per image; top: `[B, h, w, c]`, the top latent
+      before its prior's standardisation; labels: int `[B]` or `None`.
     """
     x = self.preprocess(images, noise, seed)
     labels = self._labels(labels, tf.shape(x)[0])
     eps, top, ildj = self.glow.encode(x, labels)
-    log_normal = tf.add_n([tf.reduce_sum(-0.5 * tf.square(e), [1, 2, 3]) for e in eps])
-    log_p = (log_normal - 0.5 * self.num_dims * math.log(2 * math.pi) + ildj
+    log_p = (self.distribution.distribution.log_prob(self.glow.join_latents(eps)) + ildj
              - self.num_dims * math.log(self.n_bins))
+    return log_p, top, labels
+
+  def log_prob(self, images, labels=None, noise=None, seed=None) -> tf.Tensor:
+    """Discrete log-likelihood of uint8 images, nats per image `[B]`.
+
+    The continuous density of `distribution` at the dequantised images
+    (one pass of the flow) less `D log(n_bins)`.
+
+    Args:
+      images: uint8 `[B, H, W, C]`.
+      labels: int `[B]` for a class-conditional model, else `None`.
+      noise, seed: the dequantisation (see `preprocess`).
+    """
+    return self._log_prob_and_top(images, labels, noise, seed)[0]
+
+  def bits_per_dim(self, images, labels=None, noise=None, seed=None) -> tf.Tensor:
+    """`-log p(images) / (D ln 2)`, `[B]`."""
+    return -self.log_prob(images, labels, noise, seed) / (self.num_dims * LN2)
+
+  def losses(self, images, labels=None, noise=None, seed=None) -> dict:
+    """The original's training objective and metrics, per image.
+
+    Returns:
+      A dict of `[B]` tensors: `loss = bits_x + weight_y * bits_y`, `bits_x`
+      (bits/dim of the images, as `bits_per_dim`), and with `ycond` also
+      `bits_y` (classifier cross-entropy in bits) and `classification_error`
+      (0 or 1).
+    """
+    log_p, top, labels = self._log_prob_and_top(images, labels, noise, seed)
     bits_x = -log_p / (self.num_dims * LN2)
     out = {"bits_x": bits_x, "loss": bits_x}
     if self.config.ycond:
@@ -239,10 +254,6 @@ class GlowModel(tf.Module):
     """Per-level latents (as from `encode`) -> uint8 images `[B, H, W, C]`."""
     labels = self._labels(labels, tf.shape(latents[0])[0])
     return self.postprocess(self.glow.decode(latents, labels))
-
-  def decode_float(self, latents, labels=None):
-    """Like `decode`, but returns the continuous images in `[-0.5, 0.5)`."""
-    return self.glow.decode(latents, self._labels(labels, tf.shape(latents[0])[0]))
 
   def num_parameters(self):
     """The number of trainable scalars."""

@@ -11,6 +11,12 @@ slice of the kernel and add it to an ordinary SAME convolution of the data,
 which is the same function as the original's concatenate-and-VALID-convolve
 at a fraction of the cost.
 
+Every layer computes with its variables given explicitly: `params()` returns
+them as a nested dict (attribute name -> variable or sub-dict) and
+`apply(params, x)` is the layer's function of that structure, so that one
+trace can serve many layers of the same shape (`glow_tf.tracing`);
+`layer(x)` is `layer.apply(layer.params(), x)`.
+
 Speed: every per-channel scale that follows a convolution (the actnorm after
 the hidden convolutions, `exp(3 * log_scale)` after the zero convolution) is
 folded into the small kernel and a bias instead of being applied to the large
@@ -34,9 +40,9 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf import kernels
-from glow_tf.bijectors import actnorm as actnorm_lib
-from glow_tf.bijectors.base import matmul_channels, static_hw
-from glow_tf.bijectors.shared import in_xla_context, no_autograph, read
+from glow_tf import normalization
+from glow_tf.ops import matmul_channels, static_hw
+from glow_tf.tracing import in_xla_context, no_autograph
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECISIONS",
            "compute_dtype", "native_bfloat16", "deinterleaved", "conv2d_3x3",
@@ -264,14 +270,14 @@ def _glow_conv3x3_grad(op, dy):
 
 @no_autograph
 class EdgeConv2D(tf.Module):
-  """Stride-1 "SAME" convolution with the original's edge-bias channel.
+  """Stride-1 "SAME" convolution with the original's edge-bias channel, then an actnorm.
 
-  `y = conv(x, kernel) + edge(edge_kernel)`, where `kernel` `[kh, kw, C, out]`
-  and `edge_kernel` `[kh, kw, out]` together are the original's
-  `[kh, kw, C + 1, out]` kernel, initialised N(0, 0.05^2). 1x1 layers have no
-  padding and no edge channel, and their kernel is a `[C, out]` matrix. It is
-  followed by an actnorm (data-dependent init, as the original's
-  `conv2d(..., do_actnorm=True)`).
+  `y = actnorm(conv(x, kernel) + edge(edge_kernel))`, where `kernel`
+  `[kh, kw, C, out]` and `edge_kernel` `[kh, kw, out]` together are the
+  original's `[kh, kw, C + 1, out]` kernel, initialised N(0, 0.05^2). 1x1
+  layers have no padding and no edge channel, and their kernel is a `[C, out]`
+  matrix. The actnorm (`glow_tf.normalization`, data-dependent init, as the
+  original's `conv2d(..., do_actnorm=True)`) is folded into the kernel.
   """
 
   def __init__(self, in_channels, out_channels, kernel_size=3, seed=None,
@@ -289,33 +295,41 @@ class EdgeConv2D(tf.Module):
         self.edge_kernel = tf.Variable(init[:, :, in_channels], name="edge_kernel")
       else:
         self.kernel = tf.Variable(init[0, 0], name="kernel")
-      self.actnorm = actnorm_lib.ActNorm(out_channels, dtype=dtype, name="actnorm")
+      self.actnorm = normalization.ActNormVariables(out_channels, dtype=dtype, name="actnorm")
 
-  def _conv(self, x):
-    """x: `[B, H, W, C]` -> `[B, H, W, out]` (before actnorm)."""
+  def params(self) -> dict:
+    """`{"kernel", ["edge_kernel",] "actnorm": {"shift", "log_scale"}}`: the variables."""
+    params = {"kernel": self.kernel, "actnorm": self.actnorm.params()}
+    if self._edge:
+      params["edge_kernel"] = self.edge_kernel
+    return params
+
+  def _convolve(self, params, x):
+    """x: `[B, H, W, C]` -> `[B, H, W, out]` (before actnorm, unfused)."""
     if not self._edge:
-      return matmul_channels(x, read(self.kernel))
-    y = tf.nn.conv2d(x, read(self.kernel), 1, "SAME")
+      return matmul_channels(x, params["kernel"])
+    y = tf.nn.conv2d(x, params["kernel"], 1, "SAME")
     h, w = static_hw(x)
-    return y + edge_term(read(self.edge_kernel), h, w)
+    return y + edge_term(params["edge_kernel"], h, w)
 
-  def __call__(self, x, activation=None):
+  def apply(self, params: dict, x: tf.Tensor, activation=None) -> tf.Tensor:
     """`activation(actnorm(conv(x)))`, with the actnorm folded into the kernel.
 
     Args:
+      params: the variables' structure, as `params()`.
       x: `[B, H, W, C]`.
       activation: `None` or an elementwise function such as `tf.nn.relu`.
     Returns:
       `[B, H, W, out]`.
     """
-    scale = tf.exp(self.actnorm._scale_log())  # pylint: disable=protected-access
-    shift = read(self.actnorm.shift)
-    kernel = read(self.kernel) * scale
+    scale = tf.exp(normalization.log_scale(params["actnorm"]))
+    shift = params["actnorm"]["shift"]
+    kernel = params["kernel"] * scale
     if not self._edge:
       bias = shift * scale
     else:
       h, w = static_hw(x)
-      bias = (edge_term(read(self.edge_kernel), h, w) + shift) * scale
+      bias = (edge_term(params["edge_kernel"], h, w) + shift) * scale
     if self._compute_dtype is not None:
       x, kernel, bias = (tf.cast(t, self._compute_dtype) for t in (x, kernel, bias))
     if not self._edge:  # matmul, bias and activation fused (`_FusedMatMul`)
@@ -324,9 +338,15 @@ class EdgeConv2D(tf.Module):
     y = conv2d_3x3(x, kernel, bias, relu=relu)
     return y if activation is None or relu else activation(y)
 
-  def initialize(self, x):
-    """Initialises the actnorm from `x`'s batch; returns the layer's output."""
-    return self.actnorm._initialize_4d(self._conv(x))
+  def __call__(self, x: tf.Tensor, activation=None) -> tf.Tensor:
+    """`apply` with this layer's variables."""
+    return self.apply(self.params(), x, activation)
+
+  def initialize(self, x: tf.Tensor) -> tf.Tensor:
+    """Initialises the actnorm from `x`'s batch `[B, H, W, C]`; returns the output before `activation`."""
+    h = self._convolve(self.params(), x)
+    normalization.initialize(self.actnorm.params(), h)
+    return normalization.normalize(self.actnorm.params(), h)
 
 
 @no_autograph
@@ -343,6 +363,7 @@ class ZeroConv2D(tf.Module):
                name="zero_conv"):
     super().__init__(name=name)
     k = kernel_size
+    self._has_kernel = bool(in_channels)
     with self.name_scope:
       if in_channels:
         self.kernel = tf.Variable(tf.zeros([k, k, in_channels, out_channels], dtype),
@@ -351,22 +372,35 @@ class ZeroConv2D(tf.Module):
       self.bias = tf.Variable(tf.zeros([out_channels], dtype), name="bias")
       self.log_scale = tf.Variable(tf.zeros([out_channels], dtype), name="log_scale")
 
-  def _bias_map(self, height, width, scale):
-    return (edge_term(read(self.edge_kernel), height, width) + read(self.bias)) * scale
+  def params(self) -> dict:
+    """`{["kernel",] "edge_kernel", "bias", "log_scale"}`: the variables."""
+    params = {"edge_kernel": self.edge_kernel, "bias": self.bias, "log_scale": self.log_scale}
+    if self._has_kernel:
+      params["kernel"] = self.kernel
+    return params
 
-  def __call__(self, x, out_order=None):
+  @staticmethod
+  def _scale(params):
+    return tf.exp(normalization.LOGSCALE_FACTOR * params["log_scale"])
+
+  @staticmethod
+  def _bias_map(params, height, width, scale):
+    return (edge_term(params["edge_kernel"], height, width) + params["bias"]) * scale
+
+  def apply(self, params: dict, x: tf.Tensor, out_order=None) -> tf.Tensor:
     """x: `[B, H, W, C]` -> `[B, H, W, out]`.
 
     Args:
+      params: the variables' structure, as `params()`.
       x: `[B, H, W, C]`.
       out_order: `None` or a permutation of the output channels (Python ints):
         output channel `i` is then the layer's channel `out_order[i]`. The
         permutation is applied to the small kernel, not to the output.
     """
-    scale = tf.exp(actnorm_lib.LOGSCALE_FACTOR * read(self.log_scale))
-    kernel = read(self.kernel) * scale
+    scale = self._scale(params)
+    kernel = params["kernel"] * scale
     h, w = static_hw(x)
-    bias_map = self._bias_map(h, w, scale)
+    bias_map = self._bias_map(params, h, w, scale)
     if out_order is not None:
       # Exact: a product with a 0/1 matrix (cheaper to differentiate than gather).
       perm = tf.constant(np.eye(len(out_order))[:, list(out_order)], kernel.dtype)
@@ -376,10 +410,13 @@ class ZeroConv2D(tf.Module):
       return tf.cast(conv2d_3x3(x, tf.cast(kernel, x.dtype)), kernel.dtype) + bias_map
     return conv2d_3x3(x, kernel, bias_map)
 
-  def on_zeros(self, height, width):
+  def __call__(self, x: tf.Tensor, out_order=None) -> tf.Tensor:
+    """`apply` with this layer's variables."""
+    return self.apply(self.params(), x, out_order)
+
+  def on_zeros(self, params: dict, height: int, width: int) -> tf.Tensor:
     """The output for an all-zero input, `[H, W, out]` (no convolution needed)."""
-    return self._bias_map(height, width,
-                          tf.exp(actnorm_lib.LOGSCALE_FACTOR * read(self.log_scale)))
+    return self._bias_map(params, height, width, self._scale(params))
 
 
 @no_autograph
@@ -398,13 +435,14 @@ class CouplingNetwork(tf.Module):
       seed: Python `int` or `None`, seeds the hidden kernels' initialisation.
       dtype: float dtype of the variables.
       out_order: `None` or a permutation of the output channels (see
-        `ZeroConv2D.__call__`); the variables keep the original's layout.
+        `ZeroConv2D.apply`); the variables keep the original's layout.
       compute_dtype: `None` (compute in `dtype`) or `tf.bfloat16` (mixed
         precision: float32 variables and output, bfloat16 arithmetic).
       name: Python `str`.
     """
     super().__init__(name=name)
     self._out_order = None if out_order is None else tuple(int(i) for i in out_order)
+    self._hidden_channels = hidden_channels
     with self.name_scope:
       self.conv1 = EdgeConv2D(in_channels, hidden_channels, 3, seed, dtype, compute_dtype,
                               "conv1")
@@ -412,13 +450,28 @@ class CouplingNetwork(tf.Module):
                               None if seed is None else seed + 1, dtype, compute_dtype, "conv2")
       self.conv_out = ZeroConv2D(hidden_channels, out_channels, 3, dtype, "conv_out")
 
-  def __call__(self, x):
-    h = self.conv1(x, tf.nn.relu)
-    h = self.conv2(h, tf.nn.relu)
-    return self.conv_out(h, self._out_order)
+  @property
+  def hidden_channels(self) -> int:
+    """The width of the hidden layers."""
+    return self._hidden_channels
 
-  def initialize(self, x):
-    """Data-dependent init of the two actnorms; returns the network output."""
+  def params(self) -> dict:
+    """`{"conv1", "conv2", "conv_out"}`: the layers' variables (see their `params`)."""
+    return {"conv1": self.conv1.params(), "conv2": self.conv2.params(),
+            "conv_out": self.conv_out.params()}
+
+  def apply(self, params: dict, x: tf.Tensor) -> tf.Tensor:
+    """x: `[B, H, W, in]` -> `[B, H, W, out]`, with the variables `params` (as `params()`)."""
+    h = self.conv1.apply(params["conv1"], x, tf.nn.relu)
+    h = self.conv2.apply(params["conv2"], h, tf.nn.relu)
+    return self.conv_out.apply(params["conv_out"], h, self._out_order)
+
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    """`apply` with this network's variables."""
+    return self.apply(self.params(), x)
+
+  def initialize(self, x: tf.Tensor) -> tf.Tensor:
+    """Data-dependent init of the two actnorms from `x` `[B, H, W, in]`; returns the output."""
     h = tf.nn.relu(self.conv1.initialize(x))
     h = tf.nn.relu(self.conv2.initialize(h))
     return self.conv_out(h, self._out_order)
@@ -435,7 +488,15 @@ class LinearZeros(tf.Module):
       self.bias = tf.Variable(tf.zeros([out_features], dtype), name="bias")
       self.log_scale = tf.Variable(tf.zeros([out_features], dtype), name="log_scale")
 
-  def __call__(self, x):
-    """x: `[B, in]` -> `[B, out]`."""
-    return ((tf.matmul(x, self.kernel) + self.bias)
-            * tf.exp(actnorm_lib.LOGSCALE_FACTOR * self.log_scale))
+  def params(self) -> dict:
+    """`{"kernel", "bias", "log_scale"}`: the variables."""
+    return {"kernel": self.kernel, "bias": self.bias, "log_scale": self.log_scale}
+
+  def apply(self, params: dict, x: tf.Tensor) -> tf.Tensor:
+    """x: `[B, in]` -> `[B, out]`, with the variables `params` (as `params()`)."""
+    return ((tf.matmul(x, params["kernel"]) + params["bias"])
+            * tf.exp(normalization.LOGSCALE_FACTOR * params["log_scale"]))
+
+  def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    """`apply` with this layer's variables."""
+    return self.apply(self.params(), x)

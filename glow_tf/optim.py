@@ -31,7 +31,7 @@ import contextlib
 
 import tensorflow as tf
 
-from glow_tf.bijectors import shared
+from glow_tf import tracing
 
 __all__ = ["GlowOptimizer", "WarmupSchedule", "make_optimizer", "polyak_decay"]
 
@@ -64,7 +64,7 @@ class WarmupSchedule:
     return rate if self.scale is None else rate * tf.cast(self.scale, tf.float64)
 
 
-@shared.no_autograph
+@tracing.no_autograph
 class GlowOptimizer(tf.Module):
   """Adamax or Adam exactly as the original's `optim.py`, plus Polyak averages of the weights.
 

@@ -1,7 +1,6 @@
 """Property tests of the flow-step bijectors in glow_tf.bijectors."""
 
 import os
-import tempfile
 
 import numpy as np
 import pytest
@@ -160,26 +159,25 @@ EXPECTED_VARS = {
 }
 
 
-def variable_paths(module, trainable=True):
-  """Attribute paths of every (trainable) tf.Variable reachable from `module`."""
-  paths = {}
-  for path, value in module._flatten(with_path=True,  # pylint: disable=protected-access
-                                     predicate=lambda v: isinstance(v, tf.Variable)):
-    if value.trainable == trainable:
-      paths[".".join(str(p) for p in path)] = value
-  return paths
+def checkpoint_paths(module, directory):
+  """Attribute paths (dotted) of the variables a checkpoint of `module` stores."""
+  path = tf.train.Checkpoint(module=module).write(os.path.join(directory, "paths"))
+  suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
+  return {name[len("module/"):-len(suffix)].replace("/", ".")
+          for name, _ in tf.train.list_variables(path)
+          if name.startswith("module/") and name.endswith(suffix)}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_parameter_is_tracked_gets_a_gradient_and_checkpoints(name, tmp_path):
   bij, event = make(name)
-  paths = variable_paths(bij)
-  assert set(paths) == EXPECTED_VARS[name]
-  assert {id(v) for v in bij.trainable_variables} == {id(v) for v in paths.values()}
-  fixed = set(variable_paths(bij, trainable=False))  # the LU form's P and sign(s)
-  assert fixed == ({"permutation_matrix", "sign_s"} if name == "invconv_lu" else
-                   {"permutation.permutation_matrix", "permutation.sign_s"}
-                   if name == "step_lu_additive" else set())
+  fixed = ({"permutation_matrix", "sign_s"} if name == "invconv_lu" else  # the LU form's P, sign(s)
+           {"permutation.permutation_matrix", "permutation.sign_s"}
+           if name == "step_lu_additive" else set())
+  assert checkpoint_paths(bij, tmp_path) == EXPECTED_VARS[name] | fixed
+  assert len(bij.trainable_variables) == len(EXPECTED_VARS[name])
+  assert len(bij.non_trainable_variables) == len(fixed)
+  assert not any(v.trainable for v in bij.non_trainable_variables)
 
   base = tfd.Independent(tfd.Normal(tf.zeros(bij.forward_event_shape(event), F64), 1.), 3)
   x = rand([4] + event, seed=5)
@@ -228,15 +226,11 @@ def test_flow_step_initialize_normalises_actnorm_outputs():
   x = rand([16, 4, 4, 4], seed=3) * 3. + 1.
   z = step.initialize(x)
   np.testing.assert_allclose(z, step.inverse(util.fresh(x)), atol=1e-12)
-  # The coupling network's hidden actnorms were initialised too.
-  h = step.coupling.nn.conv1._conv(step.permutation.inverse(step.actnorm.inverse(x))[..., :2])
-  hn = step.coupling.nn.conv1.actnorm.inverse(h)
+  # The coupling network's hidden actnorms were initialised too: its first
+  # layer (convolution and actnorm) normalises the coupling's input half.
+  hn = step.coupling.nn.conv1(step.permutation.inverse(step.actnorm.inverse(x))[..., :2])
   np.testing.assert_allclose(np.mean(hn, axis=(0, 1, 2)), 0., atol=1e-8)
   np.testing.assert_allclose(np.var(hn, axis=(0, 1, 2)), 1., atol=1e-4)
-
-
-def _step_values(step):
-  return {p: v.numpy() for p, v in variable_paths(step).items()}
 
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
@@ -244,7 +238,7 @@ def test_initialize_is_replica_safe(dtype, two_replicas):
   x = (rand([8, 4, 4, 4], seed=4) * 2. + 0.5).numpy().astype(dtype.as_numpy_dtype)
   single = gb.FlowStep(4, 8, dtype=dtype)
   single.initialize(x)
-  expected = _step_values(single)
+  expected = [v.numpy() for v in single.variables]
 
   strategy = two_replicas
   with strategy.scope():
@@ -260,18 +254,20 @@ def test_initialize_is_replica_safe(dtype, two_replicas):
 
   init(batch)
   tol = 1e-10 if dtype == tf.float64 else 2e-5
-  for path, v in variable_paths(mirrored).items():
+  # The same construction lists the variables in the same order.
+  assert len(mirrored.variables) == len(expected) > 10
+  for v, want in zip(mirrored.variables, expected):
     values = [t.numpy() for t in strategy.experimental_local_results(v)]
-    np.testing.assert_array_equal(values[0], values[1], err_msg=path)
-    np.testing.assert_allclose(values[0], expected[path], atol=tol, rtol=tol, err_msg=path)
+    np.testing.assert_array_equal(values[0], values[1], err_msg=v.name)
+    np.testing.assert_allclose(values[0], want, atol=tol, rtol=tol, err_msg=v.name)
 
   # Cross-replica context on the global batch gives the same values.
   with strategy.scope():
     cross = gb.FlowStep(4, 8, dtype=dtype)
     cross.initialize(x)
-  for path, v in variable_paths(cross).items():
+  for v, want in zip(cross.variables, expected):
     for t in strategy.experimental_local_results(v):
-      np.testing.assert_allclose(t.numpy(), expected[path], atol=tol, rtol=tol, err_msg=path)
+      np.testing.assert_allclose(t.numpy(), want, atol=tol, rtol=tol, err_msg=v.name)
 
 
 # ---- Bad input ---------------------------------------------------------------
@@ -375,3 +371,14 @@ def test_actnorm_and_lu_conv_equal_tfp_bijectors_with_the_same_weights():
   np.testing.assert_allclose(step.inverse_log_det_jacobian(util.fresh(x), event_ndims=3),
                              reference.forward_log_det_jacobian(x, event_ndims=3),
                              rtol=1e-12)
+
+
+def test_bijectors_of_equal_arguments_are_distinct_functions_in_one_trace():
+  """TFP's result cache must not answer one bijector's call with another's of the same arguments."""
+  a, b = gb.ActNorm(4, dtype=F64), gb.ActNorm(4, dtype=F64)
+  b.shift.assign(tf.ones([4], F64))
+  assert a != b
+  x = rand(SHAPE)
+  both = tf.function(lambda t: (a.inverse(t), b.inverse(t)))(x)
+  np.testing.assert_allclose(both[0], x, atol=1e-12)
+  np.testing.assert_allclose(both[1], x + 1., atol=1e-12)

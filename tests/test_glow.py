@@ -1,6 +1,5 @@
 """Tests of the multi-scale Glow bijector and GlowModel."""
 
-import math
 import os
 
 import numpy as np
@@ -10,6 +9,7 @@ import tensorflow_probability as tfp
 
 import glow_tf
 import glow_tf.bijectors as gb
+from glow_tf import tracing
 from glow_tf.glow import Glow, level_shapes
 from tests import bijector_test_util as util
 
@@ -80,7 +80,9 @@ def test_model_log_prob_and_losses_agree_with_the_original_objective():
   np.testing.assert_allclose(model.log_prob(images, noise=noise), discrete, rtol=1e-6)
   bpd = -discrete / (8 * 8 * 3 * np.log(2.))
   np.testing.assert_allclose(model.bits_per_dim(images, noise=noise), bpd, rtol=1e-6)
-  np.testing.assert_allclose(model.losses(images, noise=noise)["bits_x"], bpd, rtol=1e-5)
+  # One density path: the training objective is bits_per_dim itself.
+  np.testing.assert_array_equal(model.losses(images, noise=noise)["bits_x"],
+                                model.bits_per_dim(images, noise=noise))
 
 
 # ---- One pass -------------------------------------------------------------------
@@ -318,9 +320,13 @@ def test_mixed_bfloat16_log_det_matches_brute_force_jacobian():
 def test_model_parameters_are_tracked_and_checkpointed(tmp_path):
   model = perturbed_model(image_shape=(8, 8, 1), n_levels=2, depth=2, width=8,
                           flow_coupling=1, learntop=True, ycond=True, n_classes=3)
-  # Every tf.Variable reachable in the module tree is trainable and listed once.
-  found = {id(v) for v in model._flatten(predicate=lambda v: isinstance(v, tf.Variable))}
-  assert found == {id(v) for v in model.trainable_variables}
+  # Every tf.Variable the checkpoint stores is trainable and listed once.
+  assert len({id(v) for v in model.trainable_variables}) == len(model.trainable_variables)
+  assert len(model.variables) == len(model.trainable_variables)
+  stored = [name for name, _ in tf.train.list_variables(
+      tf.train.Checkpoint(model=model).write(os.path.join(tmp_path, "keys")))
+            if name.startswith("model/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")]
+  assert len(stored) == len(model.trainable_variables)
   images, labels = uint8_images([2, 8, 8, 1]), [0, 2]
   with tf.GradientTape() as tape:
     loss = tf.reduce_mean(model.losses(images, labels, noise=0.5)["loss"])
@@ -362,18 +368,141 @@ def test_bad_inputs_to_the_model():
   assert level_shapes([8, 8, 1], 3) == [[4, 4, 2], [2, 2, 4], [1, 1, 16]]
 
 
+def _step_functions(graph):
+  """The functions called from `graph`'s top level (a shared flow step's trace is one), with counts."""
+  calls = {}
+  for op in graph.get_operations():
+    if op.type in ("PartitionedCall", "StatefulPartitionedCall"):
+      name = op.get_attr("f").name
+      calls[name] = calls.get(name, 0) + 1
+  return calls
+
+
 def test_flow_steps_share_traces_but_not_under_xla():
-  from glow_tf.bijectors import shared
   model = glow_tf.GlowModel(image_shape=(16, 16, 3), n_levels=2, depth=4, width=8)
   spec = tf.TensorSpec([2, 16, 16, 3], tf.float32)
 
+  def graph(jit):
+    return tf.function(model.glow.inverse, jit_compile=jit).get_concrete_function(spec).graph
+
   def outer_convs(jit):
-    fn = tf.function(lambda x: (model.glow.inverse(x), shared.in_xla_context())[0],
-                     jit_compile=jit)
-    graph = fn.get_concrete_function(spec).graph
-    return sum(op.type == "Conv2D" for op in graph.get_operations())
+    return sum(op.type == "Conv2D" for op in graph(jit).get_operations())
 
   # Plain: the steps' convolutions live in the shared functions (only the split
-  # prior's is in the outer graph); XLA: everything inline, compiled once.
+  # prior's is in the outer graph), one per level, each called by the level's
+  # 4 steps; XLA: everything inline, compiled once.
   assert outer_convs(False) == 1
+  assert sorted(_step_functions(graph(False)).values()) == [4, 4]
   assert outer_convs(True) == 2 * 4 * 2 + 1
+
+
+def _perturb_every_variable(module, seed, scale=0.05):
+  """Noise on every variable (zero-initialised ones too) but the LU form's permutation matrix."""
+  rng = np.random.RandomState(seed)
+  for v in module.variables:
+    if "permutation_matrix" not in v.name:
+      v.assign(v + scale * rng.standard_normal(v.shape).astype(v.dtype.as_numpy_dtype))
+
+
+@pytest.mark.parametrize("dtype, kwargs", [
+    (tf.float32, dict(flow_permutation="invconv", flow_coupling="affine", learntop=True)),
+    (F64, dict(flow_permutation="invconv", flow_coupling="affine", lu_decomposed=True,
+               recompute_gradients=True)),
+    (F64, dict(flow_permutation="reverse", flow_coupling="additive", n_classes=3)),
+], ids=["invconv_affine_f32", "lu_affine_recompute", "reverse_additive_ycond"])
+def test_shared_traces_give_the_eager_values_and_gradients(dtype, kwargs):
+  """Each step computes with its own variables through its kind's shared trace, both directions."""
+  depth = 3
+  glow = Glow([8, 8, 2], n_levels=2, depth=depth, width=8, dtype=dtype, **kwargs)
+  _perturb_every_variable(glow, seed=1)
+  rng = np.random.RandomState(2)
+  x = tf.constant(rng.uniform(-.5, .5, [3, 8, 8, 2]).astype(dtype.as_numpy_dtype))
+  eps = tf.constant(rng.standard_normal([3, glow.latent_size]).astype(dtype.as_numpy_dtype))
+  labels = tf.constant([0, 2, 1]) if kwargs.get("n_classes") else None
+  kw = {"labels": labels} if labels is not None else {}
+  # Random output weights, so that every output entry matters to the gradients.
+  w_out = tf.constant(rng.standard_normal([3, glow.latent_size]).astype(dtype.as_numpy_dtype))
+  w_img = tf.constant(rng.standard_normal([3, 8, 8, 2]).astype(dtype.as_numpy_dtype))
+  variables = list(glow.trainable_variables)
+
+  dist = tfd.TransformedDistribution(
+      tfd.Sample(tfd.Normal(tf.constant(0., dtype), 1.), glow.latent_size), glow)
+
+  def encode(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      z, ildj = glow.inverse_and_log_det(x, **kw)
+      log_prob = dist.log_prob(x + 0., bijector_kwargs=kw)  # a new tensor: no cache hit
+      loss = tf.reduce_sum(z * w_out) + tf.reduce_sum(ildj) + tf.reduce_sum(log_prob)
+    return [z, ildj, log_prob] + tape.gradient(loss, [x] + variables)
+
+  def decode(eps):
+    with tf.GradientTape() as tape:
+      tape.watch(eps)
+      y, fldj = glow.forward_and_log_det(eps, **kw)
+      loss = tf.reduce_sum(y * w_img) + tf.reduce_sum(fldj)
+    return [y, fldj] + tape.gradient(loss, [eps] + variables)
+
+  tol = dict(rtol=1e-4, atol=1e-4) if dtype == tf.float32 else dict(rtol=1e-9, atol=1e-9)
+  for fn, t, outputs in ((encode, x, ["z", "ildj", "log_prob"]), (decode, eps, ["y", "fldj"])):
+    traced = tf.function(fn, autograph=False)
+    # The traced version really shares: each function (a level's step, or its
+    # gradient) is called by all the level's steps (twice, recomputing gradients).
+    calls = _step_functions(traced.get_concrete_function(t).graph)
+    assert all(n % depth == 0 for n in calls.values()), (fn.__name__, calls)
+    assert sum(calls.values()) >= 2 * 2 * depth, (fn.__name__, calls)
+    got, want = traced(t), fn(t)
+    names = outputs + ["input"] + [v.name for v in variables]
+    assert len(got) == len(want) == len(names)
+    for g, w, name in zip(got, want, names):
+      assert g is not None and w is not None, name
+      np.testing.assert_allclose(g.numpy(), w.numpy(), err_msg=f"{fn.__name__}: {name}", **tol)
+    # Gradients are not trivially zero (every variable matters).
+    assert all(np.any(w.numpy() != 0) for w in want[len(outputs):]), fn.__name__
+
+
+def test_a_shared_trace_that_captures_a_variable_fails_loudly():
+  traces = tracing.SharedTraces()
+  v, w = tf.Variable(2.), tf.Variable(3.)
+  scale = lambda params, t: params["v"] * t
+
+  @tf.function
+  def shared(t):
+    return traces.call("scale", scale, {"v": v}, t) + traces.call("scale", scale, {"v": w}, t)
+
+  assert float(shared(tf.constant(1.))) == 5.
+  assert len(traces) == 1
+  leaky = lambda params, t: params["v"] * t + v  # reads `v` from its closure
+
+  with pytest.raises(ValueError, match="captures"):
+    tf.function(lambda t: traces.call("leaky", leaky, {"v": w}, t))(tf.constant(1.))
+
+
+def test_a_layer_reading_a_variable_missing_from_its_params_fails_in_a_shared_trace(monkeypatch):
+  """A layer whose `params()` forgets a variable it reads cannot run shared with the wrong one."""
+  def forgetful_params(self):
+    return {"shift": self.shift}  # no log_scale
+
+  def inverse_with(self, params, x):
+    return (x + params["shift"]) * tf.exp(3. * self.log_scale), tf.zeros([], x.dtype)
+
+  monkeypatch.setattr(gb.ActNorm, "params", forgetful_params)
+  monkeypatch.setattr(gb.ActNorm, "inverse_with", inverse_with)
+  glow = Glow([8, 8, 1], n_levels=2, depth=2, width=4, flow_permutation="reverse")
+  x = tf.zeros([1, 8, 8, 1])
+  glow.inverse(x)  # eager: no sharing, each step reads its own variables
+  with pytest.raises(ValueError, match="captures"):
+    tf.function(glow.inverse)(x)
+
+
+def test_each_glow_owns_its_shared_traces():
+  """Two Glows of one configuration traced together: each level of each Glow has its function."""
+  depth = 2
+  glows = [Glow([8, 8, 1], n_levels=2, depth=depth, width=4) for _ in range(2)]
+  _perturb_every_variable(glows[1], seed=3)
+  fn = tf.function(lambda x: [g.inverse(x) for g in glows])
+  x = tf.constant(np.random.RandomState(4).uniform(-.5, .5, [2, 8, 8, 1]).astype(np.float32))
+  calls = _step_functions(fn.get_concrete_function(x).graph)
+  assert sorted(calls.values()) == [depth] * 4
+  for got, glow in zip(fn(x), glows):
+    np.testing.assert_allclose(got, glow.inverse(util.fresh(x)), rtol=1e-5, atol=1e-5)

@@ -1,10 +1,15 @@
 """The coupling networks' layers compute the original's functions, with gradients equal to TF's."""
 
+import ast
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from glow_tf import nn
+from glow_tf import normalization
+from glow_tf import ops
+from glow_tf import tracing
 
 
 def _value_and_grads(conv, x, kernel, dy):
@@ -65,8 +70,8 @@ def test_thin_output_conv2d_in_bfloat16_is_close_to_float32():
                                  atol=0.03 * scale)
 
 
-def test_edge_conv_is_the_originals_extra_channel_valid_convolution():
-  """conv(x) + edge term == VALID conv of [zero-padded x, border indicator] with the full kernel."""
+def test_edge_conv_is_the_originals_extra_channel_valid_convolution_then_actnorm():
+  """layer(x) == actnorm(VALID conv of [zero-padded x, border indicator] with the full kernel)."""
   rng = np.random.RandomState(3)
   layer = nn.EdgeConv2D(3, 5, 3, seed=0, dtype=tf.float64)
   layer.edge_kernel.assign(rng.randn(3, 3, 5))
@@ -75,8 +80,21 @@ def test_edge_conv_is_the_originals_extra_channel_valid_convolution():
   border = tf.pad(tf.zeros([2, 6, 7, 1], tf.float64), [[0, 0], [1, 1], [1, 1], [0, 0]],
                   constant_values=1.)
   full_kernel = tf.concat([layer.kernel, layer.edge_kernel[:, :, None, :]], axis=2)
-  want = tf.nn.conv2d(tf.concat([padded, border], -1), full_kernel, 1, "VALID")
-  np.testing.assert_allclose(layer._conv(x).numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+  conv = tf.nn.conv2d(tf.concat([padded, border], -1), full_kernel, 1, "VALID").numpy()
+  # A fresh actnorm is the identity.
+  np.testing.assert_allclose(layer(x).numpy(), conv, rtol=1e-12, atol=1e-12)
+  # Then the (folded) actnorm (conv + shift) * exp(3 * log_scale), and the activation.
+  layer.actnorm.shift.assign(rng.randn(5))
+  layer.actnorm.log_scale.assign(0.3 * rng.randn(5))
+  want = (conv + layer.actnorm.shift.numpy()) * np.exp(3. * layer.actnorm.log_scale.numpy())
+  np.testing.assert_allclose(layer(x).numpy(), want, rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(layer(x, tf.nn.relu).numpy(), np.maximum(want, 0.),
+                             rtol=1e-12, atol=1e-12)
+  # initialize() sets the actnorm so that the batch's outputs are normalised.
+  out = layer.initialize(x).numpy()
+  np.testing.assert_allclose(out.mean((0, 1, 2)), 0., atol=1e-10)
+  np.testing.assert_allclose(out.std((0, 1, 2)), 1., atol=1e-5)
+  np.testing.assert_allclose(layer(x).numpy(), out, rtol=1e-10, atol=1e-10)
 
 
 def test_zero_conv_output_order_permutes_channels_and_starts_at_zero():
@@ -95,14 +113,32 @@ def test_native_bfloat16_reads_the_cpu_flags():
   flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma{}\n"
   assert nn.native_bfloat16(flags.format(" avx512f avx512_bf16")) is True
   assert nn.native_bfloat16(flags.format(" amx_bf16 amx_tile")) is True
+  assert nn.native_bfloat16(flags.format(" avx512f avx512_vnni amx_tile")) is False
   assert nn.native_bfloat16(flags.format("")) is False
+  # Flags that only contain the names as substrings do not count.
+  assert nn.native_bfloat16(flags.format(" no_avx512_bf16x")) is False
   assert nn.native_bfloat16("no flags line") is None
-  assert nn.native_bfloat16() in (True, False, None)
+
+
+def test_native_bfloat16_of_this_machine_follows_proc_cpuinfo():
+  if tf.config.list_physical_devices("GPU"):
+    assert nn.native_bfloat16() is True
+    return
+  try:
+    with open("/proc/cpuinfo") as f:
+      lines = [l for l in f.read().splitlines() if l.startswith("flags")]
+  except OSError:
+    lines = []
+  if not lines:
+    assert nn.native_bfloat16() is None
+    return
+  flags = lines[0].split(":", 1)[1].split()
+  assert nn.native_bfloat16() is ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_matmul_channels_with_bias_and_activation_equals_the_separate_ops():
   """The fusable form (bias and activation on the [N, out] product) is the 4-D computation."""
-  from glow_tf.bijectors.base import matmul_channels
+  matmul_channels = ops.matmul_channels
   rng = np.random.RandomState(0)
   x = tf.constant(rng.randn(2, 3, 5, 4))
   kernel = tf.constant(rng.randn(4, 6))
@@ -115,3 +151,25 @@ def test_matmul_channels_with_bias_and_activation_equals_the_separate_ops():
   np.testing.assert_allclose(transposed.numpy(),
                              (tf.einsum("bhwc,co->bhwo", x, kernel) + bias).numpy(),
                              rtol=1e-12, atol=1e-12)
+
+
+def _glow_tf_imports(module):
+  """The glow_tf modules that `module`'s source imports (`from glow_tf import x` as `glow_tf.x`)."""
+  with open(module.__file__) as f:
+    tree = ast.parse(f.read())
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names.update(f"{node.module}.{a.name}" for a in node.names)
+  return {n for n in names if n.split(".")[0] == "glow_tf"}
+
+
+def test_layers_sit_below_the_bijectors_and_the_helpers_below_both():
+  """nn imports no bijector module; ops, tracing and normalization import nothing of glow_tf."""
+  assert not any(n.startswith("glow_tf.bijectors") for n in _glow_tf_imports(nn)), \
+      _glow_tf_imports(nn)
+  assert {"glow_tf.ops.matmul_channels", "glow_tf.normalization"} <= _glow_tf_imports(nn)
+  for module in (ops, tracing, normalization):
+    assert _glow_tf_imports(module) == set(), module.__name__

@@ -2,50 +2,12 @@
 
 import tensorflow as tf
 
+from glow_tf import normalization
 from glow_tf.bijectors import base
-from glow_tf.bijectors.shared import no_autograph, read
+from glow_tf.ops import num_pixels
+from glow_tf.tracing import no_autograph
 
-__all__ = ["ActNorm", "global_moments", "LOGSCALE_FACTOR"]
-
-# The original stores log-scales divided by 3 (`logscale_factor=3`), which
-# triples their effective learning rate; we keep its parameterisation.
-LOGSCALE_FACTOR = 3.0
-
-
-def global_moments(x, axes):
-  """Mean and (biased) variance of `x` over `axes`, over the *global* batch.
-
-  In the replica context of a `tf.distribute` strategy with several replicas
-  the sums are all-reduced, so every replica gets the statistics of the whole
-  global batch; elsewhere (one device, or cross-replica context holding the
-  whole batch) they are the plain moments of `x`. The variance is two-pass
-  (`mean((x - mean)**2)`), as in the original, to avoid cancellation.
-
-  Args:
-    x: float tensor, e.g. `[B, H, W, C]`.
-    axes: the axes to reduce, e.g. `[0, 1, 2]`.
-
-  Returns:
-    mean, variance: tensors of `x`'s shape with `axes` removed.
-  """
-  ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    mean = tf.reduce_mean(x, axes)
-    return mean, tf.reduce_mean(tf.square(x - mean), axes)
-  sum_ = tf.reduce_sum(x, axes)
-  count = tf.cast(tf.size(x) // tf.size(sum_), x.dtype)
-  sum_, count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [sum_, count])
-  mean = sum_ / count
-  sq = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                      tf.reduce_sum(tf.square(x - mean), axes))
-  return mean, sq / count
-
-
-def data_variable(initial_value, name, trainable=True):
-  """A variable that may be assigned identically from every replica."""
-  return tf.Variable(
-      initial_value, name=name, trainable=trainable,
-      aggregation=tf.VariableAggregation.MEAN)
+__all__ = ["ActNorm"]
 
 
 @no_autograph
@@ -66,7 +28,8 @@ class ActNorm(base.GlowBijector):
   `s = -log(std(x) + 1e-6)` per channel over the batch and spatial axes, so
   the encoding of `x` has zero mean and unit variance per channel. Under
   `tf.distribute` the statistics are those of the global batch (see
-  `global_moments`).
+  `glow_tf.normalization`, which holds these formulas for this bijector and
+  for the coupling networks' actnorms).
 
   Tensors are `[..., H, W, C]`; the log-dets are `[...]`.
 
@@ -94,26 +57,25 @@ class ActNorm(base.GlowBijector):
       raise ValueError(f"ActNorm: num_channels must be a positive int, got {num_channels!r}.")
     with tf.name_scope(name) as name:
       self._num_channels = num_channels
-      self.shift = data_variable(tf.zeros([num_channels], dtype), "shift")
-      self.log_scale = data_variable(tf.zeros([num_channels], dtype), "log_scale")
+      variables = normalization.make_variables(num_channels, dtype)
+      self.shift = variables["shift"]
+      self.log_scale = variables["log_scale"]
       super().__init__(dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
 
-  def _scale_log(self):
-    return LOGSCALE_FACTOR * read(self.log_scale)
+  def params(self) -> dict:
+    """`{"shift": [C], "log_scale": [C]}`, the variables."""
+    return {"shift": self.shift, "log_scale": self.log_scale}
 
-  def _forward_and_log_det_4d(self, z):
-    s = self._scale_log()
-    x = z * tf.exp(-s) - read(self.shift)
-    return x, -base.num_pixels(z) * tf.reduce_sum(s)
+  def forward_with(self, params: dict, z: tf.Tensor):
+    s = normalization.log_scale(params)
+    x = z * tf.exp(-s) - params["shift"]
+    return x, -num_pixels(z) * tf.reduce_sum(s)
 
-  def _inverse_and_log_det_4d(self, x):
-    s = self._scale_log()
-    z = (x + read(self.shift)) * tf.exp(s)
-    return z, base.num_pixels(x) * tf.reduce_sum(s)
+  def inverse_with(self, params: dict, x: tf.Tensor):
+    s = normalization.log_scale(params)
+    return normalization.normalize(params, x), num_pixels(x) * tf.reduce_sum(s)
 
   def _initialize_4d(self, x):
-    mean, var = global_moments(x, [0, 1, 2])
-    self.shift.assign(-mean)
-    self.log_scale.assign(-tf.math.log(tf.sqrt(var) + 1e-6) / LOGSCALE_FACTOR)
-    return self._inverse_and_log_det_4d(x)[0]
+    normalization.initialize(self.params(), x)
+    return self.inverse_with(self.params(), x)[0]

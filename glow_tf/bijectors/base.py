@@ -2,12 +2,17 @@
 
 Every Glow bijector computes its output and its log-det Jacobian together: for a
 coupling layer they share the network evaluation, so computing them apart would
-run the network twice. `GlowBijector` subclasses implement two rank-4 methods,
+run the network twice. `GlowBijector` subclasses implement their maths as
+pure functions of their variables on one batch dimension,
 
-    _forward_and_log_det_4d(x, **kwargs) -> (y, fldj)   # x: [B, H, W, C]
-    _inverse_and_log_det_4d(y, **kwargs) -> (x, ildj)   # y: [B, H', W', C']
+    params() -> nested dict of the bijector's tf.Variables ({} without any)
+    forward_with(params, x, **kwargs) -> (y, fldj)   # x: [B, H, W, C]
+    inverse_with(params, y, **kwargs) -> (x, ildj)   # y: [B, H', W', C']
 
-with the log-dets of shape `[B]`, and this base class
+with the log-dets of shape `[B]` (or scalars when they do not depend on the
+batch member), reading no variable except through `params`, so that flow
+steps of one kind can share one trace (`glow_tf.tracing.SharedTraces`), and
+this base class
 
 * wires them into the TFP contract (`forward`, `inverse`,
   `forward_log_det_jacobian`, `inverse_log_det_jacobian`), using TFP's
@@ -21,44 +26,26 @@ with the log-dets of shape `[B]`, and this base class
   initialisation in the encoding direction (the identity pass-through here).
 """
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
-from glow_tf.bijectors import shared
+from glow_tf.ops import fold_batch, unfold_batch
+from glow_tf.tracing import no_autograph
 
 tfb = tfp.bijectors
 
 __all__ = ["GlowBijector"]
 
 
-def fold_batch(t, event_ndims):
-  """Reshapes `t` `[..., *event]` to `[N, *event]`; returns it and the batch shape."""
-  shape = tf.shape(t)
-  batch_shape = shape[:-event_ndims] if event_ndims else shape
-  event_shape = shape[tf.rank(t) - event_ndims:]
-  flat = tf.reshape(t, tf.concat([[-1], event_shape], axis=0))
-  static = t.shape[len(t.shape) - event_ndims:] if t.shape.rank is not None else None
-  if static is not None:
-    flat = tf.ensure_shape(flat, [None] + static.as_list())
-  return flat, batch_shape
-
-
-def unfold_batch(t, batch_shape, event_ndims):
-  """Inverse of `fold_batch` for a tensor `[N, *event]` (event_ndims may differ)."""
-  event_shape = tf.shape(t)[1:] if event_ndims else tf.constant([], tf.int32)
-  return tf.reshape(t, tf.concat([batch_shape, event_shape], axis=0))
-
-
-@shared.no_autograph
+@no_autograph
 class GlowBijector(tfb.Bijector):
   """A TFP bijector on images `[..., H, W, C]` computed in one fused pass.
 
-  Subclasses set `self._event_shape_in` (forward input, `[H, W, C]` with
-  `None` for unknown sizes) through `_set_event_shapes` and implement the two
-  rank-4 methods named in the module docstring, plus `_forward_event_shape`
-  / `_inverse_event_shape` when the shape changes.
+  Subclasses set `self._num_channels` (or override `_expected_forward_event`)
+  and implement `params`, `forward_with` and `inverse_with` (the module
+  docstring), plus `_forward_event_shape` / `_inverse_event_shape` when the
+  shape changes.
   """
 
   # Computing the output also yields the log-det; keep both in TFP's cache.
@@ -81,18 +68,39 @@ class GlowBijector(tfb.Bijector):
 
   # ---- Subclass interface ----------------------------------------------------
 
-  # The log-dets they return may be scalars when they do not depend on the
-  # batch member (actnorm, 1x1 conv); the public methods broadcast them.
+  def params(self) -> dict:
+    """The bijector's variables as a nested dict (attribute name -> variable or sub-dict).
 
-  def _forward_and_log_det_4d(self, x, **kwargs):
+    The argument of `forward_with` and `inverse_with`; built afresh at each
+    call (never stored, so checkpoints see each variable once).
+    """
+    return {}
+
+  def forward_with(self, params: dict, x: tf.Tensor, **kwargs):
+    """The forward (generative) map and its log-det, a pure function of `params`.
+
+    Args:
+      params: the variables' structure, as `params()` (this bijector's own, or
+        another bijector's of the same configuration).
+      x: float `[B, H, W, C]` (the forward event with one batch dimension).
+      **kwargs: conditioning inputs, if the bijector takes any.
+
+    Returns:
+      y: `[B, H', W', C']`; fldj: `[B]`, or a scalar when it does not depend
+      on the batch member (the public methods broadcast it).
+    """
     raise NotImplementedError
 
-  def _inverse_and_log_det_4d(self, y, **kwargs):
+  def inverse_with(self, params: dict, y: tf.Tensor, **kwargs):
+    """The inverse (encoding) map and its log-det, a pure function of `params`.
+
+    Like `forward_with`, from `y` `[B, H', W', C']` to `(x, ildj)`.
+    """
     raise NotImplementedError
 
   def _initialize_4d(self, y, **kwargs):
     """Data-dependent init from `y` `[B, H, W, C]`; returns the encoding of `y`."""
-    return self._inverse_and_log_det_4d(y, **kwargs)[0]
+    return self.inverse_with(self.params(), y, **kwargs)[0]
 
   def _check_event(self, t, event_shape, what):
     """Raises ValueError when `t`'s static shape cannot hold `event_shape`."""
@@ -171,6 +179,15 @@ class GlowBijector(tfb.Bijector):
 
   # ---- TFP plumbing -------------------------------------------------------------
 
+  def _get_parameterization(self):
+    # TFP's equality, hash and result cache take bijectors with equal
+    # `parameters` (constructor arguments) to be the same function. Ours
+    # create their own variables, so only the instance itself is: otherwise
+    # two Glows of one configuration in one traced function would get each
+    # other's cached results. (TFP does the same for bijectors without
+    # `parameters`.)
+    return id(self)
+
   def _fold_kwargs(self, kwargs, batch_shape):
     """Folds the batch dimensions of conditioning tensors like the input's."""
     del batch_shape
@@ -193,8 +210,8 @@ class GlowBijector(tfb.Bijector):
     event = self._expected_forward_event()
     self._check_event(x, event, "forward input")
     x4, batch_shape = fold_batch(x, len(event))
-    y4, fldj = self._forward_and_log_det_4d(
-        x4, **self._fold_kwargs(kwargs, batch_shape))
+    y4, fldj = self.forward_with(
+        self.params(), x4, **self._fold_kwargs(kwargs, batch_shape))
     y = unfold_batch(y4, batch_shape, len(self._expected_inverse_event()))
     return y, tf.reshape(tf.broadcast_to(fldj, tf.shape(x4)[:1]), batch_shape)
 
@@ -202,8 +219,8 @@ class GlowBijector(tfb.Bijector):
     event = self._expected_inverse_event()
     self._check_event(y, event, "inverse input")
     y4, batch_shape = fold_batch(y, len(event))
-    x4, ildj = self._inverse_and_log_det_4d(
-        y4, **self._fold_kwargs(kwargs, batch_shape))
+    x4, ildj = self.inverse_with(
+        self.params(), y4, **self._fold_kwargs(kwargs, batch_shape))
     x = unfold_batch(x4, batch_shape, len(self._expected_forward_event()))
     return x, tf.reshape(tf.broadcast_to(ildj, tf.shape(y4)[:1]), batch_shape)
 
@@ -227,49 +244,3 @@ class GlowBijector(tfb.Bijector):
   def _inverse_log_det_jacobian(self, y, **kwargs):
     return self._inverse_and_log_det(y, **kwargs)[1]
 
-
-def num_pixels(t):
-  """H * W of a rank-4 tensor `[B, H, W, C]` (a Python float when static)."""
-  h, w = t.shape[1], t.shape[2]
-  if h is not None and w is not None:
-    return float(h * w)
-  shape = tf.shape(t)
-  return tf.cast(shape[1] * shape[2], t.dtype)
-
-
-def static_hw(t):
-  """Static `(H, W)` of `[B, H, W, C]` when known, else dynamic."""
-  h, w = t.shape[1], t.shape[2]
-  if h is None or w is None:
-    shape = tf.shape(t)
-    return shape[1], shape[2]
-  return h, w
-
-
-def np_dtype(dtype):
-  return np.dtype(tf.as_dtype(dtype).as_numpy_dtype)
-
-
-def matmul_channels(x, kernel, transpose_kernel=False, bias=None, activation=None):
-  """`x` `[..., C]` times `kernel` `[C, out]` over the channel axis: `[..., out]`.
-
-  A reshape to a `[N, C]` matrix and one matmul, which is faster on CPU
-  than `einsum` or a 1x1 `conv2d` for Glow's shapes (bench/RESULTS.md).
-  With `transpose_kernel`, `kernel` is `[out, C]` and the product uses its
-  transpose without materialising it. `bias` `[out]` and `activation` (such
-  as `tf.nn.relu`) are applied to the `[N, out]` product before it is
-  reshaped back, where TensorFlow fuses them into the matmul (`_FusedMatMul`:
-  no separate passes over the output).
-  """
-  c, out = kernel.shape[0], kernel.shape[-1]
-  if transpose_kernel:
-    c, out = out, c
-  shape = x.shape
-  y = tf.matmul(tf.reshape(x, [-1, c]), kernel, transpose_b=transpose_kernel)
-  if bias is not None:
-    y = tf.nn.bias_add(y, bias)
-  if activation is not None:
-    y = activation(y)
-  if shape.is_fully_defined():
-    return tf.reshape(y, shape[:-1].as_list() + [out])
-  return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [out]], 0))

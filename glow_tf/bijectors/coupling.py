@@ -4,14 +4,14 @@ import tensorflow as tf
 
 from glow_tf import nn
 from glow_tf.bijectors import base
-from glow_tf.bijectors import shared
+from glow_tf.tracing import no_autograph
 
 __all__ = ["AffineCoupling", "COUPLINGS"]
 
 COUPLINGS = ("additive", "affine")  # --flow_coupling 0 and 1
 
 
-@shared.no_autograph
+@no_autograph
 class AffineCoupling(base.GlowBijector):
   """The coupling layer of Glow (Kingma & Dhariwal, 2018, sec. 3.3), affine or additive.
 
@@ -109,6 +109,15 @@ class AffineCoupling(base.GlowBijector):
   def precision(self):
     return self._precision
 
+  @property
+  def hidden_channels(self) -> int:
+    """The width of NN()'s hidden layers."""
+    return self.nn.hidden_channels
+
+  def params(self) -> dict:
+    """`{"nn": ...}`: NN()'s variables (see `glow_tf.nn.CouplingNetwork.params`)."""
+    return {"nn": self.nn.params()}
+
   def _conditioning_event_ndims(self, name):
     return len(self._conditioning_shape or [])
 
@@ -149,14 +158,14 @@ class AffineCoupling(base.GlowBijector):
     z_b = (x_b + shift) * tf.exp(log_s)
     return tf.concat([x_a, z_b], -1), tf.reduce_sum(log_s, [1, 2, 3])
 
-  def _inverse_and_log_det_4d(self, x, conditioning=None):
-    h = self.nn(self._nn_input(self._split(x)[0], conditioning))
+  def inverse_with(self, params: dict, x: tf.Tensor, conditioning=None):
+    h = self.nn.apply(params["nn"], self._nn_input(self._split(x)[0], conditioning))
     return self._encode(x, h)
 
-  def _forward_and_log_det_4d(self, z, conditioning=None):
+  def forward_with(self, params: dict, z: tf.Tensor, conditioning=None):
     z_a, z_b = self._split(z)
     shift, log_s = self._shift_and_log_scale(
-        self.nn(self._nn_input(z_a, conditioning)))
+        self.nn.apply(params["nn"], self._nn_input(z_a, conditioning)))
     if log_s is None:
       return tf.concat([z_a, z_b - shift], -1), tf.zeros([], z.dtype)
     x_b = z_b * tf.exp(-log_s) - shift

@@ -2,12 +2,14 @@
 
 import tensorflow as tf
 
+from glow_tf import normalization
 from glow_tf.bijectors import actnorm as actnorm_lib
 from glow_tf.bijectors import base
 from glow_tf.bijectors import coupling as coupling_lib
 from glow_tf.bijectors import invertible_conv
 from glow_tf.bijectors import permute
-from glow_tf.bijectors import shared
+from glow_tf.ops import matmul_channels, num_pixels
+from glow_tf.tracing import no_autograph
 
 __all__ = ["FlowStep", "PERMUTATIONS", "permutation_name", "coupling_name"]
 
@@ -36,7 +38,7 @@ def coupling_name(value):
   return value
 
 
-@shared.no_autograph
+@no_autograph
 class FlowStep(base.GlowBijector):
   """One step of Glow's flow (Kingma & Dhariwal, 2018, fig. 2a).
 
@@ -54,6 +56,10 @@ class FlowStep(base.GlowBijector):
   (`--flow_coupling` 0, 1). Log-dets are the sums of the pieces'.
 
   Tensors are `[..., H, W, C]`, `C` even; log-dets are `[...]`.
+
+  Inside a `glow_tf.Glow`, steps with equal `trace_key` share one trace
+  of `forward_with` / `inverse_with` (see `glow_tf.tracing`); a step used
+  alone is traced on its own.
   """
 
   def __init__(self, num_channels, hidden_channels, flow_permutation="invconv",
@@ -98,55 +104,47 @@ class FlowStep(base.GlowBijector):
           precision=precision)
       self._num_channels = num_channels
       self._conditioning_shape = conditioning_shape
-      self._share_traces = True
       super().__init__(dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
 
   def _conditioning_event_ndims(self, name):
     return len(self._conditioning_shape or [])
 
-  def _static_key(self):
-    """Everything but the variables that the step's function depends on."""
+  def params(self) -> dict:
+    """`{"actnorm", "permutation", "coupling"}`: the pieces' variables (see their `params`)."""
+    return {"actnorm": self.actnorm.params(), "permutation": self.permutation.params(),
+            "coupling": self.coupling.params()}
+
+  @property
+  def trace_key(self) -> tuple:
+    """Everything but the variables that `forward_with` and `inverse_with` depend on.
+
+    Steps with equal keys compute the same functions of `(params, x)`.
+    """
     perm = self.permutation
     return (type(perm).__name__, getattr(perm, "lu_decomposed", None),
-            tuple(getattr(perm, "_perm", ())) if isinstance(perm, permute.Shuffle) else (),
+            tuple(perm.permutation) if isinstance(perm, permute.Shuffle) else (),
             self.coupling.coupling, self.coupling.precision, self._num_channels,
-            self.coupling.nn.conv1.kernel.shape[-1],
+            self.coupling.hidden_channels, self._conditioning_shape is None,
             self.dtype.name)
 
-  def _shareable(self, conditioning):
-    # In a traced function, steps of one kind and shape share one trace; not
-    # under XLA, which would recompile the shared functions at every call.
-    return (conditioning is None and self._share_traces and tf.inside_function()
-            and not shared.in_xla_context())
-
-  def _inverse_and_log_det_4d(self, x, conditioning=None):
-    if self._shareable(conditioning):
-      return shared.shared_call(self, "_inverse_direct", self._static_key(), x)
-    return self._inverse_direct(x, conditioning)
-
-  def _forward_and_log_det_4d(self, z, conditioning=None):
-    if self._shareable(conditioning):
-      return shared.shared_call(self, "_forward_direct", self._static_key(), z)
-    return self._forward_direct(z, conditioning)
-
-  def _inverse_direct(self, x, conditioning=None):
+  def inverse_with(self, params: dict, x: tf.Tensor, conditioning=None):
     if isinstance(self.permutation, invertible_conv.InvertibleConv1x1):
-      h, ldj12 = self._actnorm_invconv_inverse(x)
+      h, ldj12 = self._actnorm_invconv_inverse(params, x)
     else:
-      h, ldj1 = self.actnorm._inverse_and_log_det_4d(x)
-      h, ldj2 = self.permutation._inverse_and_log_det_4d(h)
+      h, ldj1 = self.actnorm.inverse_with(params["actnorm"], x)
+      h, ldj2 = self.permutation.inverse_with(params["permutation"], h)
       ldj12 = ldj1 + ldj2
-    z, ldj3 = self.coupling._inverse_and_log_det_4d(h, conditioning=conditioning)
+    z, ldj3 = self.coupling.inverse_with(params["coupling"], h, conditioning=conditioning)
     return z, ldj12 + ldj3
 
-  def _forward_direct(self, z, conditioning=None):
-    h, ldj3 = self.coupling._forward_and_log_det_4d(z, conditioning=conditioning)
+  def forward_with(self, params: dict, z: tf.Tensor, conditioning=None):
+    h, ldj3 = self.coupling.forward_with(params["coupling"], z, conditioning=conditioning)
     if isinstance(self.permutation, invertible_conv.InvertibleConv1x1):
-      x, ldj12 = self._actnorm_invconv_forward(h)
+      x, ldj12 = self._actnorm_invconv_forward(params, h)
     else:
-      h, ldj2 = self.permutation._forward_and_log_det_4d(h)
-      x, ldj1 = self.actnorm._forward_and_log_det_4d(h)
+      h, ldj2 = self.permutation.forward_with(params["permutation"], h)
+      x, ldj1 = self.actnorm.forward_with(params["actnorm"], h)
       ldj12 = ldj1 + ldj2
     return x, ldj12 + ldj3
 
@@ -156,27 +154,27 @@ class FlowStep(base.GlowBijector):
   #   encode:   z = ((x + b) * e^s) W^T = x (diag(e^s) W^T) + (b * e^s) W^T
   #   generate: x = z W^-T e^-s - b     = z (W^-T diag(e^-s)) - b
 
-  def _actnorm_invconv_log_det(self, x):
-    s = self.actnorm._scale_log()  # pylint: disable=protected-access
-    return s, base.num_pixels(x) * (tf.reduce_sum(s) + self.permutation.log_abs_det_weight())
+  def _actnorm_invconv_log_det(self, params, x):
+    s = normalization.log_scale(params["actnorm"])
+    return s, num_pixels(x) * (tf.reduce_sum(s)
+                               + self.permutation.log_abs_det_weight(params["permutation"]))
 
   # (The matrices are built as their transposes, `W diag(e^s)` and
   # `diag(e^-s) W^-1`, and multiplied with `transpose_b`: no transpose ops.)
 
-  def _actnorm_invconv_inverse(self, x):
-    s, ldj = self._actnorm_invconv_log_det(x)
-    matrix_t = self.permutation.weight() * tf.exp(s)
-    bias = tf.linalg.matvec(matrix_t, shared.read(self.actnorm.shift))
-    return base.matmul_channels(x, matrix_t, transpose_kernel=True, bias=bias), ldj
+  def _actnorm_invconv_inverse(self, params, x):
+    s, ldj = self._actnorm_invconv_log_det(params, x)
+    matrix_t = self.permutation.weight(params["permutation"]) * tf.exp(s)
+    bias = tf.linalg.matvec(matrix_t, params["actnorm"]["shift"])
+    return matmul_channels(x, matrix_t, transpose_kernel=True, bias=bias), ldj
 
-  def _actnorm_invconv_forward(self, z):
-    s, ldj = self._actnorm_invconv_log_det(z)
-    matrix_t = tf.exp(-s)[:, None] * self.permutation.inverse_weight()
-    x = base.matmul_channels(z, matrix_t, transpose_kernel=True,
-                             bias=-shared.read(self.actnorm.shift))
+  def _actnorm_invconv_forward(self, params, z):
+    s, ldj = self._actnorm_invconv_log_det(params, z)
+    matrix_t = tf.exp(-s)[:, None] * self.permutation.inverse_weight(params["permutation"])
+    x = matmul_channels(z, matrix_t, transpose_kernel=True, bias=-params["actnorm"]["shift"])
     return x, -ldj
 
   def _initialize_4d(self, x, conditioning=None):
-    h = self.actnorm._initialize_4d(x)
-    h = self.permutation._initialize_4d(h)
-    return self.coupling._initialize_4d(h, conditioning=conditioning)
+    h = self.actnorm.initialize(x)
+    h = self.permutation.initialize(h)
+    return self.coupling.initialize(h, conditioning=conditioning)

@@ -4,8 +4,8 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf.bijectors import base
-from glow_tf.bijectors import shared
-from glow_tf.bijectors.shared import read
+from glow_tf.ops import matmul_channels, np_dtype, num_pixels
+from glow_tf.tracing import in_xla_context, no_autograph
 
 __all__ = ["InvertibleConv1x1", "random_orthogonal"]
 
@@ -43,7 +43,7 @@ def _log_abs_det_by_qr(w):
   return value, lambda dy: dy * tf.transpose(tf.linalg.inv(w))
 
 
-@shared.no_autograph
+@no_autograph
 class InvertibleConv1x1(base.GlowBijector):
   """The invertible 1x1 convolution of Glow (Kingma & Dhariwal, 2018, sec. 3.2).
 
@@ -90,7 +90,7 @@ class InvertibleConv1x1(base.GlowBijector):
       self._num_channels = num_channels
       self._lu_decomposed = bool(lu_decomposed)
       w_init = random_orthogonal(num_channels, seed)
-      npdt = base.np_dtype(dtype)
+      npdt = np_dtype(dtype)
       if self._lu_decomposed:
         p, l, u = _lu(w_init)
         s = np.diag(u)
@@ -112,46 +112,61 @@ class InvertibleConv1x1(base.GlowBijector):
   def lu_decomposed(self):
     return self._lu_decomposed
 
-  def _lu_factors(self):
+  def params(self) -> dict:
+    """The variables: `{"kernel"}`, or with `lu_decomposed` `{"permutation_matrix",
+    "sign_s", "lower", "upper", "log_s"}` (the first two fixed)."""
+    if not self._lu_decomposed:
+      return {"kernel": self.kernel}
+    return {"permutation_matrix": self.permutation_matrix, "sign_s": self.sign_s,
+            "lower": self.lower, "upper": self.upper, "log_s": self.log_s}
+
+  def _lu_factors(self, params):
     eye = tf.eye(self._num_channels, dtype=self.dtype)
-    lower = read(self.lower) * self._lower_mask + eye
-    upper = (read(self.upper) * self._upper_mask
-             + tf.linalg.diag(read(self.sign_s) * tf.exp(read(self.log_s))))
+    lower = params["lower"] * self._lower_mask + eye
+    upper = (params["upper"] * self._upper_mask
+             + tf.linalg.diag(params["sign_s"] * tf.exp(params["log_s"])))
     return lower, upper
 
-  def weight(self):
-    """The matrix `W` `[C, C]` of the encoding direction."""
-    if not self._lu_decomposed:
-      return tf.convert_to_tensor(read(self.kernel))
-    lower, upper = self._lu_factors()
-    return read(self.permutation_matrix) @ lower @ upper
+  def weight(self, params: dict = None) -> tf.Tensor:
+    """The matrix `W` `[C, C]` of the encoding direction.
 
-  def log_abs_det_weight(self):
-    """`log|det W|`, a scalar."""
+    Args:
+      params: the variables' structure, as `params()` (default: this bijector's).
+    """
+    params = self.params() if params is None else params
+    if not self._lu_decomposed:
+      return tf.convert_to_tensor(params["kernel"])
+    lower, upper = self._lu_factors(params)
+    return params["permutation_matrix"] @ lower @ upper
+
+  def log_abs_det_weight(self, params: dict = None) -> tf.Tensor:
+    """`log|det W|`, a scalar (`params` as in `weight`)."""
+    params = self.params() if params is None else params
     if self._lu_decomposed:
-      return tf.reduce_sum(read(self.log_s))
-    w64 = tf.cast(read(self.kernel), tf.float64)
-    if shared.in_xla_context():  # XLA has no slogdet kernel
+      return tf.reduce_sum(params["log_s"])
+    w64 = tf.cast(params["kernel"], tf.float64)
+    if in_xla_context():  # XLA has no slogdet kernel
       return tf.cast(_log_abs_det_by_qr(w64), self.dtype)
     return tf.cast(tf.linalg.slogdet(w64)[1], self.dtype)
 
-  def inverse_weight(self):
-    """`W^-1` `[C, C]`, the matrix of the forward (generative) direction."""
+  def inverse_weight(self, params: dict = None) -> tf.Tensor:
+    """`W^-1` `[C, C]`, the matrix of the forward (generative) direction (`params` as in `weight`)."""
+    params = self.params() if params is None else params
     if self._lu_decomposed:
-      lower, upper = self._lu_factors()
+      lower, upper = self._lu_factors(params)
       eye = tf.eye(self._num_channels, dtype=self.dtype)
       # W^-1 = U^-1 L^-1 P^T, by two triangular solves.
       l_inv = tf.linalg.triangular_solve(lower, eye, lower=True)
-      return tf.linalg.triangular_solve(upper, l_inv @ tf.transpose(read(self.permutation_matrix)),
-                                        lower=False)
-    w64 = tf.cast(read(self.kernel), tf.float64)
+      return tf.linalg.triangular_solve(
+          upper, l_inv @ tf.transpose(params["permutation_matrix"]), lower=False)
+    w64 = tf.cast(params["kernel"], tf.float64)
     return tf.cast(tf.linalg.inv(w64), self.dtype)
 
   # A row vector x (the channels at one pixel) maps to z = x W^T.
-  def _forward_and_log_det_4d(self, z):
-    x = base.matmul_channels(z, self.inverse_weight(), transpose_kernel=True)
-    return x, -base.num_pixels(z) * self.log_abs_det_weight()
+  def forward_with(self, params: dict, z: tf.Tensor):
+    x = matmul_channels(z, self.inverse_weight(params), transpose_kernel=True)
+    return x, -num_pixels(z) * self.log_abs_det_weight(params)
 
-  def _inverse_and_log_det_4d(self, x):
-    z = base.matmul_channels(x, self.weight(), transpose_kernel=True)
-    return z, base.num_pixels(x) * self.log_abs_det_weight()
+  def inverse_with(self, params: dict, x: tf.Tensor):
+    z = matmul_channels(x, self.weight(params), transpose_kernel=True)
+    return z, num_pixels(x) * self.log_abs_det_weight(params)

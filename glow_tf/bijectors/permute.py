@@ -4,12 +4,12 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf.bijectors import base
-from glow_tf.bijectors import shared
+from glow_tf.tracing import no_autograph
 
 __all__ = ["Reverse", "Shuffle"]
 
 
-@shared.no_autograph
+@no_autograph
 class _ChannelPermutation(base.GlowBijector):
   """Permutes the channels of `[..., H, W, C]` by a fixed permutation; log-det 0.
 
@@ -34,16 +34,18 @@ class _ChannelPermutation(base.GlowBijector):
     """The encoding permutation, a numpy int array `[C]`."""
     return self._perm.copy()
 
-  def _forward_and_log_det_4d(self, z):
+  def forward_with(self, params: dict, z: tf.Tensor):
+    del params  # no variables
     return (tf.gather(z, self._inv_perm, axis=-1),
             tf.zeros([], z.dtype))
 
-  def _inverse_and_log_det_4d(self, x):
+  def inverse_with(self, params: dict, x: tf.Tensor):
+    del params  # no variables
     return (tf.gather(x, self._perm, axis=-1),
             tf.zeros([], x.dtype))
 
 
-@shared.no_autograph
+@no_autograph
 class Reverse(_ChannelPermutation):
   """Reverses the channel order (`--flow_permutation=0`, the original's `reverse_features`).
 
@@ -58,14 +60,16 @@ class Reverse(_ChannelPermutation):
     super().__init__(num_channels, lambda c: np.arange(c)[::-1],
                      dtype, validate_args, parameters, name)
 
-  def _forward_and_log_det_4d(self, z):
+  def forward_with(self, params: dict, z: tf.Tensor):
+    del params  # no variables
     return tf.reverse(z, [-1]), tf.zeros([], z.dtype)
 
-  def _inverse_and_log_det_4d(self, x):
+  def inverse_with(self, params: dict, x: tf.Tensor):
+    del params  # no variables
     return tf.reverse(x, [-1]), tf.zeros([], x.dtype)
 
 
-@shared.no_autograph
+@no_autograph
 class Shuffle(_ChannelPermutation):
   """A fixed random channel permutation (`--flow_permutation=1`, the original's `shuffle_features`).
 

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from glow_tf.bijectors import base
-from glow_tf.bijectors import shared
+from glow_tf.tracing import no_autograph
 
 __all__ = ["Squeeze", "squeeze", "unsqueeze"]
 
@@ -38,7 +38,7 @@ def base_shape(x):
   return [d if d is not None else dyn[i] for i, d in enumerate(x.shape.as_list())]
 
 
-@shared.no_autograph
+@no_autograph
 class Squeeze(base.GlowBijector):
   """Squeeze of Glow and RealNVP (Dinh et al., 2017): each `f x f` block becomes channels.
 
@@ -93,10 +93,12 @@ class Squeeze(base.GlowBijector):
     else:
       self._check_divisible([c], "channel count", f * f)
 
-  def _forward_and_log_det_4d(self, z):
+  def forward_with(self, params: dict, z: tf.Tensor):
+    del params  # no variables
     return unsqueeze(z, self._factor), tf.zeros([], z.dtype)
 
-  def _inverse_and_log_det_4d(self, x):
+  def inverse_with(self, params: dict, x: tf.Tensor):
+    del params  # no variables
     return squeeze(x, self._factor), tf.zeros([], x.dtype)
 
   def _forward_event_shape(self, input_shape):
