@@ -5,8 +5,9 @@ count of tensor bytes on the CPU (`tf.config.experimental.get_memory_info`):
 the peak during steady training steps minus what stays alive between steps
 (weights, optimiser slots), i.e. activations, gradients and temporaries.
 Peak RSS is printed too; it also counts the optimised graph, kernels and
-malloc's caches, which grow with depth whatever the backprop does. With `recompute_gradients` the backward pass rebuilds each
-flow step's input from its output, so that memory should stay flat in depth.
+malloc's caches, which grow with depth whatever the backprop does. With
+`recompute_gradients` the backward pass rebuilds each flow step's input from
+its output, so that memory should stay flat in depth.
 
   python bench/memory_depth.py                  # depths 8 and 32, 32x32x3, width 128, batch 32
   python bench/memory_depth.py --depths=8,16,32 --batch=64

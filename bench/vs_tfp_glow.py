@@ -186,17 +186,16 @@ def cpu_description():
     info = open("/proc/cpuinfo").read()
   except OSError:
     return "unknown CPU"
-  model = next((l.split(":", 1)[1].strip() for l in info.splitlines()
-                if l.startswith("model name")), "unknown CPU")
-  flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines()
-                    if l.startswith("flags")), []))
+  model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                if line.startswith("model name")), "unknown CPU")
+  flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                    if line.startswith("flags")), []))
   ext = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
   return f"{model}, {os.cpu_count()} cores, {' '.join(ext) or 'no AVX2'}"
 
 
 def machine_peak():
   """Achieved GFLOP/s of a plain conv2d and a matmul on this machine."""
-  import numpy as np
   import tensorflow as tf
   out = {}
   x = tf.random.normal([32, 16, 16, 128])

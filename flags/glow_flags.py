@@ -45,6 +45,18 @@ def _unset_as(value, unset):
   return unset if value is None else value
 
 
+def _model(name):
+  return default_of(ModelConfig, name)
+
+
+def _train(name):
+  return default_of(TrainConfig, name)
+
+
+def _data(name):
+  return default_of(DataConfig, name)
+
+
 def _index_of(names, default):
   """The original's integer spelling (as a string flag) of an enum default."""
   return str(names.index(default))
@@ -55,109 +67,160 @@ def define_flags(flag_values=flags.FLAGS):
   f = flag_values
   d = flags
   # Data (the original's --problem is --dataset).
-  d.DEFINE_enum("dataset", default_of(DataConfig, "dataset"), list(config_lib.DATASETS),
+  d.DEFINE_enum("dataset", _data("dataset"), list(config_lib.DATASETS),
                 "Dataset. TFDS where it has the data; fashion_mnist also reads Debian's "
                 "dataset-fashion-mnist IDX files offline; folder reads a directory of images "
                 "(--data_dir); OpenAI's TFRecord shards are read when --data_dir holds them.",
                 flag_values=f)
-  d.DEFINE_string("data_dir", _unset_as(default_of(DataConfig, "data_dir"), ""), "Location of data: TFDS data dir, IDX files, an image "
-                  "folder, or OpenAI's TFRecord shards (train/ and validation/).", flag_values=f)
-  d.DEFINE_string("category", _unset_as(default_of(DataConfig, "category"), ""), "LSUN category (e.g. bedroom, church_outdoor, tower).",
-                  flag_values=f)
-  d.DEFINE_integer("image_size", _unset_as(default_of(DataConfig, "image_size"), -1), "Image size (square); -1: the dataset's own "
-                   "(32 for MNIST-likes, padded from 28).", flag_values=f)
-  d.DEFINE_integer("n_train", default_of(TrainConfig, "n_train"), "Train epoch size in images (the original: 50000); "
-                   "default: the training set's size.", flag_values=f)
-  d.DEFINE_integer("n_test", _unset_as(default_of(DataConfig, "n_test"), -1), "Valid epoch size: test images used; -1: all.", flag_values=f)
-  d.DEFINE_integer("n_batch_train", default_of(TrainConfig, "n_batch_train"), "Minibatch size (global, over all replicas).",
-                   flag_values=f)
-  d.DEFINE_integer("n_batch_test", default_of(TrainConfig, "n_batch_test"), "Minibatch size for evaluation (global).", flag_values=f)
-  d.DEFINE_integer("n_batch_init", default_of(TrainConfig, "n_batch_init"), "Minibatch size for data-dependent init.",
-                   flag_values=f)
-  d.DEFINE_integer("train_subset", default_of(DataConfig, "train_subset"), "Use only the first N training images "
+  d.DEFINE_string(
+      "data_dir", _unset_as(_data("data_dir"), ""),
+      "Location of data: TFDS data dir, IDX files, an image folder, or OpenAI's TFRecord shards "
+      "(train/ and validation/).",
+      flag_values=f)
+  d.DEFINE_string(
+      "category", _unset_as(_data("category"), ""),
+      "LSUN category (e.g. bedroom, church_outdoor, tower).",
+      flag_values=f)
+  d.DEFINE_integer(
+      "image_size", _unset_as(_data("image_size"), -1),
+      "Image size (square); -1: the dataset's own (32 for MNIST-likes, padded from 28).",
+      flag_values=f)
+  d.DEFINE_integer(
+      "n_train", _train("n_train"),
+      "Train epoch size in images (the original: 50000); default: the training set's size.",
+      flag_values=f)
+  d.DEFINE_integer(
+      "n_test", _unset_as(_data("n_test"), -1),
+      "Valid epoch size: test images used; -1: all.",
+      flag_values=f)
+  d.DEFINE_integer(
+      "n_batch_train", _train("n_batch_train"),
+      "Minibatch size (global, over all replicas).",
+      flag_values=f)
+  d.DEFINE_integer(
+      "n_batch_test", _train("n_batch_test"),
+      "Minibatch size for evaluation (global).",
+      flag_values=f)
+  d.DEFINE_integer(
+      "n_batch_init", _train("n_batch_init"),
+      "Minibatch size for data-dependent init.",
+      flag_values=f)
+  d.DEFINE_integer("train_subset", _data("train_subset"), "Use only the first N training images "
                    "(quick experiments); default: all.", flag_values=f)
   # Model.
-  d.DEFINE_integer("n_levels", default_of(ModelConfig, "n_levels"), "Number of levels.", flag_values=f)
+  d.DEFINE_integer("n_levels", _model("n_levels"), "Number of levels.", flag_values=f)
   d.DEFINE_alias("n_level", "n_levels", flag_values=f)  # as the original's README spells it
-  d.DEFINE_integer("depth", default_of(ModelConfig, "depth"), "Depth of network (flow steps per level).", flag_values=f)
-  d.DEFINE_integer("width", default_of(ModelConfig, "width"), "Width of hidden layers.", flag_values=f)
-  d.DEFINE_integer("n_bits_x", default_of(ModelConfig, "n_bits_x"), "Number of bits of x.", flag_values=f)
+  d.DEFINE_integer(
+      "depth", _model("depth"),
+      "Depth of network (flow steps per level).",
+      flag_values=f)
+  d.DEFINE_integer("width", _model("width"), "Width of hidden layers.", flag_values=f)
+  d.DEFINE_integer("n_bits_x", _model("n_bits_x"), "Number of bits of x.", flag_values=f)
   d.DEFINE_string("flow_permutation",
-                  _index_of(config_lib.PERMUTATIONS, default_of(ModelConfig, "flow_permutation")),
+                  _index_of(config_lib.PERMUTATIONS, _model("flow_permutation")),
                   "Type of flow. 0=reverse (realnvp), 1=shuffle, 2=invconv (ours); the names "
                   "are accepted too.", flag_values=f)
   d.DEFINE_string("flow_coupling",
-                  _index_of(config_lib.COUPLINGS, default_of(ModelConfig, "flow_coupling")),
+                  _index_of(config_lib.COUPLINGS, _model("flow_coupling")),
                   "Coupling type: 0=additive, 1=affine; the names are accepted too.",
                   flag_values=f)
-  d.DEFINE_boolean("lu_decomposed", default_of(ModelConfig, "lu_decomposed"), "LU-decomposed invertible 1x1 convolutions "
-                   "(O(C) log-det).", flag_values=f)
-  d.DEFINE_boolean("learntop", default_of(ModelConfig, "learntop"), "Learn spatial prior.", flag_values=f)
-  d.DEFINE_boolean("ycond", default_of(ModelConfig, "ycond"), "Use y conditioning.", flag_values=f)
-  d.DEFINE_float("weight_y", default_of(ModelConfig, "weight_y"), "Weight of log p(y|x) in weighted loss.", flag_values=f)
-  d.DEFINE_boolean("recompute_gradients", default_of(ModelConfig, "recompute_gradients"),
+  d.DEFINE_boolean(
+      "lu_decomposed", _model("lu_decomposed"),
+      "LU-decomposed invertible 1x1 convolutions (O(C) log-det).",
+      flag_values=f)
+  d.DEFINE_boolean("learntop", _model("learntop"), "Learn spatial prior.", flag_values=f)
+  d.DEFINE_boolean("ycond", _model("ycond"), "Use y conditioning.", flag_values=f)
+  d.DEFINE_float(
+      "weight_y", _model("weight_y"),
+      "Weight of log p(y|x) in weighted loss.",
+      flag_values=f)
+  d.DEFINE_boolean("recompute_gradients", _model("recompute_gradients"),
                    "Memory-saving backprop: reconstruct each "
                    "flow step's input from its output instead of storing activations.",
                    flag_values=f)
-  d.DEFINE_enum("precision", default_of(ModelConfig, "precision"), list(config_lib.PRECISIONS),
+  d.DEFINE_enum("precision", _model("precision"), list(config_lib.PRECISIONS),
                 "Arithmetic of the coupling networks: float32, or mixed_bfloat16 (bfloat16 "
                 "convolutions with float32 weights: 1.3-1.5x faster training steps measured on a "
                 "CPU with AMX, but 2-4x slower on CPUs without AVX-512 BF16/AMX, which emulate "
                 "bfloat16 (train.py warns); each coupling stays exactly invertible).",
                 flag_values=f)
   # Optimisation.
-  d.DEFINE_enum("optimizer", default_of(TrainConfig, "optimizer"), list(config_lib.OPTIMIZERS),
+  d.DEFINE_enum("optimizer", _train("optimizer"), list(config_lib.OPTIMIZERS),
                 "adam or adamax.", flag_values=f)
-  d.DEFINE_float("lr", default_of(TrainConfig, "lr"), "Base learning rate.", flag_values=f)
-  d.DEFINE_float("beta1", default_of(TrainConfig, "beta1"), "Adam beta1.", flag_values=f)
-  d.DEFINE_float("polyak_epochs", default_of(TrainConfig, "polyak_epochs"), "Nr of averaging epochs for Polyak and beta2.",
-                 flag_values=f)
-  d.DEFINE_integer("epochs", default_of(TrainConfig, "epochs"), "Total number of training epochs.", flag_values=f)
-  d.DEFINE_float("epochs_warmup", default_of(TrainConfig, "epochs_warmup"), "Warmup epochs.", flag_values=f)
-  d.DEFINE_integer("epochs_full_valid", default_of(TrainConfig, "epochs_full_valid"), "Epochs between valid (full test set).",
-                   flag_values=f)
-  d.DEFINE_integer("epochs_full_sample", default_of(TrainConfig, "epochs_full_sample"), "Epochs between full scale sample.",
-                   flag_values=f)
-  d.DEFINE_integer("n_sample", default_of(TrainConfig, "n_sample"), "Samples per temperature row of the sample grids.",
-                   flag_values=f)
-  d.DEFINE_integer("seed", default_of(TrainConfig, "seed"), "Random seed (data order, noise, "
+  d.DEFINE_float("lr", _train("lr"), "Base learning rate.", flag_values=f)
+  d.DEFINE_float("beta1", _train("beta1"), "Adam beta1.", flag_values=f)
+  d.DEFINE_float(
+      "polyak_epochs", _train("polyak_epochs"),
+      "Nr of averaging epochs for Polyak and beta2.",
+      flag_values=f)
+  d.DEFINE_integer("epochs", _train("epochs"), "Total number of training epochs.", flag_values=f)
+  d.DEFINE_float("epochs_warmup", _train("epochs_warmup"), "Warmup epochs.", flag_values=f)
+  d.DEFINE_integer(
+      "epochs_full_valid", _train("epochs_full_valid"),
+      "Epochs between valid (full test set).",
+      flag_values=f)
+  d.DEFINE_integer(
+      "epochs_full_sample", _train("epochs_full_sample"),
+      "Epochs between full scale sample.",
+      flag_values=f)
+  d.DEFINE_integer(
+      "n_sample", _train("n_sample"),
+      "Samples per temperature row of the sample grids.",
+      flag_values=f)
+  d.DEFINE_integer("seed", _train("seed"), "Random seed (data order, noise, "
                    "initialisation).", flag_values=f)
   # Output and running.
-  d.DEFINE_string("logdir", default_of(TrainConfig, "logdir"), "Location to save logs, checkpoints and samples.",
+  d.DEFINE_string("logdir", _train("logdir"), "Location to save logs, checkpoints and samples.",
                   flag_values=f)
-  d.DEFINE_string("restore_path", default_of(TrainConfig, "restore_path"), "Location of checkpoint to restore (prefix or logdir); "
-                  "by default training resumes from --logdir's latest checkpoint.",
-                  flag_values=f)
-  d.DEFINE_enum("strategy", default_of(TrainConfig, "strategy"), list(config_lib.STRATEGIES),
+  d.DEFINE_string(
+      "restore_path", _train("restore_path"),
+      "Location of checkpoint to restore (prefix or logdir); by default training resumes from "
+      "--logdir's latest checkpoint.",
+      flag_values=f)
+  d.DEFINE_enum("strategy", _train("strategy"), list(config_lib.STRATEGIES),
                 "tf.distribute strategy: auto = multi_worker when TF_CONFIG names several "
                 "workers, mirrored with several GPUs, else default (one device).",
                 flag_values=f)
-  d.DEFINE_boolean("jit_compile", default_of(TrainConfig, "jit_compile"), "XLA-compile the loss and gradient computation.",
-                   flag_values=f)
-  d.DEFINE_integer("max_steps", default_of(TrainConfig, "max_steps"), "Stop after this many training steps in total.",
-                   flag_values=f)
-  d.DEFINE_float("time_budget_minutes", default_of(TrainConfig, "time_budget_minutes"), "Stop after this many minutes of training "
-                 "in this run (then evaluate, sample and checkpoint).", flag_values=f)
-  d.DEFINE_float("checkpoint_every_minutes", default_of(TrainConfig, "checkpoint_every_minutes"),
+  d.DEFINE_boolean(
+      "jit_compile", _train("jit_compile"),
+      "XLA-compile the loss and gradient computation.",
+      flag_values=f)
+  d.DEFINE_integer(
+      "max_steps", _train("max_steps"),
+      "Stop after this many training steps in total.",
+      flag_values=f)
+  d.DEFINE_float(
+      "time_budget_minutes", _train("time_budget_minutes"),
+      "Stop after this many minutes of training in this run (then evaluate, sample and "
+      "checkpoint).",
+      flag_values=f)
+  d.DEFINE_float("checkpoint_every_minutes", _train("checkpoint_every_minutes"),
                  "Minutes between checkpoints (also at "
                  "every epoch end and at the end).", flag_values=f)
-  d.DEFINE_integer("keep_checkpoints", default_of(TrainConfig, "keep_checkpoints"), "Number of checkpoints kept.", flag_values=f)
-  d.DEFINE_integer("log_every_steps", default_of(TrainConfig, "log_every_steps"), "Steps between log lines and TensorBoard points.",
-                   flag_values=f)
-  d.DEFINE_integer("quick_valid_batches", default_of(TrainConfig, "quick_valid_batches"), "Test batches for the quick estimate at "
-                   "epoch ends without a full validation.", flag_values=f)
-  d.DEFINE_integer("max_nonfinite_steps", default_of(TrainConfig, "max_nonfinite_steps"),
+  d.DEFINE_integer(
+      "keep_checkpoints", _train("keep_checkpoints"),
+      "Number of checkpoints kept.",
+      flag_values=f)
+  d.DEFINE_integer(
+      "log_every_steps", _train("log_every_steps"),
+      "Steps between log lines and TensorBoard points.",
+      flag_values=f)
+  d.DEFINE_integer(
+      "quick_valid_batches", _train("quick_valid_batches"),
+      "Test batches for the quick estimate at epoch ends without a full validation.",
+      flag_values=f)
+  d.DEFINE_integer("max_nonfinite_steps", _train("max_nonfinite_steps"),
                    "Consecutive non-finite steps (skipped) before --nonfinite_policy acts.",
                    flag_values=f)
-  d.DEFINE_enum("nonfinite_policy", default_of(TrainConfig, "nonfinite_policy"),
+  d.DEFINE_enum("nonfinite_policy", _train("nonfinite_policy"),
                 list(config_lib.NONFINITE_POLICIES),
                 "After --max_nonfinite_steps non-finite steps in a row: stop the run, or "
                 "rollback: restore the last checkpoint, multiply the learning rate by "
                 "--rollback_lr_factor and go on (at most --max_rollbacks times).",
                 flag_values=f)
-  d.DEFINE_float("rollback_lr_factor", default_of(TrainConfig, "rollback_lr_factor"),
+  d.DEFINE_float("rollback_lr_factor", _train("rollback_lr_factor"),
                  "Learning-rate factor of each rollback, in (0, 1).", flag_values=f)
-  d.DEFINE_integer("max_rollbacks", default_of(TrainConfig, "max_rollbacks"),
+  d.DEFINE_integer("max_rollbacks", _train("max_rollbacks"),
                    "Rollbacks allowed in a run before it stops.", flag_values=f)
 
 

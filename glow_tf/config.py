@@ -25,11 +25,13 @@ step, and `GlowModel` refuses an incomplete one.
 import dataclasses
 import json
 import math
+import numbers
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
-__all__ = ["COUPLINGS", "DATASETS", "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
-           "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig", "RunConfig", "SampleConfig",
+__all__ = ["COUPLINGS", "DATASETS", "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS",
+           "SAMPLE_MODES", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig",
+           "RunConfig", "SampleConfig",
            "TrainConfig", "check_replica_divisible", "check_temperature", "coupling_name",
            "default_of", "level_shapes", "permutation_name", "resolve_for_data",
            "resume_differences"]
@@ -105,8 +107,9 @@ def level_shapes(image_shape: Sequence[int], n_levels: int) -> List[List[int]]:
   image_shape = [int(d) for d in image_shape]
   if len(image_shape) != 3 or min(image_shape) < 1:
     raise ConfigError(f"image_shape must be [height, width, channels], got {image_shape}.")
-  if isinstance(n_levels, bool) or not isinstance(n_levels, int) or n_levels < 1:
+  if isinstance(n_levels, bool) or not isinstance(n_levels, numbers.Integral) or n_levels < 1:
     raise ConfigError(f"n_levels must be a positive int, got {n_levels!r}.")
+  n_levels = int(n_levels)
   h, w, c = image_shape
   f = 2 ** n_levels
   if h % f or w % f:

@@ -4,42 +4,13 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf import nn
+from glow_tf.config import coupling_name, level_shapes, permutation_name
 from glow_tf import tracing
 from glow_tf.bijectors import base
 from glow_tf.bijectors import flow_step
 from glow_tf.bijectors import squeeze as squeeze_lib
 
 __all__ = ["Glow", "SplitPrior", "TopPrior", "level_shapes"]
-
-
-def level_shapes(image_shape, n_levels):
-  """Per-level latent shapes `[h, w, c]`: one per split, then the top latent.
-
-  Raises:
-    ValueError: when the image cannot be squeezed `n_levels` times.
-  """
-  image_shape = [int(d) for d in image_shape]
-  if len(image_shape) != 3 or min(image_shape) < 1:
-    raise ValueError(f"image_shape must be [height, width, channels], got {image_shape}.")
-  if not isinstance(n_levels, (int, np.integer)) or n_levels < 1:
-    raise ValueError(f"n_levels must be a positive int, got {n_levels!r}.")
-  h, w, c = image_shape
-  f = 2 ** n_levels
-  if h % f or w % f:
-    fits = [l for l in range(1, 12) if h % 2 ** l == 0 and w % 2 ** l == 0]
-    hint = (f"use n_levels <= {max(fits)}" if fits else
-            "resize or pad the image to a multiple of 2")
-    raise ValueError(
-        f"image size {h}x{w} is not divisible by 2^n_levels = {f} "
-        f"(n_levels={n_levels}): {hint}, or choose an --image_size divisible by {f}.")
-  shapes = []
-  for level in range(n_levels):
-    h, w, c = h // 2, w // 2, c * 4
-    if level < n_levels - 1:
-      shapes.append([h, w, c // 2])
-      c = c // 2
-  shapes.append([h, w, c])
-  return shapes
 
 
 def _encode_steps_recomputing(steps, params, x, call):
@@ -265,8 +236,8 @@ class Glow(base.GlowBijector):
         raise ValueError(f"Glow: {arg} must be a positive int, got {value!r}.")
     if n_classes is not None and (not isinstance(n_classes, (int, np.integer)) or n_classes < 2):
       raise ValueError(f"Glow: n_classes must be None or an int >= 2, got {n_classes!r}.")
-    flow_permutation = flow_step.permutation_name(flow_permutation)
-    flow_coupling = flow_step.coupling_name(flow_coupling)
+    flow_permutation = permutation_name(flow_permutation)
+    flow_coupling = coupling_name(flow_coupling)
     nn.compute_dtype(precision)  # raises on an unknown precision
     with tf.name_scope(name) as name:
       self._image_shape = [int(d) for d in image_shape]

@@ -51,6 +51,10 @@ class GlowModel(tf.Module):
       config = config_lib.ModelConfig(**kwargs)
     elif kwargs:
       raise ValueError("GlowModel: pass either a ModelConfig or keyword arguments, not both.")
+    if not config.is_resolved:
+      raise config_lib.ConfigError(
+          "GlowModel: the config's image_shape is unset; complete it from the data with "
+          "glow_tf.config.resolve_for_data (or pass image_shape).")
     self.config = config
     with self.name_scope:
       self.glow = glow_lib.Glow(
@@ -216,8 +220,8 @@ class GlowModel(tf.Module):
 
   def sample_latents(self, n, temperature=1.0, seed=None):
     """Per-level latents `eps ~ N(0, temperature^2)`, shapes as `glow.latent_shapes`."""
-    if isinstance(temperature, (int, float)) and temperature < 0:
-      raise ValueError(f"temperature must be >= 0, got {temperature}.")
+    if isinstance(temperature, (int, float)):  # (a tensor is the caller's to check)
+      temperature = config_lib.check_temperature(temperature)
     shape = [n, self.num_dims]
     eps = (tf.random.normal(shape) if seed is None
            else tf.random.stateless_normal(shape, seed))

@@ -39,6 +39,7 @@ bfloat16 resolution (about 1e-3 on images in [-0.5, 0.5]).
 import numpy as np
 import tensorflow as tf
 
+from glow_tf import config as config_lib
 from glow_tf import kernels
 from glow_tf import normalization
 from glow_tf.ops import matmul_channels, static_hw
@@ -49,7 +50,8 @@ __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECIS
            "conv2d_3x3_path", "thin_output_conv2d"]
 
 
-PRECISIONS = {"float32": None, "mixed_bfloat16": tf.bfloat16}
+# The compute dtype of each of `glow_tf.config.PRECISIONS` (None: the variables').
+PRECISIONS = dict(zip(config_lib.PRECISIONS, (None, tf.bfloat16)))
 
 
 def compute_dtype(precision):

@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 import io
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence
 
 import numpy as np
 import tensorflow as tf

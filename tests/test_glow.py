@@ -55,7 +55,7 @@ def test_log_prob_is_the_change_of_variables_density(image_shape, kwargs):
   for i in range(2):
     kw = {k: v[i:i + 1] for k, v in bkw.items()}
     eps = glow.inverse(util.fresh(x[i:i + 1]), **kw).numpy()[0]
-    ldj = util.brute_force_log_det(lambda t: glow.inverse(t, **kw), x[i:i + 1])[0]
+    ldj = util.brute_force_log_det(lambda t, kw=kw: glow.inverse(t, **kw), x[i:i + 1])[0]
     expected.append(-0.5 * np.sum(eps ** 2) - 0.5 * eps.size * np.log(2 * np.pi) + ldj)
   np.testing.assert_allclose(log_prob, expected, atol=1e-8, rtol=0)
   assert np.ptp(np.array(expected)) > 1e-3  # two different, non-trivial values

@@ -126,7 +126,7 @@ def test_native_bfloat16_of_this_machine_follows_proc_cpuinfo():
     return
   try:
     with open("/proc/cpuinfo") as f:
-      lines = [l for l in f.read().splitlines() if l.startswith("flags")]
+      lines = [line for line in f.read().splitlines() if line.startswith("flags")]
   except OSError:
     lines = []
   if not lines:

@@ -3,12 +3,12 @@
 import tensorflow as tf
 
 from glow_tf import nn
+from glow_tf.config import COUPLINGS, coupling_name
 from glow_tf.bijectors import base
 from glow_tf.tracing import no_autograph
 
 __all__ = ["AffineCoupling", "COUPLINGS"]
 
-COUPLINGS = ("additive", "affine")  # --flow_coupling 0 and 1
 
 
 @no_autograph
@@ -63,12 +63,7 @@ class AffineCoupling(base.GlowBijector):
       name: Python `str`. Default value: `"coupling"`.
     """
     parameters = dict(locals())
-    if coupling in (0, 1):
-      coupling = COUPLINGS[coupling]
-    if coupling not in COUPLINGS:
-      raise ValueError(
-          f"AffineCoupling: unknown coupling {coupling!r}; use one of {COUPLINGS} "
-          "(or 0 = additive, 1 = affine).")
+    coupling = coupling_name(coupling)
     if not isinstance(num_channels, int) or num_channels < 2 or num_channels % 2:
       raise ValueError(
           f"AffineCoupling: num_channels must be an even int >= 2 to split in "

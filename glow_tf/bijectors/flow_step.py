@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from glow_tf import normalization
+from glow_tf.config import PERMUTATIONS, coupling_name, permutation_name
 from glow_tf.bijectors import actnorm as actnorm_lib
 from glow_tf.bijectors import base
 from glow_tf.bijectors import coupling as coupling_lib
@@ -12,30 +13,6 @@ from glow_tf.ops import matmul_channels, num_pixels
 from glow_tf.tracing import no_autograph
 
 __all__ = ["FlowStep", "PERMUTATIONS", "permutation_name", "coupling_name"]
-
-PERMUTATIONS = ("reverse", "shuffle", "invconv")  # --flow_permutation 0, 1, 2
-
-
-def permutation_name(value):
-  """Maps the original's `--flow_permutation` integer (or a name) to a name."""
-  if value in (0, 1, 2):
-    return PERMUTATIONS[value]
-  if value not in PERMUTATIONS:
-    raise ValueError(
-        f"unknown flow_permutation {value!r}; use one of {PERMUTATIONS} "
-        "(or 0 = reverse, 1 = shuffle, 2 = invconv).")
-  return value
-
-
-def coupling_name(value):
-  """Maps the original's `--flow_coupling` integer (or a name) to a name."""
-  if value in (0, 1):
-    return coupling_lib.COUPLINGS[value]
-  if value not in coupling_lib.COUPLINGS:
-    raise ValueError(
-        f"unknown flow_coupling {value!r}; use one of {coupling_lib.COUPLINGS} "
-        "(or 0 = additive, 1 = affine).")
-  return value
 
 
 @no_autograph

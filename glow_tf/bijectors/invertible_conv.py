@@ -18,21 +18,21 @@ def random_orthogonal(num_channels, seed):
 
 
 def _lu(w):
-  """Numpy LU with partial pivoting: `w = p @ l @ u`, `l` unit lower."""
+  """Numpy LU with partial pivoting: `w = p @ lower @ u`, `lower` unit lower-triangular."""
   n = w.shape[0]
   u = w.astype(np.float64).copy()
-  l = np.eye(n)
+  lower = np.eye(n)
   perm = np.arange(n)
   for k in range(n - 1):
     piv = k + int(np.argmax(np.abs(u[k:, k])))
     if piv != k:
       u[[k, piv], k:] = u[[piv, k], k:]
-      l[[k, piv], :k] = l[[piv, k], :k]
+      lower[[k, piv], :k] = lower[[piv, k], :k]
       perm[[k, piv]] = perm[[piv, k]]
-    l[k + 1:, k] = u[k + 1:, k] / u[k, k]
-    u[k + 1:, k:] -= np.outer(l[k + 1:, k], u[k, k:])
-  p = np.eye(n)[:, np.argsort(perm)]  # w = p @ l @ u
-  return p, l, np.triu(u)
+    lower[k + 1:, k] = u[k + 1:, k] / u[k, k]
+    u[k + 1:, k:] -= np.outer(lower[k + 1:, k], u[k, k:])
+  p = np.eye(n)[:, np.argsort(perm)]  # w = p @ lower @ u
+  return p, lower, np.triu(u)
 
 
 @tf.custom_gradient
@@ -92,7 +92,7 @@ class InvertibleConv1x1(base.GlowBijector):
       w_init = random_orthogonal(num_channels, seed)
       npdt = np_dtype(dtype)
       if self._lu_decomposed:
-        p, l, u = _lu(w_init)
+        p, lower, u = _lu(w_init)
         s = np.diag(u)
         # Fixed, but per step: kept as non-trainable variables (checkpointed).
         self.permutation_matrix = tf.Variable(p.astype(npdt), trainable=False,
@@ -100,7 +100,7 @@ class InvertibleConv1x1(base.GlowBijector):
         self.sign_s = tf.Variable(np.sign(s).astype(npdt), trainable=False, name="sign_s")
         self._lower_mask = tf.constant(np.tril(np.ones([num_channels] * 2), -1).astype(npdt))
         self._upper_mask = tf.constant(np.triu(np.ones([num_channels] * 2), 1).astype(npdt))
-        self.lower = tf.Variable(l.astype(npdt), name="lower")
+        self.lower = tf.Variable(lower.astype(npdt), name="lower")
         self.upper = tf.Variable(np.triu(u, 1).astype(npdt), name="upper")
         self.log_s = tf.Variable(np.log(np.abs(s)).astype(npdt), name="log_s")
       else:

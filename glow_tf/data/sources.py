@@ -369,7 +369,7 @@ def _check_headers(files):
   for path in files:
     try:
       with Image.open(path) as im:
-        im.size  # pylint: disable=pointless-statement
+        _ = im.size  # opening reads the header; the pixels are decoded only when used
     except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ...
       bad.append(f"{path} ({type(e).__name__}: {e})")
   if bad:
