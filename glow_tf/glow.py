@@ -1,5 +1,7 @@
 """The multi-scale Glow bijector: flat standard-normal latent <-> image."""
 
+from typing import List, Optional, Sequence, Tuple, Union
+
 import numpy as np
 import tensorflow as tf
 
@@ -9,6 +11,7 @@ from glow_tf import tracing
 from glow_tf.bijectors import base
 from glow_tf.bijectors import flow_step
 from glow_tf.bijectors import squeeze as squeeze_lib
+from glow_tf.ops import TensorLike
 
 __all__ = ["Glow", "SplitPrior", "TopPrior", "level_shapes"]
 
@@ -75,7 +78,8 @@ class SplitPrior(tf.Module):
   zero-initialised, so it starts as a standard normal.
   """
 
-  def __init__(self, kept_channels, out_channels, dtype=tf.float32, name="split_prior"):
+  def __init__(self, kept_channels: int, out_channels: int, dtype: tf.DType = tf.float32,
+               name: str = "split_prior"):
     super().__init__(name=name)
     with self.name_scope:
       self.conv = nn.ZeroConv2D(kept_channels, 2 * out_channels, dtype=dtype)
@@ -85,11 +89,11 @@ class SplitPrior(tf.Module):
     """`{"conv": ...}`: the variables (see `glow_tf.nn.ZeroConv2D.params`)."""
     return {"conv": self.conv.params()}
 
-  def apply(self, params: dict, z_kept: tf.Tensor):
+  def apply(self, params: dict, z_kept: tf.Tensor) -> List[tf.Tensor]:
     """z_kept: `[B, h, w, c]` -> mean, log_scale: `[B, h, w, c_out]`, with the variables `params`."""
     return tf.split(self.conv.apply(params["conv"], z_kept, self._order), 2, axis=-1)
 
-  def __call__(self, z_kept: tf.Tensor):
+  def __call__(self, z_kept: tf.Tensor) -> List[tf.Tensor]:
     """`apply` with this prior's variables."""
     return self.apply(self.params(), z_kept)
 
@@ -103,8 +107,8 @@ class TopPrior(tf.Module):
   `mean = h[..., :c]`, `log_scale = h[..., c:]`. Without either it is N(0, 1).
   """
 
-  def __init__(self, shape, learntop=False, n_classes=None, dtype=tf.float32,
-               name="top_prior"):
+  def __init__(self, shape: Sequence[int], learntop: bool = False, n_classes: Optional[int] = None,
+               dtype: tf.DType = tf.float32, name: str = "top_prior"):
     super().__init__(name=name)
     self._shape = list(shape)
     self._learntop = learntop
@@ -117,7 +121,7 @@ class TopPrior(tf.Module):
         self.embedding = nn.LinearZeros(n_classes, 2 * c, dtype=dtype, name="y_emb")
 
   @property
-  def is_standard(self):
+  def is_standard(self) -> bool:
     return not self._learntop and not self._n_classes
 
   def params(self) -> dict:
@@ -129,11 +133,13 @@ class TopPrior(tf.Module):
       params["embedding"] = self.embedding.params()
     return params
 
-  def __call__(self, batch_size, labels=None, dtype=tf.float32):
+  def __call__(self, batch_size: Union[int, tf.Tensor], labels: Optional[TensorLike] = None,
+               dtype: tf.DType = tf.float32) -> Tuple[tf.Tensor, tf.Tensor]:
     """`apply` with this prior's variables."""
     return self.apply(self.params(), batch_size, labels, dtype)
 
-  def apply(self, params: dict, batch_size, labels=None, dtype=tf.float32):
+  def apply(self, params: dict, batch_size: Union[int, tf.Tensor], labels: Optional[TensorLike] = None,
+            dtype: tf.DType = tf.float32) -> Tuple[tf.Tensor, tf.Tensor]:
     """Returns mean, log_scale broadcastable to `[B, h, w, c]`, with the variables `params`."""
     del batch_size  # the prior's batch dimension broadcasts
     h_, w_, c = self._shape
@@ -190,11 +196,11 @@ class Glow(base.GlowBijector):
   original's `n_batch_init` pass) before training; see `GlowBijector.initialize`.
   """
 
-  def __init__(self, image_shape, n_levels=3, depth=32, width=512,
-               flow_permutation=2, flow_coupling=0, learntop=False,
-               n_classes=None, lu_decomposed=False, recompute_gradients=False,
-               seed=0, dtype=tf.float32, precision="float32", validate_args=False,
-               name="glow"):
+  def __init__(self, image_shape: Sequence[int], n_levels: int = 3, depth: int = 32, width: int = 512,
+               flow_permutation: Union[str, int] = 2, flow_coupling: Union[str, int] = 0,
+               learntop: bool = False, n_classes: Optional[int] = None, lu_decomposed: bool = False,
+               recompute_gradients: bool = False, seed: int = 0, dtype: tf.DType = tf.float32,
+               precision: str = "float32", validate_args: bool = False, name: str = "glow"):
     """Creates the bijector.
 
     Args:
@@ -270,21 +276,21 @@ class Glow(base.GlowBijector):
   # ---- Shapes --------------------------------------------------------------------
 
   @property
-  def image_shape(self):
+  def image_shape(self) -> List[int]:
     return list(self._image_shape)
 
   @property
-  def latent_shapes(self):
+  def latent_shapes(self) -> List[List[int]]:
     """Per-level latent shapes `[h, w, c]`: the splits, then the top."""
     return [list(s) for s in self._latent_shapes]
 
   @property
-  def latent_size(self):
+  def latent_size(self) -> int:
     """`D = H * W * C`, the size of the flat latent."""
     return int(np.prod(self._image_shape))
 
   @property
-  def n_classes(self):
+  def n_classes(self) -> Optional[int]:
     return self._n_classes
 
   def _expected_forward_event(self):
@@ -308,12 +314,12 @@ class Glow(base.GlowBijector):
   def _inverse_event_shape_tensor(self, output_shape):
     return tf.concat([output_shape[:-3], [self.latent_size]], 0)
 
-  def split_latent(self, eps):
+  def split_latent(self, eps: tf.Tensor) -> List[tf.Tensor]:
     """Flat `[B, D]` -> list of per-level `[B, h, w, c]` latents."""
     parts = tf.split(eps, self._latent_sizes, axis=-1)
     return [tf.reshape(p, [-1] + s) for p, s in zip(parts, self._latent_shapes)]
 
-  def join_latents(self, latents):
+  def join_latents(self, latents: Sequence[tf.Tensor]) -> tf.Tensor:
     """List of per-level `[B, h, w, c]` latents -> flat `[B, D]`."""
     return tf.concat([tf.reshape(z, [tf.shape(z)[0], -1]) for z in latents], -1)
 
@@ -404,11 +410,13 @@ class Glow(base.GlowBijector):
       z = squeeze_lib.unsqueeze(z)
     return z, fldj
 
-  def inverse_with(self, params: dict, x: tf.Tensor, labels=None):
+  def inverse_with(self, params: dict, x: tf.Tensor, labels: Optional[tf.Tensor] = None
+                   ) -> Tuple[tf.Tensor, tf.Tensor]:
     eps, _, ildj = self._encode(params, x, labels)
     return self.join_latents(eps), ildj
 
-  def forward_with(self, params: dict, eps: tf.Tensor, labels=None):
+  def forward_with(self, params: dict, eps: tf.Tensor, labels: Optional[tf.Tensor] = None
+                   ) -> Tuple[tf.Tensor, tf.Tensor]:
     return self._decode(params, self.split_latent(eps), labels)
 
   def _initialize_4d(self, x, labels=None):
@@ -417,7 +425,8 @@ class Glow(base.GlowBijector):
 
   # ---- Per-level access -------------------------------------------------------------
 
-  def encode(self, x: tf.Tensor, labels=None) -> tuple:
+  def encode(self, x: TensorLike, labels: Optional[TensorLike] = None
+             ) -> Tuple[List[tf.Tensor], tf.Tensor, tf.Tensor]:
     """Encodes images to per-level latents (the original's `eps` list).
 
     Args:
@@ -435,7 +444,7 @@ class Glow(base.GlowBijector):
     self._check_event(x, self.image_shape, "images")
     return self._encode(self.params(), x, labels)
 
-  def decode(self, latents, labels=None) -> tf.Tensor:
+  def decode(self, latents: Sequence[TensorLike], labels: Optional[TensorLike] = None) -> tf.Tensor:
     """Decodes per-level latents (as from `encode`) to images `[B, H, W, C]`."""
     return self._decode(self.params(), [tf.convert_to_tensor(z, dtype_hint=self.dtype)
                                         for z in latents], labels)[0]

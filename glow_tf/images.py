@@ -1,6 +1,7 @@
 """Image grids and PNG files."""
 
 import io
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -10,7 +11,7 @@ from glow_tf.rundir import atomic_write
 __all__ = ["make_grid", "png_bytes", "save_png", "load_image"]
 
 
-def make_grid(rows, gutter: int = 2, background: int = 255) -> np.ndarray:
+def make_grid(rows: Union[Sequence[np.ndarray], np.ndarray], gutter: int = 2, background: int = 255) -> np.ndarray:
   """Lays out images in a grid with small gutters.
 
   Args:
@@ -54,7 +55,7 @@ def save_png(path: str, image: np.ndarray) -> str:
   return atomic_write(path, png_bytes(image))
 
 
-def load_image(path: str, image_shape) -> np.ndarray:
+def load_image(path: str, image_shape: Sequence[int]) -> np.ndarray:
   """Reads an image file as uint8 `[H, W, C]`, centre-cropped and resized to `image_shape`.
 
   Raises:

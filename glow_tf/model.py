@@ -1,6 +1,7 @@
 """GlowModel: the Glow bijector, its TransformedDistribution and the original's image interface."""
 
 import math
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -9,6 +10,7 @@ import tensorflow_probability as tfp
 from glow_tf import config as config_lib
 from glow_tf import glow as glow_lib
 from glow_tf import nn
+from glow_tf.ops import TensorLike
 from glow_tf import tracing
 
 tfd = tfp.distributions
@@ -45,7 +47,7 @@ class GlowModel(tf.Module):
   Call `initialize(images)` once on a data batch before training.
   """
 
-  def __init__(self, config=None, name="glow_model", **kwargs):
+  def __init__(self, config: Optional[config_lib.ModelConfig] = None, name: str = "glow_model", **kwargs):
     super().__init__(name=name)
     if config is None:
       config = config_lib.ModelConfig(**kwargs)
@@ -71,16 +73,16 @@ class GlowModel(tf.Module):
   # ---- Data representation -------------------------------------------------------
 
   @property
-  def image_shape(self):
+  def image_shape(self) -> List[int]:
     return list(self.config.image_shape)
 
   @property
-  def num_dims(self):
+  def num_dims(self) -> int:
     """`D = H * W * C`."""
     return self.glow.latent_size
 
   @property
-  def n_bins(self):
+  def n_bins(self) -> int:
     return self.config.n_bins
 
   def _check_images(self, images):
@@ -91,7 +93,8 @@ class GlowModel(tf.Module):
           f"[batch] + {self.image_shape}.")
     return images
 
-  def preprocess(self, images, noise=None, seed=None):
+  def preprocess(self, images: TensorLike, noise: Optional[TensorLike] = None,
+                 seed: Optional[TensorLike] = None) -> tf.Tensor:
     """uint8 images -> dequantised floats in `[-0.5, 0.5)`.
 
     Args:
@@ -113,7 +116,7 @@ class GlowModel(tf.Module):
                else tf.random.stateless_uniform(shape, seed))
     return (x + tf.cast(noise, tf.float32)) / self.n_bins - .5
 
-  def postprocess(self, x):
+  def postprocess(self, x: tf.Tensor) -> tf.Tensor:
     """Floats in `[-0.5, 0.5)` -> uint8 images, as the original (`n_bits_x` levels spread over 0..255)."""
     bins = tf.floor((x + .5) * self.n_bins)
     return tf.cast(tf.clip_by_value(bins * (256. / self.n_bins), 0., 255.), tf.uint8)
@@ -147,7 +150,8 @@ class GlowModel(tf.Module):
              - self.num_dims * math.log(self.n_bins))
     return log_p, top, labels
 
-  def log_prob(self, images, labels=None, noise=None, seed=None) -> tf.Tensor:
+  def log_prob(self, images: TensorLike, labels: Optional[TensorLike] = None, noise: Optional[TensorLike] = None,
+               seed: Optional[TensorLike] = None) -> tf.Tensor:
     """Discrete log-likelihood of uint8 images, nats per image `[B]`.
 
     The continuous density of `distribution` at the dequantised images
@@ -160,11 +164,13 @@ class GlowModel(tf.Module):
     """
     return self._log_prob_and_top(images, labels, noise, seed)[0]
 
-  def bits_per_dim(self, images, labels=None, noise=None, seed=None) -> tf.Tensor:
+  def bits_per_dim(self, images: TensorLike, labels: Optional[TensorLike] = None, noise: Optional[TensorLike] = None,
+                   seed: Optional[TensorLike] = None) -> tf.Tensor:
     """`-log p(images) / (D ln 2)`, `[B]`."""
     return -self.log_prob(images, labels, noise, seed) / (self.num_dims * LN2)
 
-  def losses(self, images, labels=None, noise=None, seed=None) -> dict:
+  def losses(self, images: TensorLike, labels: Optional[TensorLike] = None, noise: Optional[TensorLike] = None,
+             seed: Optional[TensorLike] = None) -> Dict[str, tf.Tensor]:
     """The original's training objective and metrics, per image.
 
     Returns:
@@ -185,7 +191,7 @@ class GlowModel(tf.Module):
       out["loss"] = bits_x + self.config.weight_y * bits_y
     return out
 
-  def predict_labels(self, images):
+  def predict_labels(self, images: TensorLike) -> tf.Tensor:
     """Class probabilities `[B, n_classes]` from the classifier head (`ycond` only)."""
     if not self.config.ycond:
       raise ValueError("predict_labels needs a class-conditional model (ycond=True).")
@@ -196,7 +202,8 @@ class GlowModel(tf.Module):
 
   # ---- Initialisation -------------------------------------------------------------
 
-  def initialize(self, images, labels=None, seed=None):
+  def initialize(self, images: TensorLike, labels: Optional[TensorLike] = None,
+                 seed: Optional[TensorLike] = None) -> tf.Tensor:
     """The data-dependent actnorm initialisation (the original's `n_batch_init` pass).
 
     Call once, before training, on a batch of training images. In
@@ -218,7 +225,8 @@ class GlowModel(tf.Module):
 
   # ---- Sampling, encoding, decoding -------------------------------------------------
 
-  def sample_latents(self, n, temperature=1.0, seed=None):
+  def sample_latents(self, n: int, temperature: Union[float, tf.Tensor] = 1.0, seed: Optional[TensorLike] = None
+                     ) -> List[tf.Tensor]:
     """Per-level latents `eps ~ N(0, temperature^2)`, shapes as `glow.latent_shapes`."""
     if isinstance(temperature, (int, float)):  # (a tensor is the caller's to check)
       temperature = config_lib.check_temperature(temperature)
@@ -227,7 +235,8 @@ class GlowModel(tf.Module):
            else tf.random.stateless_normal(shape, seed))
     return self.glow.split_latent(eps * temperature)
 
-  def sample(self, n, temperature=1.0, labels=None, seed=None):
+  def sample(self, n: int, temperature: Union[float, tf.Tensor] = 1.0, labels: Optional[TensorLike] = None,
+             seed: Optional[TensorLike] = None) -> tf.Tensor:
     """Draws `n` uint8 images `[n, H, W, C]` at the given temperature.
 
     Args:
@@ -243,7 +252,7 @@ class GlowModel(tf.Module):
                 else tf.random.stateless_uniform([n], seed, 0, self.config.n_classes, tf.int32))
     return self.decode(self.sample_latents(n, temperature, seed), labels)
 
-  def encode(self, images, labels=None):
+  def encode(self, images: TensorLike, labels: Optional[TensorLike] = None) -> List[tf.Tensor]:
     """uint8 images -> per-level latents (the original's `eps` list).
 
     Deterministic: each value sits at the middle of its quantisation bin.
@@ -254,11 +263,11 @@ class GlowModel(tf.Module):
     x = self.preprocess(images, noise=0.5)
     return self.glow.encode(x, self._labels(labels, tf.shape(x)[0]))[0]
 
-  def decode(self, latents, labels=None):
+  def decode(self, latents: Sequence[TensorLike], labels: Optional[TensorLike] = None) -> tf.Tensor:
     """Per-level latents (as from `encode`) -> uint8 images `[B, H, W, C]`."""
     labels = self._labels(labels, tf.shape(latents[0])[0])
     return self.postprocess(self.glow.decode(latents, labels))
 
-  def num_parameters(self):
+  def num_parameters(self) -> int:
     """The number of trainable scalars."""
     return int(sum(np.prod(v.shape) for v in self.trainable_variables))

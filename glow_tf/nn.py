@@ -36,13 +36,15 @@ layers moves a network input across a bfloat16 rounding boundary: then to
 bfloat16 resolution (about 1e-3 on images in [-0.5, 0.5]).
 """
 
+from typing import Callable, Optional, Sequence, Tuple, Union
+
 import numpy as np
 import tensorflow as tf
 
 from glow_tf import config as config_lib
 from glow_tf import kernels
 from glow_tf import normalization
-from glow_tf.ops import matmul_channels, static_hw
+from glow_tf.ops import Dim, matmul_channels, static_hw
 from glow_tf.tracing import in_xla_context, no_autograph
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECISIONS",
@@ -54,14 +56,14 @@ __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECIS
 PRECISIONS = dict(zip(config_lib.PRECISIONS, (None, tf.bfloat16)))
 
 
-def compute_dtype(precision):
+def compute_dtype(precision: str) -> Optional[tf.DType]:
   """`"float32"` -> None (compute in the variables' dtype); `"mixed_bfloat16"` -> bfloat16."""
   if precision not in PRECISIONS:
     raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
   return PRECISIONS[precision]
 
 
-def native_bfloat16(cpuinfo=None):
+def native_bfloat16(cpuinfo: Optional[str] = None) -> Optional[bool]:
   """Whether this machine computes in bfloat16 natively: `True`, `False` or `None` (unknown).
 
   True with a GPU, or a CPU with AVX-512 BF16 or AMX. A CPU without them
@@ -78,7 +80,7 @@ def native_bfloat16(cpuinfo=None):
   return None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def deinterleaved(num_channels):
+def deinterleaved(num_channels: int) -> Tuple[int, ...]:
   """The channel order `[0, 2, 4, ..., 1, 3, 5, ...]`: outputs `[a0, b0, a1, b1, ...]` as `[a..., b...]`."""
   return tuple(range(0, num_channels, 2)) + tuple(range(1, num_channels, 2))
 
@@ -95,7 +97,7 @@ def _border_patches(height, width, kh, kw, np_dtype):
   return patches
 
 
-def edge_term(kernel_edge, height, width):
+def edge_term(kernel_edge: tf.Tensor, height: Dim, width: Dim) -> tf.Tensor:
   """The border channel's contribution, `[H, W, out]`, for kernel `[kh, kw, out]`."""
   kh, kw = kernel_edge.shape[0], kernel_edge.shape[1]
   if isinstance(height, int) and isinstance(width, int):
@@ -136,7 +138,7 @@ def _thin_output_grads(x, kernel, dy):
   return dx, dk
 
 
-def thin_output_conv2d(x, kernel, matmul_forward=False):
+def thin_output_conv2d(x: tf.Tensor, kernel: tf.Tensor, matmul_forward: bool = False) -> tf.Tensor:
   """A 3x3 stride-1 "SAME" convolution with matmul backprops, for `out << in`.
 
   The same function as `tf.nn.conv2d(x, kernel, 1, "SAME")`: that very op, or
@@ -176,7 +178,8 @@ def thin_output_conv2d(x, kernel, matmul_forward=False):
   return conv(x, kernel)
 
 
-def conv2d_3x3(x, kernel, bias=None, relu=False):
+def conv2d_3x3(x: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor] = None, relu: bool = False
+               ) -> tf.Tensor:
   """`relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)` for a 3x3 kernel, the fast way.
 
   Picks the computation by shape (`conv2d_3x3_path`), each measured faster
@@ -221,7 +224,8 @@ def _thin_output(kernel_shape, height, width):
           and height * width >= 64 and 4 * out_c <= in_c)
 
 
-def conv2d_3x3_path(kernel_shape, height, width, dtype=tf.float32):
+def conv2d_3x3_path(kernel_shape: Union[tf.TensorShape, Sequence[int]], height: Dim, width: Dim,
+                    dtype: tf.DType = tf.float32) -> str:
   """Which computation `conv2d_3x3` uses for a kernel `[kh, kw, C, out]` on `H x W` images.
 
   Returns `"conv2d"`, `"matmul gradients"`, `"matmul forward and gradients"`,
@@ -282,8 +286,8 @@ class EdgeConv2D(tf.Module):
   original's `conv2d(..., do_actnorm=True)`) is folded into the kernel.
   """
 
-  def __init__(self, in_channels, out_channels, kernel_size=3, seed=None,
-               dtype=tf.float32, compute_dtype=None, name="conv"):
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, seed: Optional[int] = None,
+               dtype: tf.DType = tf.float32, compute_dtype: Optional[tf.DType] = None, name: str = "conv"):
     super().__init__(name=name)
     self._edge = kernel_size > 1
     self._compute_dtype = compute_dtype
@@ -314,7 +318,8 @@ class EdgeConv2D(tf.Module):
     h, w = static_hw(x)
     return y + edge_term(params["edge_kernel"], h, w)
 
-  def apply(self, params: dict, x: tf.Tensor, activation=None) -> tf.Tensor:
+  def apply(self, params: dict, x: tf.Tensor,
+            activation: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.Tensor:
     """`activation(actnorm(conv(x)))`, with the actnorm folded into the kernel.
 
     Args:
@@ -340,7 +345,7 @@ class EdgeConv2D(tf.Module):
     y = conv2d_3x3(x, kernel, bias, relu=relu)
     return y if activation is None or relu else activation(y)
 
-  def __call__(self, x: tf.Tensor, activation=None) -> tf.Tensor:
+  def __call__(self, x: tf.Tensor, activation: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.Tensor:
     """`apply` with this layer's variables."""
     return self.apply(self.params(), x, activation)
 
@@ -361,8 +366,8 @@ class ZeroConv2D(tf.Module):
   zero tensor): then only the edge term, bias and scale exist (`on_zeros`).
   """
 
-  def __init__(self, in_channels, out_channels, kernel_size=3, dtype=tf.float32,
-               name="zero_conv"):
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dtype: tf.DType = tf.float32,
+               name: str = "zero_conv"):
     super().__init__(name=name)
     k = kernel_size
     self._has_kernel = bool(in_channels)
@@ -389,7 +394,7 @@ class ZeroConv2D(tf.Module):
   def _bias_map(params, height, width, scale):
     return (edge_term(params["edge_kernel"], height, width) + params["bias"]) * scale
 
-  def apply(self, params: dict, x: tf.Tensor, out_order=None) -> tf.Tensor:
+  def apply(self, params: dict, x: tf.Tensor, out_order: Optional[Sequence[int]] = None) -> tf.Tensor:
     """x: `[B, H, W, C]` -> `[B, H, W, out]`.
 
     Args:
@@ -412,7 +417,7 @@ class ZeroConv2D(tf.Module):
       return tf.cast(conv2d_3x3(x, tf.cast(kernel, x.dtype)), kernel.dtype) + bias_map
     return conv2d_3x3(x, kernel, bias_map)
 
-  def __call__(self, x: tf.Tensor, out_order=None) -> tf.Tensor:
+  def __call__(self, x: tf.Tensor, out_order: Optional[Sequence[int]] = None) -> tf.Tensor:
     """`apply` with this layer's variables."""
     return self.apply(self.params(), x, out_order)
 
@@ -428,8 +433,9 @@ class CouplingNetwork(tf.Module):
   Maps `[B, H, W, in]` to `[B, H, W, out]`; outputs zeros at initialisation.
   """
 
-  def __init__(self, in_channels, hidden_channels, out_channels, seed=0,
-               dtype=tf.float32, out_order=None, compute_dtype=None, name="nn"):
+  def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, seed: Optional[int] = 0,
+               dtype: tf.DType = tf.float32, out_order: Optional[Sequence[int]] = None,
+               compute_dtype: Optional[tf.DType] = None, name: str = "nn"):
     """Creates the network.
 
     Args:
@@ -483,7 +489,8 @@ class CouplingNetwork(tf.Module):
 class LinearZeros(tf.Module):
   """The original's `linear_zeros`: `(x @ W + b) * exp(3 * log_scale)`, all zero-initialised."""
 
-  def __init__(self, in_features, out_features, dtype=tf.float32, name="linear_zeros"):
+  def __init__(self, in_features: int, out_features: int, dtype: tf.DType = tf.float32,
+               name: str = "linear_zeros"):
     super().__init__(name=name)
     with self.name_scope:
       self.kernel = tf.Variable(tf.zeros([in_features, out_features], dtype), name="kernel")

@@ -16,7 +16,7 @@ variables as `{"shift": [C], "log_scale": [C]}` and compute with the
 functions here. This module imports nothing from glow_tf.
 """
 
-from typing import Dict
+from typing import Dict, Mapping, Sequence, Tuple, Union
 
 import tensorflow as tf
 
@@ -28,8 +28,11 @@ __all__ = ["LOGSCALE_FACTOR", "global_moments", "data_variable", "make_variables
 # actnorm and for the zero-initialised layers, `exp(3 * log_scale)`).
 LOGSCALE_FACTOR = 3.0
 
+# `{"shift": [C], "log_scale": [C]}`, as variables or as tensors.
+ActNormParams = Mapping[str, Union[tf.Variable, tf.Tensor]]
 
-def global_moments(x: tf.Tensor, axes):
+
+def global_moments(x: tf.Tensor, axes: Sequence[int]) -> Tuple[tf.Tensor, tf.Tensor]:
   """Mean and (biased) variance of `x` over `axes`, over the *global* batch.
 
   In the replica context of a `tf.distribute` strategy with several replicas
@@ -58,25 +61,25 @@ def global_moments(x: tf.Tensor, axes):
   return mean, sq / count
 
 
-def data_variable(initial_value, name: str, trainable: bool = True) -> tf.Variable:
+def data_variable(initial_value: tf.types.experimental.TensorLike, name: str, trainable: bool = True) -> tf.Variable:
   """A variable that may be assigned identically from every replica."""
   return tf.Variable(
       initial_value, name=name, trainable=trainable,
       aggregation=tf.VariableAggregation.MEAN)
 
 
-def make_variables(num_channels: int, dtype=tf.float32) -> Dict[str, tf.Variable]:
+def make_variables(num_channels: int, dtype: tf.DType = tf.float32) -> Dict[str, tf.Variable]:
   """New actnorm variables `{"shift": [C], "log_scale": [C]}`, zero: the identity map."""
   return {"shift": data_variable(tf.zeros([num_channels], dtype), "shift"),
           "log_scale": data_variable(tf.zeros([num_channels], dtype), "log_scale")}
 
 
-def log_scale(params) -> tf.Tensor:
+def log_scale(params: ActNormParams) -> tf.Tensor:
   """`s = LOGSCALE_FACTOR * log_scale` `[C]`: the normalising direction multiplies by `exp(s)`."""
   return LOGSCALE_FACTOR * params["log_scale"]
 
 
-def normalize(params, x: tf.Tensor) -> tf.Tensor:
+def normalize(params: ActNormParams, x: tf.Tensor) -> tf.Tensor:
   """`(x + shift) * exp(s)` for `x` `[..., C]`: the normalising direction."""
   return (x + params["shift"]) * tf.exp(log_scale(params))
 
@@ -92,7 +95,7 @@ def initial_values(x: tf.Tensor) -> Dict[str, tf.Tensor]:
           "log_scale": -tf.math.log(tf.sqrt(var) + 1e-6) / LOGSCALE_FACTOR}
 
 
-def initialize(variables, x: tf.Tensor) -> None:
+def initialize(variables: Mapping[str, tf.Variable], x: tf.Tensor) -> None:
   """Assigns `initial_values(x)` to `variables` (`{"shift", "log_scale"}` of `tf.Variable`s)."""
   values = initial_values(x)
   variables["shift"].assign(values["shift"])
@@ -107,7 +110,7 @@ class ActNormVariables(tf.Module):
   variables `.../actnorm/shift` and `.../actnorm/log_scale`.
   """
 
-  def __init__(self, num_channels: int, dtype=tf.float32, name: str = "actnorm"):
+  def __init__(self, num_channels: int, dtype: tf.DType = tf.float32, name: str = "actnorm"):
     super().__init__(name=name)
     with self.name_scope:
       variables = make_variables(num_channels, dtype)

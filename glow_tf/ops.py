@@ -4,14 +4,22 @@ Shape bookkeeping for image tensors `[B, H, W, C]` and the channel matmul
 that replaces 1x1 convolutions. This module imports nothing from glow_tf.
 """
 
+from typing import Callable, Optional, Tuple, Union
+
 import numpy as np
 import tensorflow as tf
 
 __all__ = ["fold_batch", "unfold_batch", "num_pixels", "static_hw", "np_dtype",
            "matmul_channels"]
 
+# Type hints: what `tf.convert_to_tensor` accepts (tensors, arrays, Python
+# numbers and lists), and a dimension that is a Python int when static, else a
+# scalar tensor (as `static_hw` returns).
+TensorLike = tf.types.experimental.TensorLike
+Dim = Union[int, tf.Tensor]
 
-def fold_batch(t: tf.Tensor, event_ndims: int):
+
+def fold_batch(t: tf.Tensor, event_ndims: int) -> Tuple[tf.Tensor, tf.Tensor]:
   """Reshapes `t` `[..., *event]` to `[N, *event]`; returns it and the batch shape `[...]`."""
   shape = tf.shape(t)
   batch_shape = shape[:-event_ndims] if event_ndims else shape
@@ -29,7 +37,7 @@ def unfold_batch(t: tf.Tensor, batch_shape: tf.Tensor, event_ndims: int) -> tf.T
   return tf.reshape(t, tf.concat([batch_shape, event_shape], axis=0))
 
 
-def num_pixels(t: tf.Tensor):
+def num_pixels(t: tf.Tensor) -> Union[float, tf.Tensor]:
   """H * W of a rank-4 tensor `[B, H, W, C]` (a Python float when static)."""
   h, w = t.shape[1], t.shape[2]
   if h is not None and w is not None:
@@ -38,7 +46,7 @@ def num_pixels(t: tf.Tensor):
   return tf.cast(shape[1] * shape[2], t.dtype)
 
 
-def static_hw(t: tf.Tensor):
+def static_hw(t: tf.Tensor) -> Tuple[Dim, Dim]:
   """`(H, W)` of `[B, H, W, C]`: Python ints when static, else scalar tensors."""
   h, w = t.shape[1], t.shape[2]
   if h is None or w is None:
@@ -47,13 +55,14 @@ def static_hw(t: tf.Tensor):
   return h, w
 
 
-def np_dtype(dtype) -> np.dtype:
+def np_dtype(dtype: Union[tf.DType, np.dtype, str]) -> np.dtype:
   """The numpy dtype of a TensorFlow dtype (`tf.float32` -> `np.float32`)."""
   return np.dtype(tf.as_dtype(dtype).as_numpy_dtype)
 
 
 def matmul_channels(x: tf.Tensor, kernel: tf.Tensor, transpose_kernel: bool = False,
-                    bias: tf.Tensor = None, activation=None) -> tf.Tensor:
+                    bias: Optional[tf.Tensor] = None,
+                    activation: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.Tensor:
   """`x` `[..., C]` times `kernel` `[C, out]` over the channel axis: `[..., out]`.
 
   A reshape to a `[N, C]` matrix and one matmul, which is faster on CPU

@@ -28,6 +28,7 @@ over replicas; the update then runs once per device copy of each variable
 """
 
 import contextlib
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
@@ -36,7 +37,7 @@ from glow_tf import tracing
 __all__ = ["GlowOptimizer", "WarmupSchedule", "make_optimizer", "polyak_decay"]
 
 
-def polyak_decay(steps_per_epoch, polyak_epochs):
+def polyak_decay(steps_per_epoch: int, polyak_epochs: float) -> float:
   """The original's `beta2 = 1 - 1 / (train_its * polyak_epochs)`."""
   return 1. - 1. / max(steps_per_epoch * polyak_epochs, 1.)
 
@@ -49,12 +50,12 @@ class WarmupSchedule:
   retracing.
   """
 
-  def __init__(self, lr, warmup_steps, scale=None):
+  def __init__(self, lr: float, warmup_steps: float, scale: Optional[tf.Variable] = None):
     self.lr = float(lr)
     self.warmup_steps = float(warmup_steps)
     self.scale = scale
 
-  def __call__(self, step):
+  def __call__(self, step: Union[int, float, tf.Tensor]) -> tf.Tensor:
     """`step`: the 1-based number of the update being made."""
     if self.warmup_steps <= 0:
       rate = tf.constant(self.lr, tf.float64)
@@ -75,8 +76,10 @@ class GlowOptimizer(tf.Module):
   and samples with them and restores the raw weights exactly afterwards.
   """
 
-  def __init__(self, kind="adamax", learning_rate=1e-3, beta1=0.9, beta2=0.999,
-               epsilon=1e-8, polyak=True, name="glow_optimizer"):
+  def __init__(self, kind: str = "adamax",
+               learning_rate: Union[float, Callable[[tf.Tensor], tf.Tensor]] = 1e-3,
+               beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, polyak: bool = True,
+               name: str = "glow_optimizer"):
     """Creates the optimiser.
 
     Args:
@@ -106,11 +109,11 @@ class GlowOptimizer(tf.Module):
     self._strategy = tf.distribute.get_strategy()  # slots are created in the same scope
 
   @property
-  def learning_rate(self):
+  def learning_rate(self) -> tf.Tensor:
     """The learning rate of the next update."""
     return self.schedule(self.iterations + 1)
 
-  def build(self, variables):
+  def build(self, variables: Sequence[tf.Variable]) -> None:
     """Creates the slots of `variables` (once; later calls check they match)."""
     if self._index:
       if len(self._index) != len(variables):
@@ -131,7 +134,8 @@ class GlowOptimizer(tf.Module):
     i = self._index[var.ref()]
     return self.m[i], self.u[i], self.polyak[i] if self.use_polyak else None
 
-  def apply_gradients(self, grads_and_vars):
+  def apply_gradients(self, grads_and_vars: Iterable[Tuple[tf.Tensor, tf.Variable]]
+                      ) -> Union[tf.Tensor, tf.Variable]:
     """Applies one update. Gradients must already be summed over replicas."""
     grads_and_vars = [(g, v) for g, v in grads_and_vars]
     self.build([v for _, v in grads_and_vars])
@@ -191,7 +195,7 @@ class GlowOptimizer(tf.Module):
       strategy.extended.update(var, update, args=(grad, m, u, avg), group=False)
     return self.iterations.assign_add(1)
 
-  def polyak_values(self, variables):
+  def polyak_values(self, variables: Sequence[tf.Variable]) -> List[tf.Tensor]:
     """The (debiased) Polyak averages of `variables`, in order; the weights before any update."""
     t = tf.cast(self.iterations, tf.float64)
     if int(self.iterations.numpy()) == 0 or not self.use_polyak:
@@ -199,13 +203,13 @@ class GlowOptimizer(tf.Module):
     debias = 1. - tf.pow(tf.convert_to_tensor(self.polyak_decay), t)
     return [self._slots(v)[2] / tf.cast(debias, v.dtype) for v in variables]
 
-  def assign_polyak(self, variables):
+  def assign_polyak(self, variables: Sequence[tf.Variable]) -> None:
     """Overwrites `variables` with their Polyak averages (cross-replica context)."""
     for var, value in zip(variables, self.polyak_values(variables)):
       var.assign(value)
 
   @contextlib.contextmanager
-  def averaged_weights(self, variables):
+  def averaged_weights(self, variables: Sequence[tf.Variable]) -> Iterator[None]:
     """Swaps the Polyak averages in for the block; restores the raw weights exactly after."""
     backup = [tf.identity(v) for v in variables]
     self.assign_polyak(variables)
@@ -226,8 +230,8 @@ def _on_device_of(slot, var):
   raise ValueError(f"no copy of {slot.name} on {var.device}")
 
 
-def make_optimizer(kind, lr, beta1, steps_per_epoch, epochs_warmup, polyak_epochs,
-                   lr_scale=None):
+def make_optimizer(kind: str, lr: float, beta1: float, steps_per_epoch: int, epochs_warmup: float,
+                   polyak_epochs: float, lr_scale: Optional[tf.Variable] = None) -> GlowOptimizer:
   """The original's optimiser set-up from its flags.
 
   Args:

@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 import io
 import os
-from typing import List, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +21,7 @@ from glow_tf import model as model_lib
 from glow_tf import optim
 from glow_tf import rundir as rundir_lib
 from glow_tf.config import SampleConfig
+from glow_tf.ops import TensorLike
 from glow_tf.rundir import NoCheckpointError
 
 __all__ = ["LoadedModel", "load_model", "temperature_grid", "reconstruction_grid",
@@ -117,7 +118,7 @@ def export_model(loaded: LoadedModel, out_dir: str) -> str:
 # ---- Grids -------------------------------------------------------------------------
 
 
-def zoom_for(image_shape, min_size=64):
+def zoom_for(image_shape: Sequence[int], min_size: int = 64) -> int:
   """An integer upscaling so that small images are comfortable to look at."""
   return max(1, -(-min_size // image_shape[0]))
 
@@ -128,20 +129,22 @@ def _zoom(images, factor):
   return np.repeat(np.repeat(images, factor, axis=-3), factor, axis=-2)
 
 
-def finish_grid(rows, image_shape, zoom=None):
+def finish_grid(rows: Sequence[np.ndarray], image_shape: Sequence[int], zoom: Optional[int] = None
+                ) -> np.ndarray:
   zoom = zoom or zoom_for(image_shape)
   return images_lib.make_grid([_zoom(np.asarray(r), zoom) for r in rows])
 
 
 def temperature_grid(model: model_lib.GlowModel, temperatures: Sequence[float], n: int,
-                     seed: int = 0, labels=None) -> List[np.ndarray]:
+                     seed: int = 0, labels: Optional[TensorLike] = None) -> List[np.ndarray]:
   """One row of `n` samples per temperature (uint8 `[n, height, width, channels]` rows)."""
   temperatures = [config_lib.check_temperature(t) for t in temperatures]
   return [model.sample(n, t, labels=labels, seed=[seed, i]).numpy()
           for i, t in enumerate(temperatures)]
 
 
-def reconstruction_grid(model, images, labels=None):
+def reconstruction_grid(model: model_lib.GlowModel, images: TensorLike, labels: Optional[TensorLike] = None
+                        ) -> Tuple[List[np.ndarray], int]:
   """Rows: the images (quantised to the model's bits) and their decode(encode(.)).
 
   Returns:
@@ -152,15 +155,16 @@ def reconstruction_grid(model, images, labels=None):
   return [shown, recon], int(np.abs(shown.astype(int) - recon.astype(int)).max())
 
 
-def flat_latents(model, images, labels=None):
+def flat_latents(model: model_lib.GlowModel, images: TensorLike, labels: Optional[TensorLike] = None) -> np.ndarray:
   return model.glow.join_latents(model.encode(images, labels)).numpy()
 
 
-def decode_flat(model, eps, labels=None):
+def decode_flat(model: model_lib.GlowModel, eps: np.ndarray, labels: Optional[TensorLike] = None) -> np.ndarray:
   return model.decode(model.glow.split_latent(tf.constant(eps, tf.float32)), labels).numpy()
 
 
-def interpolation_grid(model, pairs, n_steps, labels=None):
+def interpolation_grid(model: model_lib.GlowModel, pairs: Sequence[Tuple[TensorLike, TensorLike]], n_steps: int,
+                       labels: Optional[TensorLike] = None) -> List[np.ndarray]:
   """One row per image pair: linear interpolation of the latents in `n_steps` steps."""
   rows = []
   for a, b in pairs:
@@ -170,8 +174,9 @@ def interpolation_grid(model, pairs, n_steps, labels=None):
   return rows
 
 
-def attribute_direction(model, examples, attribute, names, batch_size=100, cache_dir=None,
-                        max_examples=None, cache_key=""):
+def attribute_direction(model: model_lib.GlowModel, examples: tf.data.Dataset, attribute: Union[str, int],
+                        names: Sequence[str], batch_size: int = 100, cache_dir: Optional[str] = None,
+                        max_examples: Optional[int] = None, cache_key: str = "") -> np.ndarray:
   """The original's manipulation direction: mean latent with the attribute minus without.
 
   Args:
@@ -221,7 +226,8 @@ def attribute_direction(model, examples, attribute, names, batch_size=100, cache
   return direction
 
 
-def manipulation_grid(model, images, direction, scales):
+def manipulation_grid(model: model_lib.GlowModel, images: TensorLike, direction: np.ndarray, scales: Sequence[float]
+                      ) -> List[np.ndarray]:
   """One row per image: its latent moved by `scale * direction` for each scale."""
   z = flat_latents(model, images)
   return [decode_flat(model, zi[None] + np.asarray(scales, np.float32)[:, None] * direction[None])
@@ -260,7 +266,7 @@ def _input_images(config, loaded, n):
   return next(iter(ds.test_dataset(n)))["image"].numpy()
 
 
-def run(config, log=print):
+def run(config: SampleConfig, log: Callable[[str], Any] = print) -> Tuple[str, np.ndarray]:
   """Loads the model, draws what `config.mode` asks for and writes one PNG.
 
   Returns:

@@ -12,9 +12,13 @@ Dequantisation noise is drawn in the input pipeline, per global batch, from
 over replicas, and a resumed run draws the noise it would have drawn.
 """
 
-from typing import Callable, Dict, List, NamedTuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple
 
 import tensorflow as tf
+
+if TYPE_CHECKING:  # for annotations only: at run time this module imports nothing of glow_tf
+  from glow_tf.model import GlowModel
+  from glow_tf.optim import GlowOptimizer
 
 __all__ = ["StepResult", "TrainStep", "build_eval_step", "build_train_step", "with_noise",
            "TRAIN_NOISE_STREAM", "TEST_NOISE_STREAM"]
@@ -67,7 +71,7 @@ class TrainStep:
     self._compute = compute
     self._apply = apply
 
-  def __call__(self, iterator, stop_requested: bool = False) -> StepResult:
+  def __call__(self, iterator: tf.distribute.DistributedIterator, stop_requested: bool = False) -> StepResult:
     grads, sums, finite, grad_norm = self._compute(
         iterator, tf.constant(1. if stop_requested else 0., tf.float32))
     sums = dict(sums)
@@ -82,8 +86,8 @@ class TrainStep:
     return [f.experimental_get_tracing_count() for f in (self._compute, self._apply)]
 
 
-def build_train_step(model, optimizer, strategy: tf.distribute.Strategy, global_batch: int,
-                     step_counter: tf.Variable, jit_compile: bool = False) -> TrainStep:
+def build_train_step(model: "GlowModel", optimizer: "GlowOptimizer", strategy: tf.distribute.Strategy,
+                     global_batch: int, step_counter: tf.Variable, jit_compile: bool = False) -> TrainStep:
   """The training step of `model` (a `GlowModel`) with `optimizer` (a `GlowOptimizer`).
 
   Args:
@@ -142,7 +146,7 @@ def build_train_step(model, optimizer, strategy: tf.distribute.Strategy, global_
   return TrainStep(compute_step, apply_step)
 
 
-def build_eval_step(model, strategy: tf.distribute.Strategy) -> Callable:
+def build_eval_step(model: "GlowModel", strategy: tf.distribute.Strategy) -> Callable:
   """`eval_step(distributed batch) -> (metric sums over the batch, number of images)`."""
 
   def replica_eval(batch):

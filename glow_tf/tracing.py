@@ -24,15 +24,17 @@ This module imports nothing from glow_tf.
 """
 
 import inspect
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, TypeVar
 
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
 __all__ = ["no_autograph", "in_xla_context", "SharedTraces"]
 
+_Class = TypeVar("_Class", bound=type)
 
-def no_autograph(cls):
+
+def no_autograph(cls: _Class) -> _Class:
   """Class decorator: AutoGraph never converts the class's public methods and `__call__`.
 
   A user's `@tf.function` (AutoGraph on by default) converts every Python
@@ -74,7 +76,8 @@ class SharedTraces:
     """The number of shared functions (kinds of calls) made so far."""
     return len(self._functions)
 
-  def call(self, key: Hashable, fn: Callable[[Any, tf.Tensor], Any], params, x: tf.Tensor):
+  def call(self, key: Hashable, fn: Callable[[Any, tf.Tensor], Any], params: Any,
+           x: tf.Tensor) -> Any:
     """`fn(params, x)`, through the function shared by every call with `key`.
 
     Args:

@@ -74,8 +74,8 @@ class Trainer:
     stream: where progress goes (default: stdout).
   """
 
-  def __init__(self, config: config_lib.RunConfig, strategy=None, dataset=None,
-               stream: Optional[TextIO] = None):
+  def __init__(self, config: config_lib.RunConfig, strategy: Optional[tf.distribute.Strategy] = None,
+               dataset: Optional[data_lib.ImageDataset] = None, stream: Optional[TextIO] = None):
     train = config.train
     self.strategy = strategy or distribute.make_strategy(train.strategy)
     self.num_replicas = self.strategy.num_replicas_in_sync
@@ -426,8 +426,8 @@ def _check_resume(trainer: Trainer) -> None:
         f"--restore_path={run_dir.path} with a new --logdir. Nothing was written.")
 
 
-def prepare(config: config_lib.RunConfig, strategy=None, stream: Optional[TextIO] = None
-            ) -> Trainer:
+def prepare(config: config_lib.RunConfig, strategy: Optional[tf.distribute.Strategy] = None,
+            stream: Optional[TextIO] = None) -> Trainer:
   """Builds a Trainer after validating everything, then takes the run directory.
 
   Nothing is written until every check has passed: the flags, the data, a
@@ -452,7 +452,7 @@ def prepare(config: config_lib.RunConfig, strategy=None, stream: Optional[TextIO
   return trainer
 
 
-def train_and_evaluate(config: config_lib.RunConfig, strategy=None,
+def train_and_evaluate(config: config_lib.RunConfig, strategy: Optional[tf.distribute.Strategy] = None,
                        stream: Optional[TextIO] = None) -> Trainer:
   """Trains and evaluates as configured; returns the Trainer.
 

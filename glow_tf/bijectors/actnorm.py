@@ -1,5 +1,7 @@
 """Activation normalisation (actnorm): a per-channel affine map with data-dependent init."""
 
+from typing import Tuple
+
 import tensorflow as tf
 
 from glow_tf import normalization
@@ -42,8 +44,8 @@ class ActNorm(base.GlowBijector):
   ```
   """
 
-  def __init__(self, num_channels, dtype=tf.float32, validate_args=False,
-               name="actnorm"):
+  def __init__(self, num_channels: int, dtype: tf.DType = tf.float32, validate_args: bool = False,
+               name: str = "actnorm"):
     """Creates the bijector.
 
     Args:
@@ -67,12 +69,12 @@ class ActNorm(base.GlowBijector):
     """`{"shift": [C], "log_scale": [C]}`, the variables."""
     return {"shift": self.shift, "log_scale": self.log_scale}
 
-  def forward_with(self, params: dict, z: tf.Tensor):
+  def forward_with(self, params: dict, z: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     s = normalization.log_scale(params)
     x = z * tf.exp(-s) - params["shift"]
     return x, -num_pixels(z) * tf.reduce_sum(s)
 
-  def inverse_with(self, params: dict, x: tf.Tensor):
+  def inverse_with(self, params: dict, x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     s = normalization.log_scale(params)
     return normalization.normalize(params, x), num_pixels(x) * tf.reduce_sum(s)
 

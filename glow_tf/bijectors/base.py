@@ -26,11 +26,13 @@ this base class
   initialisation in the encoding direction (the identity pass-through here).
 """
 
+from typing import Any, Dict, Optional, Tuple
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
-from glow_tf.ops import fold_batch, unfold_batch
+from glow_tf.ops import TensorLike, fold_batch, unfold_batch
 from glow_tf.tracing import no_autograph
 
 tfb = tfp.bijectors
@@ -52,9 +54,9 @@ class GlowBijector(tfb.Bijector):
   _cache = cache_util.BijectorCacheWithGreedyAttrs(
       forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
-  def __init__(self, *, forward_min_event_ndims=3, inverse_min_event_ndims=None,
-               is_constant_jacobian=False, validate_args=False, dtype=tf.float32,
-               parameters=None, name=None):
+  def __init__(self, *, forward_min_event_ndims: int = 3, inverse_min_event_ndims: Optional[int] = None,
+               is_constant_jacobian: bool = False, validate_args: bool = False, dtype: tf.DType = tf.float32,
+               parameters: Optional[Dict[str, Any]] = None, name: Optional[str] = None):
     if inverse_min_event_ndims is None:
       inverse_min_event_ndims = forward_min_event_ndims
     super().__init__(
@@ -76,7 +78,7 @@ class GlowBijector(tfb.Bijector):
     """
     return {}
 
-  def forward_with(self, params: dict, x: tf.Tensor, **kwargs):
+  def forward_with(self, params: dict, x: tf.Tensor, **kwargs) -> Tuple[tf.Tensor, tf.Tensor]:
     """The forward (generative) map and its log-det, a pure function of `params`.
 
     Args:
@@ -91,7 +93,7 @@ class GlowBijector(tfb.Bijector):
     """
     raise NotImplementedError
 
-  def inverse_with(self, params: dict, y: tf.Tensor, **kwargs):
+  def inverse_with(self, params: dict, y: tf.Tensor, **kwargs) -> Tuple[tf.Tensor, tf.Tensor]:
     """The inverse (encoding) map and its log-det, a pure function of `params`.
 
     Like `forward_with`, from `y` `[B, H', W', C']` to `(x, ildj)`.
@@ -120,7 +122,7 @@ class GlowBijector(tfb.Bijector):
             f"{list(event_shape)}.")
 
   @property
-  def num_channels(self):
+  def num_channels(self) -> Optional[int]:
     """The channel count `C` the bijector was built for (`None`: any)."""
     return getattr(self, "_num_channels", None)
 
@@ -132,7 +134,7 @@ class GlowBijector(tfb.Bijector):
 
   # ---- Public fused API -------------------------------------------------------
 
-  def forward_and_log_det(self, x, **kwargs):
+  def forward_and_log_det(self, x: TensorLike, **kwargs) -> Tuple[tf.Tensor, tf.Tensor]:
     """Returns `(forward(x), forward_log_det_jacobian(x))` from one pass.
 
     Args:
@@ -146,12 +148,12 @@ class GlowBijector(tfb.Bijector):
     x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     return self._forward_and_log_det(x, **kwargs)
 
-  def inverse_and_log_det(self, y, **kwargs):
+  def inverse_and_log_det(self, y: TensorLike, **kwargs) -> Tuple[tf.Tensor, tf.Tensor]:
     """Returns `(inverse(y), inverse_log_det_jacobian(y))` from one pass."""
     y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
     return self._inverse_and_log_det(y, **kwargs)
 
-  def initialize(self, y, **kwargs):
+  def initialize(self, y: TensorLike, **kwargs) -> tf.Tensor:
     """Data-dependent initialisation in the encoding (inverse) direction.
 
     Sets every data-dependent variable (actnorm statistics) from the batch `y`

@@ -1,5 +1,7 @@
 """Glow's affine and additive coupling layers."""
 
+from typing import Optional, Sequence, Tuple, Union
+
 import tensorflow as tf
 
 from glow_tf import nn
@@ -40,9 +42,10 @@ class AffineCoupling(base.GlowBijector):
   Tensors are `[..., H, W, C]` with `C` even; the log-dets are `[...]`.
   """
 
-  def __init__(self, num_channels, hidden_channels, coupling="affine",
-               conditioning_shape=None, seed=0, dtype=tf.float32, precision="float32",
-               validate_args=False, name="coupling"):
+  def __init__(self, num_channels: int, hidden_channels: int, coupling: Union[str, int] = "affine",
+               conditioning_shape: Optional[Sequence[int]] = None, seed: int = 0,
+               dtype: tf.DType = tf.float32, precision: str = "float32",
+               validate_args: bool = False, name: str = "coupling"):
     """Creates the bijector.
 
     Args:
@@ -97,11 +100,11 @@ class AffineCoupling(base.GlowBijector):
                        parameters=parameters, name=name)
 
   @property
-  def coupling(self):
+  def coupling(self) -> str:
     return self._coupling
 
   @property
-  def precision(self):
+  def precision(self) -> str:
     return self._precision
 
   @property
@@ -153,11 +156,13 @@ class AffineCoupling(base.GlowBijector):
     z_b = (x_b + shift) * tf.exp(log_s)
     return tf.concat([x_a, z_b], -1), tf.reduce_sum(log_s, [1, 2, 3])
 
-  def inverse_with(self, params: dict, x: tf.Tensor, conditioning=None):
+  def inverse_with(self, params: dict, x: tf.Tensor, conditioning: Optional[tf.Tensor] = None
+                   ) -> Tuple[tf.Tensor, tf.Tensor]:
     h = self.nn.apply(params["nn"], self._nn_input(self._split(x)[0], conditioning))
     return self._encode(x, h)
 
-  def forward_with(self, params: dict, z: tf.Tensor, conditioning=None):
+  def forward_with(self, params: dict, z: tf.Tensor, conditioning: Optional[tf.Tensor] = None
+                   ) -> Tuple[tf.Tensor, tf.Tensor]:
     z_a, z_b = self._split(z)
     shift, log_s = self._shift_and_log_scale(
         self.nn.apply(params["nn"], self._nn_input(z_a, conditioning)))

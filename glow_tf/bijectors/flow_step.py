@@ -1,5 +1,7 @@
 """One step of flow: actnorm -> permutation -> coupling."""
 
+from typing import Optional, Sequence, Tuple, Union
+
 import tensorflow as tf
 
 from glow_tf import normalization
@@ -39,10 +41,11 @@ class FlowStep(base.GlowBijector):
   alone is traced on its own.
   """
 
-  def __init__(self, num_channels, hidden_channels, flow_permutation="invconv",
-               flow_coupling="affine", lu_decomposed=False, conditioning_shape=None,
-               seed=0, dtype=tf.float32, precision="float32", validate_args=False,
-               name="flow_step"):
+  def __init__(self, num_channels: int, hidden_channels: int, flow_permutation: Union[str, int] = "invconv",
+               flow_coupling: Union[str, int] = "affine", lu_decomposed: bool = False,
+               conditioning_shape: Optional[Sequence[int]] = None, seed: int = 0,
+               dtype: tf.DType = tf.float32, precision: str = "float32", validate_args: bool = False,
+               name: str = "flow_step"):
     """Creates the bijector.
 
     Args:
@@ -105,7 +108,8 @@ class FlowStep(base.GlowBijector):
             self.coupling.hidden_channels, self._conditioning_shape is None,
             self.dtype.name)
 
-  def inverse_with(self, params: dict, x: tf.Tensor, conditioning=None):
+  def inverse_with(self, params: dict, x: tf.Tensor, conditioning: Optional[tf.Tensor] = None
+                   ) -> Tuple[tf.Tensor, tf.Tensor]:
     if isinstance(self.permutation, invertible_conv.InvertibleConv1x1):
       h, ldj12 = self._actnorm_invconv_inverse(params, x)
     else:
@@ -115,7 +119,8 @@ class FlowStep(base.GlowBijector):
     z, ldj3 = self.coupling.inverse_with(params["coupling"], h, conditioning=conditioning)
     return z, ldj12 + ldj3
 
-  def forward_with(self, params: dict, z: tf.Tensor, conditioning=None):
+  def forward_with(self, params: dict, z: tf.Tensor, conditioning: Optional[tf.Tensor] = None
+                   ) -> Tuple[tf.Tensor, tf.Tensor]:
     h, ldj3 = self.coupling.forward_with(params["coupling"], z, conditioning=conditioning)
     if isinstance(self.permutation, invertible_conv.InvertibleConv1x1):
       x, ldj12 = self._actnorm_invconv_forward(params, h)

@@ -1,5 +1,7 @@
 """The invertible 1x1 convolution, as a full matrix or in LU form."""
 
+from typing import Optional, Tuple
+
 import numpy as np
 import tensorflow as tf
 
@@ -10,7 +12,7 @@ from glow_tf.tracing import in_xla_context, no_autograph
 __all__ = ["InvertibleConv1x1", "random_orthogonal"]
 
 
-def random_orthogonal(num_channels, seed):
+def random_orthogonal(num_channels: int, seed: Optional[int]) -> np.ndarray:
   """A random `[C, C]` orthogonal matrix (QR of a Gaussian), as numpy float64."""
   rng = np.random.RandomState(seed)
   q, r = np.linalg.qr(rng.randn(num_channels, num_channels))
@@ -68,8 +70,9 @@ class InvertibleConv1x1(base.GlowBijector):
   Tensors are `[..., H, W, C]`; the log-dets are `[...]`.
   """
 
-  def __init__(self, num_channels, lu_decomposed=False, seed=0,
-               dtype=tf.float32, validate_args=False, name="invertible_conv_1x1"):
+  def __init__(self, num_channels: int, lu_decomposed: bool = False, seed: int = 0,
+               dtype: tf.DType = tf.float32, validate_args: bool = False,
+               name: str = "invertible_conv_1x1"):
     """Creates the bijector.
 
     Args:
@@ -109,7 +112,7 @@ class InvertibleConv1x1(base.GlowBijector):
                        parameters=parameters, name=name)
 
   @property
-  def lu_decomposed(self):
+  def lu_decomposed(self) -> bool:
     return self._lu_decomposed
 
   def params(self) -> dict:
@@ -127,7 +130,7 @@ class InvertibleConv1x1(base.GlowBijector):
              + tf.linalg.diag(params["sign_s"] * tf.exp(params["log_s"])))
     return lower, upper
 
-  def weight(self, params: dict = None) -> tf.Tensor:
+  def weight(self, params: Optional[dict] = None) -> tf.Tensor:
     """The matrix `W` `[C, C]` of the encoding direction.
 
     Args:
@@ -139,7 +142,7 @@ class InvertibleConv1x1(base.GlowBijector):
     lower, upper = self._lu_factors(params)
     return params["permutation_matrix"] @ lower @ upper
 
-  def log_abs_det_weight(self, params: dict = None) -> tf.Tensor:
+  def log_abs_det_weight(self, params: Optional[dict] = None) -> tf.Tensor:
     """`log|det W|`, a scalar (`params` as in `weight`)."""
     params = self.params() if params is None else params
     if self._lu_decomposed:
@@ -149,7 +152,7 @@ class InvertibleConv1x1(base.GlowBijector):
       return tf.cast(_log_abs_det_by_qr(w64), self.dtype)
     return tf.cast(tf.linalg.slogdet(w64)[1], self.dtype)
 
-  def inverse_weight(self, params: dict = None) -> tf.Tensor:
+  def inverse_weight(self, params: Optional[dict] = None) -> tf.Tensor:
     """`W^-1` `[C, C]`, the matrix of the forward (generative) direction (`params` as in `weight`)."""
     params = self.params() if params is None else params
     if self._lu_decomposed:
@@ -163,10 +166,10 @@ class InvertibleConv1x1(base.GlowBijector):
     return tf.cast(tf.linalg.inv(w64), self.dtype)
 
   # A row vector x (the channels at one pixel) maps to z = x W^T.
-  def forward_with(self, params: dict, z: tf.Tensor):
+  def forward_with(self, params: dict, z: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     x = matmul_channels(z, self.inverse_weight(params), transpose_kernel=True)
     return x, -num_pixels(z) * self.log_abs_det_weight(params)
 
-  def inverse_with(self, params: dict, x: tf.Tensor):
+  def inverse_with(self, params: dict, x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     z = matmul_channels(x, self.weight(params), transpose_kernel=True)
     return z, num_pixels(x) * self.log_abs_det_weight(params)

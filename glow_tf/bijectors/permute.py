@@ -1,5 +1,7 @@
 """The fixed channel permutations of the original: reverse and shuffle."""
 
+from typing import Any, Callable, Dict, Tuple
+
 import numpy as np
 import tensorflow as tf
 
@@ -17,8 +19,8 @@ class _ChannelPermutation(base.GlowBijector):
   (generative) direction applies the inverse permutation.
   """
 
-  def __init__(self, num_channels, make_permutation, dtype, validate_args,
-               parameters, name):
+  def __init__(self, num_channels: int, make_permutation: Callable[[int], np.ndarray], dtype: tf.DType,
+               validate_args: bool, parameters: Dict[str, Any], name: str):
     if not isinstance(num_channels, int) or num_channels < 1:
       raise ValueError(
           f"{type(self).__name__}: num_channels must be a positive int, got {num_channels!r}.")
@@ -30,16 +32,16 @@ class _ChannelPermutation(base.GlowBijector):
                        validate_args=validate_args, parameters=parameters, name=name)
 
   @property
-  def permutation(self):
+  def permutation(self) -> np.ndarray:
     """The encoding permutation, a numpy int array `[C]`."""
     return self._perm.copy()
 
-  def forward_with(self, params: dict, z: tf.Tensor):
+  def forward_with(self, params: dict, z: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     del params  # no variables
     return (tf.gather(z, self._inv_perm, axis=-1),
             tf.zeros([], z.dtype))
 
-  def inverse_with(self, params: dict, x: tf.Tensor):
+  def inverse_with(self, params: dict, x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     del params  # no variables
     return (tf.gather(x, self._perm, axis=-1),
             tf.zeros([], x.dtype))
@@ -54,17 +56,18 @@ class Reverse(_ChannelPermutation):
   ```
   """
 
-  def __init__(self, num_channels, dtype=tf.float32, validate_args=False, name="reverse"):
+  def __init__(self, num_channels: int, dtype: tf.DType = tf.float32, validate_args: bool = False,
+               name: str = "reverse"):
     """Args: num_channels: Python `int` `C`; dtype; validate_args; name."""
     parameters = dict(locals())
     super().__init__(num_channels, lambda c: np.arange(c)[::-1],
                      dtype, validate_args, parameters, name)
 
-  def forward_with(self, params: dict, z: tf.Tensor):
+  def forward_with(self, params: dict, z: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     del params  # no variables
     return tf.reverse(z, [-1]), tf.zeros([], z.dtype)
 
-  def inverse_with(self, params: dict, x: tf.Tensor):
+  def inverse_with(self, params: dict, x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     del params  # no variables
     return tf.reverse(x, [-1]), tf.zeros([], x.dtype)
 
@@ -82,8 +85,8 @@ class Shuffle(_ChannelPermutation):
   ```
   """
 
-  def __init__(self, num_channels, seed=0, dtype=tf.float32, validate_args=False,
-               name="shuffle"):
+  def __init__(self, num_channels: int, seed: int = 0, dtype: tf.DType = tf.float32,
+               validate_args: bool = False, name: str = "shuffle"):
     """Args: num_channels: Python `int` `C`; seed: Python `int`; dtype; validate_args; name."""
     parameters = dict(locals())
     super().__init__(num_channels, np.random.RandomState(seed).permutation,

@@ -1,14 +1,17 @@
 """Squeeze: trading spatial resolution for channels (space-to-depth)."""
 
+from typing import List, Tuple
+
 import tensorflow as tf
 
 from glow_tf.bijectors import base
+from glow_tf.ops import Dim
 from glow_tf.tracing import no_autograph
 
 __all__ = ["Squeeze", "squeeze", "unsqueeze"]
 
 
-def squeeze(x, factor=2):
+def squeeze(x: tf.Tensor, factor: int = 2) -> tf.Tensor:
   """`[B, H, W, C]` -> `[B, H/f, W/f, C*f*f]`, the original's `squeeze2d`.
 
   Output channel `c*f*f + i*f + j` holds input channel `c` at offset `(i, j)`
@@ -22,7 +25,7 @@ def squeeze(x, factor=2):
   return tf.reshape(x, [-1, h // factor, w // factor, c * factor * factor])
 
 
-def unsqueeze(x, factor=2):
+def unsqueeze(x: tf.Tensor, factor: int = 2) -> tf.Tensor:
   """Inverse of `squeeze`: `[B, H, W, C]` -> `[B, H*f, W*f, C/(f*f)]`."""
   if factor == 1:
     return x
@@ -32,7 +35,7 @@ def unsqueeze(x, factor=2):
   return tf.reshape(x, [-1, h * factor, w * factor, c // (factor * factor)])
 
 
-def base_shape(x):
+def base_shape(x: tf.Tensor) -> List[Dim]:
   """Shape of a rank-4 tensor, static entries where known."""
   dyn = tf.shape(x)
   return [d if d is not None else dyn[i] for i, d in enumerate(x.shape.as_list())]
@@ -54,7 +57,8 @@ class Squeeze(base.GlowBijector):
   `H` and `W` of the image side must be divisible by `f`.
   """
 
-  def __init__(self, factor=2, dtype=tf.float32, validate_args=False, name="squeeze"):
+  def __init__(self, factor: int = 2, dtype: tf.DType = tf.float32, validate_args: bool = False,
+               name: str = "squeeze"):
     """Creates the bijector.
 
     Args:
@@ -72,7 +76,7 @@ class Squeeze(base.GlowBijector):
                        validate_args=validate_args, parameters=parameters, name=name)
 
   @property
-  def factor(self):
+  def factor(self) -> int:
     return self._factor
 
   def _check_divisible(self, dims, what, divisor):
@@ -93,11 +97,11 @@ class Squeeze(base.GlowBijector):
     else:
       self._check_divisible([c], "channel count", f * f)
 
-  def forward_with(self, params: dict, z: tf.Tensor):
+  def forward_with(self, params: dict, z: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     del params  # no variables
     return unsqueeze(z, self._factor), tf.zeros([], z.dtype)
 
-  def inverse_with(self, params: dict, x: tf.Tensor):
+  def inverse_with(self, params: dict, x: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     del params  # no variables
     return squeeze(x, self._factor), tf.zeros([], x.dtype)
 

@@ -10,12 +10,16 @@ splits from numpy arrays, image files, TFDS builders and TFRecord files;
 `ImageDataset` turns two of them into pipelines.
 """
 
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 
+from glow_tf.config import DataConfig
 from glow_tf.data.catalog import DataError
+
+if TYPE_CHECKING:  # for annotations only: imported at run time where a TFDS split is read
+  import tensorflow_datasets as tfds
 
 __all__ = ["ImageDataset", "Split", "array_split", "count", "file_split", "tfds_split",
            "tfrecord_split"]
@@ -46,7 +50,7 @@ class Split:
       exactly as an uninterrupted one. Default: the raw elements are examples.
   """
 
-  def __init__(self, raw: Callable[[Optional[int]], tf.data.Dataset], size,
+  def __init__(self, raw: Callable[[Optional[int]], tf.data.Dataset], size: Union[int, Callable[[], int]],
                decode: Optional[Callable] = None):
     self._raw = raw
     self._size = size
@@ -87,7 +91,8 @@ def array_split(arrays: Dict[str, np.ndarray]) -> Split:
                len(arrays["label"]))
 
 
-def file_split(files, labels, decode_file: Callable) -> Split:
+def file_split(files: Union[Sequence[str], np.ndarray], labels: Union[Sequence[int], np.ndarray],
+               decode_file: Callable) -> Split:
   """Image files and their labels; `decode_file(path) -> example dict` (a `tf` function)."""
   files, labels = np.asarray(files), np.asarray(labels, np.int32)
 
@@ -98,8 +103,8 @@ def file_split(files, labels, decode_file: Callable) -> Split:
                len(files), decode)
 
 
-def tfds_split(builder, split: str, convert: Optional[Callable], size: Optional[int] = None
-               ) -> Split:
+def tfds_split(builder: "tfds.core.DatasetBuilder", split: str, convert: Optional[Callable],
+               size: Optional[int] = None) -> Split:
   """A TFDS split (a split string such as `"train[3000:]"`).
 
   Raw elements keep the image encoded (`tfds.decode.SkipDecoding`); `decode`
@@ -126,7 +131,7 @@ def tfds_split(builder, split: str, convert: Optional[Callable], size: Optional[
   return Split(raw, num_examples if size is None else size, decode)
 
 
-def tfrecord_split(files, parse: Callable) -> Split:
+def tfrecord_split(files: Sequence[str], parse: Callable) -> Split:
   """TFRecord files; the raw elements are serialized records, `parse(record, seed)` decodes one."""
   def raw(shuffle_seed):
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -154,8 +159,9 @@ class ImageDataset:
     source: where the data comes from, for logs.
   """
 
-  def __init__(self, config, train, test, image_shape, n_classes=None, class_names=None,
-               attribute_names=None, source=""):
+  def __init__(self, config: DataConfig, train: Split, test: Split, image_shape: Sequence[int],
+               n_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None,
+               attribute_names: Optional[Sequence[str]] = None, source: str = ""):
     self.config = config
     self._train = train.first(config.train_subset)
     self._test = test.first(config.n_test)
@@ -165,17 +171,17 @@ class ImageDataset:
     self.attribute_names = list(attribute_names) if attribute_names is not None else None
     self.source = source
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return (f"ImageDataset({self.config.dataset!r}, {self.source}, image_shape="
             f"{self.image_shape}, n_classes={self.n_classes})")
 
   @property
-  def num_train(self):
+  def num_train(self) -> int:
     """Number of training examples (after `train_subset`); may read the data once to count."""
     return self._train.size
 
   @property
-  def num_test(self):
+  def num_test(self) -> int:
     """Number of test examples (after `n_test`); may read the data once to count."""
     return self._test.size
 
@@ -258,7 +264,7 @@ class ImageDataset:
 
   # -- labelled examples -----------------------------------------------------------------
 
-  def labelled_examples(self, split="train", max_examples=None):
+  def labelled_examples(self, split: str = "train", max_examples: Optional[int] = None) -> tf.data.Dataset:
     """Unbatched examples with `label` (and `attr`) in a fixed order, for manipulation directions.
 
     Args:

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from glow_tf.config import DataConfig
 from glow_tf.data.catalog import (CELEBA_ATTRIBUTES, DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES,
                                  IDX_FILES, IMAGE_EXTENSIONS, OPENAI_LAYOUT, DataError)
 from glow_tf.data.dataset import (ImageDataset, array_split, file_split, tfds_split,
@@ -441,7 +442,7 @@ def _load_folder(config):
 # ---- Entry point ---------------------------------------------------------------------------
 
 
-def load(config):
+def load(config: DataConfig) -> ImageDataset:
   """Returns the `ImageDataset` for `config` (sources and their order: module docstring).
 
   Args:

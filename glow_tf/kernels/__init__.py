@@ -31,6 +31,7 @@ paths compute the same function (tested).
 
 import os
 import threading
+from typing import Optional, Set
 
 import tensorflow as tf
 from absl import logging
@@ -50,12 +51,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_PATH = os.path.join(_HERE, "conv3x3.cc")
 
 
-def library_path():
+def library_path() -> str:
   """Where `python -m glow_tf.kernels.build` writes the library."""
   return os.path.join(_HERE, LIBRARY_NAME)
 
 
-def cpu_flags(cpuinfo=None):
+def cpu_flags(cpuinfo: Optional[str] = None) -> Optional[Set[str]]:
   """The CPU's feature flags (a `set` of `str`), or `None` where unknown.
 
   Args:
@@ -73,7 +74,7 @@ def cpu_flags(cpuinfo=None):
   return None
 
 
-def cpu_can_run(flags=None):
+def cpu_can_run(flags: Optional[Set[str]] = None) -> bool:
   """Whether a CPU with these flags (`cpu_flags()` when `None`) runs the kernels: AVX2 and FMA."""
   flags = cpu_flags() if flags is None else flags
   return bool(flags) and {"avx2", "fma"} <= flags
@@ -128,18 +129,18 @@ def _decide():
     logging.warning("glow_tf: %s. Using TensorFlow's convolutions.", _state["reason"])
 
 
-def available():
+def available() -> bool:
   """Whether `conv3x3` can run here (see the module docstring)."""
   return _load() is not None
 
 
-def needs_build():
+def needs_build() -> bool:
   """True where the kernels could run but their library is missing, broken or out of date."""
   _load()
   return _state["needs_build"]
 
 
-def unavailable_reason():
+def unavailable_reason() -> Optional[str]:
   """`None` when `available()`, else why not (a sentence naming the fix)."""
   _load()
   return _state["reason"]
@@ -153,7 +154,7 @@ def _library():
   return lib
 
 
-def conv3x3(x, kernel, bias, relu=False):
+def conv3x3(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, relu: bool = False) -> tf.Tensor:
   """`relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)` in one pass (float32, CPU).
 
   Differentiable (the gradient is registered by `glow_tf.nn`).
@@ -171,7 +172,7 @@ def conv3x3(x, kernel, bias, relu=False):
   return _library().glow_conv3x3(x, kernel, bias, relu=relu)
 
 
-def conv3x3_backprop_filter(x, dy):
+def conv3x3_backprop_filter(x: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
   """The gradient of `conv3x3`'s (or `tf.nn.conv2d`'s 3x3 "SAME") kernel for output gradient `dy`.
 
   Args:
@@ -185,7 +186,7 @@ def conv3x3_backprop_filter(x, dy):
   return _library().glow_conv3x3_backprop_filter(x, dy)
 
 
-def conv3x3_backprop_input(dy, kernel):
+def conv3x3_backprop_input(dy: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
   """The gradient of `conv3x3`'s (or `tf.nn.conv2d`'s 3x3 "SAME") input for output gradient `dy`.
 
   Args:
