@@ -13,7 +13,7 @@ from glow_tf.bijectors import flow_step
 from glow_tf.bijectors import squeeze as squeeze_lib
 from glow_tf.ops import TensorLike
 
-__all__ = ["Glow", "SplitPrior", "TopPrior", "level_shapes"]
+__all__ = ["Glow", "SplitPrior", "TopPrior"]
 
 
 def _encode_steps_recomputing(steps, params, x, call):

@@ -47,20 +47,20 @@ from glow_tf import normalization
 from glow_tf.ops import Dim, matmul_channels, static_hw
 from glow_tf.tracing import in_xla_context, no_autograph
 
-__all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "PRECISIONS",
+__all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "COMPUTE_DTYPES",
            "compute_dtype", "native_bfloat16", "deinterleaved", "conv2d_3x3",
            "conv2d_3x3_path", "thin_output_conv2d"]
 
 
 # The compute dtype of each of `glow_tf.config.PRECISIONS` (None: the variables').
-PRECISIONS = dict(zip(config_lib.PRECISIONS, (None, tf.bfloat16)))
+COMPUTE_DTYPES = dict(zip(config_lib.PRECISIONS, (None, tf.bfloat16)))
 
 
 def compute_dtype(precision: str) -> Optional[tf.DType]:
   """`"float32"` -> None (compute in the variables' dtype); `"mixed_bfloat16"` -> bfloat16."""
-  if precision not in PRECISIONS:
-    raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}.")
-  return PRECISIONS[precision]
+  if precision not in COMPUTE_DTYPES:
+    raise ValueError(f"unknown precision {precision!r}; use one of {sorted(COMPUTE_DTYPES)}.")
+  return COMPUTE_DTYPES[precision]
 
 
 def native_bfloat16(cpuinfo: Optional[str] = None) -> Optional[bool]:

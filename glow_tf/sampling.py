@@ -26,7 +26,7 @@ from glow_tf.rundir import NoCheckpointError
 
 __all__ = ["LoadedModel", "load_model", "temperature_grid", "reconstruction_grid",
            "interpolation_grid", "attribute_direction", "manipulation_grid",
-           "export_model", "run", "SampleConfig", "SHIPPED_MODEL", "NoCheckpointError"]
+           "export_model", "run", "SHIPPED_MODEL"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_MODEL = os.path.join(REPO_ROOT, "pretrained", "fashion_mnist")

@@ -25,8 +25,7 @@ def _unannotated(fn, where):
   missing = [p.name for p in sig.parameters.values()
              if p.name not in SKIP_PARAMS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
              and p.annotation is inspect.Parameter.empty]
-  returns = (fn.__name__ != "__init__" and sig.return_annotation is inspect.Signature.empty
-             and not isinstance(fn, property))
+  returns = fn.__name__ != "__init__" and sig.return_annotation is inspect.Signature.empty
   out = [f"{where}: parameter {name}" for name in missing]
   if returns:
     out.append(f"{where}: return")
@@ -37,6 +36,8 @@ def _public_methods(cls):
   for name, attr in vars(cls).items():
     if name.startswith("_") and name not in ("__init__", "__call__"):
       continue
+    if isinstance(attr, property):
+      attr = attr.fget
     fn = getattr(attr, "__wrapped__", attr)
     if inspect.isfunction(fn):
       yield name, fn

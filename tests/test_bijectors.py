@@ -276,7 +276,8 @@ def test_initialize_is_replica_safe(dtype, two_replicas):
 @pytest.mark.parametrize("ctor, message", [
     (lambda: gb.AffineCoupling(3, 8), "even"),
     (lambda: gb.AffineCoupling(4, 0), "hidden_channels"),
-    (lambda: gb.AffineCoupling(4, 8, coupling="spline"), "unknown flow_coupling .spline.; use one of 0 = additive, 1 = affine"),
+    (lambda: gb.AffineCoupling(4, 8, coupling="spline"),
+     "unknown flow_coupling .spline.; use one of 0 = additive, 1 = affine"),
     (lambda: gb.FlowStep(4, 8, flow_permutation=5), "flow_permutation"),
     (lambda: gb.FlowStep(4, 8, flow_coupling="mystery"), "flow_coupling"),
     (lambda: gb.ActNorm(0), "num_channels"),

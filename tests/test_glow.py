@@ -10,7 +10,8 @@ import tensorflow_probability as tfp
 import glow_tf
 import glow_tf.bijectors as gb
 from glow_tf import tracing
-from glow_tf.glow import Glow, level_shapes
+from glow_tf.config import level_shapes
+from glow_tf.glow import Glow
 from tests import bijector_test_util as util
 
 tfd = tfp.distributions

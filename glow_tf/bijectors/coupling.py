@@ -5,11 +5,11 @@ from typing import Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from glow_tf import nn
-from glow_tf.config import COUPLINGS, coupling_name
+from glow_tf.config import coupling_name
 from glow_tf.bijectors import base
 from glow_tf.tracing import no_autograph
 
-__all__ = ["AffineCoupling", "COUPLINGS"]
+__all__ = ["AffineCoupling"]
 
 
 

@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from glow_tf import normalization
-from glow_tf.config import PERMUTATIONS, coupling_name, permutation_name
+from glow_tf.config import coupling_name, permutation_name
 from glow_tf.bijectors import actnorm as actnorm_lib
 from glow_tf.bijectors import base
 from glow_tf.bijectors import coupling as coupling_lib
@@ -14,7 +14,7 @@ from glow_tf.bijectors import permute
 from glow_tf.ops import matmul_channels, num_pixels
 from glow_tf.tracing import no_autograph
 
-__all__ = ["FlowStep", "PERMUTATIONS", "permutation_name", "coupling_name"]
+__all__ = ["FlowStep"]
 
 
 @no_autograph
