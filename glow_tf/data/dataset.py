@@ -33,6 +33,9 @@ def count(ds: tf.data.Dataset) -> int:
   return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
 
 
+_NO_END = 2 ** 62  # epochs of the repeated training pipeline
+
+
 def _identity_decode(raw, unused_seed):
   return raw
 
@@ -116,7 +119,8 @@ def tfds_split(builder: "tfds.core.DatasetBuilder", split: str, convert: Optiona
   def raw(shuffle_seed):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None,
-                              read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed),
+                              read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed,
+                                                          shuffle_reshuffle_each_iteration=False),
                               decoders={"image": tfds.decode.SkipDecoding()})
 
   def decode(e, unused_seed):
@@ -136,7 +140,7 @@ def tfrecord_split(files: Sequence[str], parse: Callable) -> Split:
   def raw(shuffle_seed):
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_seed is not None:
-      ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+      ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=False)
     return ds.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(files)),
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return Split(raw, lambda: count(tf.data.TFRecordDataset(files)), parse)
@@ -190,10 +194,13 @@ class ImageDataset:
   def train_dataset(self, batch_size: int, seed: int, start_step: int = 0) -> tf.data.Dataset:
     """Shuffled (seeded), repeated global batches of `{'image', 'label'[, 'attr']}`.
 
-    The order depends only on the seed and the data. `start_step=n` starts
-    at the batch of step `n` of that order, by skipping the undecoded
-    elements before it: the same batches as an uninterrupted pipeline, at
-    the cost of a pass over cheap elements (see `Split`). Under a
+    Epoch `e` is the split (its files in an order fixed by `seed`) through a
+    shuffle buffer seeded by `(seed, e)`, so the order depends only on the
+    seed and the data, and any epoch can be produced without the ones before
+    it. `start_step=n` starts at the batch of step `n` of that order: it
+    begins at the epoch holding it and skips the undecoded elements before it
+    in that epoch, so resuming costs at most one epoch of cheap elements
+    (file names, array rows, serialized records), whatever the step. Under a
     `tf.distribute` strategy, give the pipeline to
     `strategy.experimental_distribute_dataset`, which splits each global
     batch over the replicas in order (`AutoShardPolicy.DATA`); the caller
@@ -209,9 +216,18 @@ class ImageDataset:
       `tf.data.Dataset` of dicts: `image` uint8 `[batch, height, width, channels]`,
       `label` int32 `[batch]`, and `attr` int32 `[batch, 40]` when available.
     """
-    ds = self._train.raw(shuffle_seed=seed)
-    ds = ds.shuffle(self.config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate().skip(start_step * batch_size)
+    n = self._train.size
+    if n < 1:
+      raise DataError(f"the training set of {self.source} is empty.")
+    raw = self._train.raw(shuffle_seed=seed)
+    first_epoch, offset = divmod(start_step * batch_size, n)
+
+    def epoch(e):
+      return raw.shuffle(self.config.shuffle_buffer, seed=tf.cast(seed, tf.int64) * 1000003 + e,
+                         reshuffle_each_iteration=False)
+
+    ds = tf.data.Dataset.range(first_epoch, _NO_END).flat_map(epoch)
+    ds = ds.enumerate(start=first_epoch * n).skip(offset)
     ds = decode_positions(ds, self._train.decode, seed)
     return _with_options(ds.batch(batch_size, drop_remainder=True),
                          tf.data.experimental.AutoShardPolicy.DATA)
