@@ -147,3 +147,15 @@ def test_shipped_model_is_used_right_after_install(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   assert "using the model shipped in" in out.stdout
   assert png(tmp_path / "sample.png").shape == grid_size(1, 6)
+
+
+def test_invalid_config_json_is_named(logdir, tmp_path):
+  import shutil
+  broken = tmp_path / "broken"
+  shutil.copytree(logdir, broken)
+  with open(broken / "config.json", "w") as f:
+    f.write('{"model": {"depth": 2,')
+  out = run_cli([f"--logdir={broken}", f"--output={tmp_path / 'x.png'}"])
+  assert out.returncode == 2
+  assert f"{broken / 'config.json'} is not valid JSON" in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr and not (tmp_path / "x.png").exists()
