@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf import nn
-from glow_tf.config import coupling_name, level_shapes, permutation_name
+from glow_tf.config import ModelConfig, coupling_name, default_of, level_shapes, permutation_name
 from glow_tf import tracing
 from glow_tf.bijectors import base
 from glow_tf.bijectors import flow_step
@@ -14,6 +14,10 @@ from glow_tf.bijectors import squeeze as squeeze_lib
 from glow_tf.ops import TensorLike
 
 __all__ = ["Glow", "SplitPrior", "TopPrior"]
+
+_DEFAULT = {f: default_of(ModelConfig, f) for f in (
+    "n_levels", "depth", "width", "flow_permutation", "flow_coupling", "learntop", "lu_decomposed",
+    "recompute_gradients", "seed", "precision")}
 
 
 def _encode_steps_recomputing(steps, params, x, call):
@@ -196,11 +200,17 @@ class Glow(base.GlowBijector):
   original's `n_batch_init` pass) before training; see `GlowBijector.initialize`.
   """
 
-  def __init__(self, image_shape: Sequence[int], n_levels: int = 3, depth: int = 32, width: int = 512,
-               flow_permutation: Union[str, int] = 2, flow_coupling: Union[str, int] = 0,
-               learntop: bool = False, n_classes: Optional[int] = None, lu_decomposed: bool = False,
-               recompute_gradients: bool = False, seed: int = 0, dtype: tf.DType = tf.float32,
-               precision: str = "float32", validate_args: bool = False, name: str = "glow"):
+  # The architecture's defaults are ModelConfig's (the original's), defined there once.
+  def __init__(self, image_shape: Sequence[int], n_levels: int = _DEFAULT["n_levels"],
+               depth: int = _DEFAULT["depth"], width: int = _DEFAULT["width"],
+               flow_permutation: Union[str, int] = _DEFAULT["flow_permutation"],
+               flow_coupling: Union[str, int] = _DEFAULT["flow_coupling"],
+               learntop: bool = _DEFAULT["learntop"], n_classes: Optional[int] = None,
+               lu_decomposed: bool = _DEFAULT["lu_decomposed"],
+               recompute_gradients: bool = _DEFAULT["recompute_gradients"],
+               seed: int = _DEFAULT["seed"], dtype: tf.DType = tf.float32,
+               precision: str = _DEFAULT["precision"], validate_args: bool = False,
+               name: str = "glow"):
     """Creates the bijector.
 
     Args:

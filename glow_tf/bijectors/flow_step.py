@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from glow_tf import normalization
-from glow_tf.config import coupling_name, permutation_name
+from glow_tf.config import ModelConfig, coupling_name, default_of, permutation_name
 from glow_tf.bijectors import actnorm as actnorm_lib
 from glow_tf.bijectors import base
 from glow_tf.bijectors import coupling as coupling_lib
@@ -41,8 +41,10 @@ class FlowStep(base.GlowBijector):
   alone is traced on its own.
   """
 
-  def __init__(self, num_channels: int, hidden_channels: int, flow_permutation: Union[str, int] = "invconv",
-               flow_coupling: Union[str, int] = "affine", lu_decomposed: bool = False,
+  def __init__(self, num_channels: int, hidden_channels: int,
+               flow_permutation: Union[str, int] = default_of(ModelConfig, "flow_permutation"),
+               flow_coupling: Union[str, int] = default_of(ModelConfig, "flow_coupling"),
+               lu_decomposed: bool = default_of(ModelConfig, "lu_decomposed"),
                conditioning_shape: Optional[Sequence[int]] = None, seed: int = 0,
                dtype: tf.DType = tf.float32, precision: str = "float32", validate_args: bool = False,
                name: str = "flow_step"):
@@ -53,7 +55,7 @@ class FlowStep(base.GlowBijector):
       hidden_channels: Python `int`, the coupling network width.
       flow_permutation: `"reverse"`, `"shuffle"`, `"invconv"` or 0, 1, 2.
         Default value: `"invconv"`.
-      flow_coupling: `"additive"`, `"affine"` or 0, 1. Default value: `"affine"`.
+      flow_coupling: `"additive"`, `"affine"` or 0, 1. Default value: `"additive"` (the original's, `ModelConfig`'s).
       lu_decomposed: Python `bool`, LU form of the 1x1 convolution.
         Default value: `False`.
       conditioning_shape: event shape of the coupling's optional
