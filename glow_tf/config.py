@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 __all__ = ["COUPLINGS", "DATASETS", "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS",
            "SAMPLE_MODES", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig",
-           "RunConfig", "SampleConfig",
+           "RunConfig", "SampleConfig", "ScoreConfig",
            "TrainConfig", "check_replica_divisible", "check_temperature", "coupling_name",
            "default_of", "level_shapes", "permutation_name", "resolve_for_data",
            "resume_differences"]
@@ -568,3 +568,70 @@ class SampleConfig:
       raise ConfigError("--mode=manipulate needs --attribute (e.g. Smiling, or a class name).")
     if self.mode == "interpolate" and self.images and len(self.images) != 2:
       raise ConfigError(f"--mode=interpolate takes two --images, got {len(self.images)}.")
+
+
+# ---- Scoring ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+  """What score.py scores and writes (`flags/score_flags.py` documents each field).
+
+  The images are a dataset split (`dataset`, `data_dir`, `split`; by default
+  the model's own dataset) or `images` (files, folders, globs); the
+  out-of-distribution set, if any, likewise (`ood_*`).
+  """
+  logdir: str = "./logs"
+  restore_path: str = ""
+  polyak: bool = True
+  dataset: Optional[str] = None
+  data_dir: Optional[str] = None
+  split: str = "test"
+  images: Tuple[str, ...] = ()
+  max_images: Optional[int] = None
+  ood_dataset: Optional[str] = None
+  ood_data_dir: Optional[str] = None
+  ood_split: str = "test"
+  ood_images: Tuple[str, ...] = ()
+  output: str = ""
+  latents: str = ""
+  histogram: str = ""
+  overwrite: bool = False
+  n_dequant_samples: int = 1
+  batch_size: int = 100
+  seed: int = 0
+  typicality_batch: int = 10
+  typicality_train_images: int = 2000
+  strategy: str = "auto"
+  default_logdir: bool = False  # the user did not choose --logdir: fall back to the shipped model
+
+  def __post_init__(self):
+    object.__setattr__(self, "images", tuple(self.images))
+    object.__setattr__(self, "ood_images", tuple(self.ood_images))
+    for name in ("dataset", "ood_dataset"):
+      value = getattr(self, name)
+      if value is not None and value not in DATASETS:
+        raise ConfigError(f"--{name}: unknown dataset {value!r}; valid names: {', '.join(DATASETS)}.")
+    if self.dataset and self.images:
+      raise ConfigError("give --dataset or --images, not both.")
+    if self.ood_dataset and self.ood_images:
+      raise ConfigError("give --ood_dataset or --ood_images, not both.")
+    for name in ("split", "ood_split"):
+      _one_of("score.py", f"--{name}", getattr(self, name), ("train", "test"))
+    if isinstance(self.n_dequant_samples, bool) or not isinstance(self.n_dequant_samples, int) \
+        or self.n_dequant_samples < 1:
+      raise ConfigError(f"--n_dequant_samples must be an integer >= 1, got {self.n_dequant_samples!r}.")
+    for name in ("batch_size", "typicality_batch", "typicality_train_images"):
+      _positive_int("score.py", f"--{name}", getattr(self, name))
+    _positive_int("score.py", "--max_images", self.max_images, optional=True)
+    _one_of("score.py", "--strategy", self.strategy, STRATEGIES)
+    if self.output and not self.output.endswith((".csv", ".jsonl", ".json")):
+      raise ConfigError(f"--output {self.output!r}: use a .csv or .jsonl file name.")
+    if self.latents and not self.latents.endswith(".npz"):
+      raise ConfigError(f"--latents {self.latents!r}: use an .npz file name.")
+    if self.histogram and not self.histogram.endswith(".png"):
+      raise ConfigError(f"--histogram {self.histogram!r}: use a .png file name.")
+
+  @property
+  def has_ood(self) -> bool:
+    return bool(self.ood_dataset or self.ood_images)

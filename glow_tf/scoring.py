@@ -1,0 +1,521 @@
+"""Exact likelihoods of images under a trained Glow: per-image bits/dim, tighter estimates, latents.
+
+What `score.py` does after flag parsing. A set of images (a dataset split or
+image files) is scored in batches under a `tf.distribute` strategy; each
+image's record (its index, file or label, nats and bits/dim) is streamed to
+a CSV or JSON-lines file, its latents optionally to an `.npz`, and the
+summary (mean, standard error, count, images/s) returned. `nats` in the
+records is the negative log-likelihood `-log P_K(x)` of the image (its code
+length in nats).
+
+With `K = n_dequant_samples` dequantisation draws `u_k`, an image's score is
+the importance-weighted estimate of its discrete likelihood,
+
+```none
+log P_K(x) = log mean_k p(x + u_k) = logsumexp_k log p(x + u_k) - log K,
+bits/dim = -log P_K(x) / (D ln 2),
+```
+
+a lower bound of `log P(x)` that tightens as `K` grows (K = 1 is the
+original's test figure). The draws are stateless: draw `k` of image `i` is
+`dequantization_noise([i], shape, seed, k)`, so a score does not depend on
+the batch size, the strategy or the number of replicas.
+"""
+
+import dataclasses
+import math
+import os
+import tempfile
+import time
+import zipfile
+from typing import Callable, Dict, List, Optional, Sequence, TextIO
+
+import numpy as np
+import tensorflow as tf
+
+from glow_tf import config as config_lib
+from glow_tf import data as data_lib
+from glow_tf import distribute
+from glow_tf import metrics
+from glow_tf import model as model_lib
+from glow_tf import ood
+from glow_tf import sampling
+
+__all__ = ["ImageSet", "ScoreSummary", "dataset_images", "dequantization_noise", "file_images",
+           "score_images", "OutputWriter", "LatentWriter", "run"]
+
+
+def dequantization_noise(index: tf.Tensor, image_shape: Sequence[int], seed: int,
+                         draw: int) -> tf.Tensor:
+  """Uniform `[0, 1)` noise `[batch] + image_shape` for draw `draw` of the images numbered `index`.
+
+  Image `i`'s noise is `stateless_uniform(image_shape, seed=[seed * 1000 + draw, i])`: it
+  depends on the image alone, not on its batch or replica.
+  """
+  seeds = tf.stack([tf.fill(tf.shape(index), tf.cast(seed, tf.int64) * 1000 + draw),
+                    tf.cast(index, tf.int64)], axis=1)
+  return tf.map_fn(lambda s: tf.random.stateless_uniform(list(image_shape), s), seeds,
+                   fn_output_signature=tf.float32)
+
+
+# ---- What is scored ------------------------------------------------------------------
+
+
+class ImageSet:
+  """Images to score: unbatched `{"image", "index"[, "label"]}` examples, with names for the records.
+
+  Attributes:
+    dataset: a `tf.data.Dataset` of uint8 `[height, width, channels]` images
+      with their `index` (int64, 0..n-1) and, where known, `label`.
+    size: the number of images.
+    names: the file of each image (by index), or `None` for a dataset split.
+    description: what the images are, for logs.
+  """
+
+  def __init__(self, dataset: tf.data.Dataset, size: int, names: Optional[List[str]] = None,
+               description: str = ""):
+    if size < 1:
+      raise ValueError(f"nothing to score: {description or 'the set'} holds no images.")
+    self.dataset = dataset
+    self.size = int(size)
+    self.names = names
+    self.description = description
+    self.png_bits_per_dim: Optional[np.ndarray] = None
+
+
+def dataset_images(data_config: config_lib.DataConfig, split: str, image_shape: Sequence[int],
+                   limit: Optional[int] = None) -> ImageSet:
+  """A split (`"train"` or `"test"`) of a dataset `train.py` reads, checked against `image_shape`."""
+  if split not in ("train", "test"):
+    raise ValueError(f"--split must be train or test, got {split!r}.")
+  ds = data_lib.load(data_config)
+  if list(ds.image_shape) != list(image_shape):
+    raise ValueError(
+        f"{ds.source} has images of shape {ds.image_shape}, the model takes {list(image_shape)}: "
+        "choose --image_size (or a dataset) with the model's size and channels.")
+  examples = ds.labelled_examples(split, limit)
+  size = ds.num_test if split == "test" else ds.num_train
+  size = min(size, limit) if limit else size
+  examples = examples.enumerate().map(
+      lambda i, e: dict(e, index=i), num_parallel_calls=tf.data.AUTOTUNE)
+  keep = ("image", "index", "label") if ds.n_classes else ("image", "index")
+  examples = examples.map(lambda e: {k: v for k, v in e.items() if k in keep})
+  return ImageSet(examples, size, None, f"{data_config.dataset} {split}")
+
+
+def _expand_paths(paths: Sequence[str]) -> List[str]:
+  import glob  # pylint: disable=import-outside-toplevel
+  out = []
+  for p in paths:
+    if os.path.isdir(p):
+      found = sorted(f for f in glob.glob(os.path.join(p, "**", "*"), recursive=True)
+                     if f.lower().endswith(data_lib.IMAGE_EXTENSIONS))
+    elif any(c in p for c in "*?["):
+      found = sorted(glob.glob(p, recursive=True))
+    else:
+      found = [p]
+    out.extend(found)
+  return out
+
+
+def file_images(paths: Sequence[str], image_shape: Sequence[int]) -> ImageSet:
+  """Image files (paths, folders, globs) of exactly `image_shape`; the others stop it, named.
+
+  Images are not resized or converted: a likelihood of a resized image is
+  not the image's. A file of another size or channel count, or one that
+  cannot be read, stops scoring with a message naming the first few (a
+  subset scored silently would misreport the set).
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  files = _expand_paths(paths)
+  if not files:
+    raise ValueError(f"no image files in --images {list(paths)}.")
+  h, w, c = (int(d) for d in image_shape)
+  bad = []
+  for f in files:
+    try:
+      with Image.open(f) as im:
+        channels = len(im.getbands())
+        if im.size != (w, h) or channels != c:
+          bad.append(f"{f} ({im.size[0]}x{im.size[1]}x{channels})")
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds
+      bad.append(f"{f} (unreadable: {type(e).__name__}: {e})")
+  if bad:
+    raise ValueError(
+        f"{len(bad)} of {len(files)} image files do not fit the model's {h}x{w}x{c} images "
+        f"(nothing was scored): {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. "
+        "Resize or convert them first, or remove them.")
+
+  def load(path):
+    with Image.open(path.decode()) as im:
+      return np.asarray(im, np.uint8).reshape(h, w, c)
+
+  def decode(i, path):
+    image = tf.numpy_function(load, [path], tf.uint8, stateful=False)
+    return {"image": tf.ensure_shape(image, [h, w, c]), "index": i}
+
+  ds = tf.data.Dataset.from_tensor_slices(files).enumerate().map(
+      decode, num_parallel_calls=tf.data.AUTOTUNE)
+  where = paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+  return ImageSet(ds, len(files), files, f"{len(files)} images of {where}")
+
+
+# ---- Outputs, streamed ---------------------------------------------------------------
+
+
+class OutputWriter:
+  """Per-image records to a CSV or JSON-lines file (by extension), complete only when closed.
+
+  Rows go to a temporary file beside `path` as they come (memory stays flat);
+  `close()` renames it to `path`. `abort()` (an error) removes it, so a
+  half-written file is never left where the output should be.
+  """
+
+  COLUMNS = ("index", "file", "label", "nats", "bits_per_dim")
+
+  def __init__(self, path: str, overwrite: bool = False):
+    if not path.endswith((".csv", ".jsonl", ".json")):
+      raise ValueError(f"--output {path!r}: use a .csv or .jsonl file name.")
+    if os.path.exists(path) and not overwrite:
+      raise ValueError(f"--output {path!r} exists; pass --overwrite to replace it.")
+    self.path = path
+    self._csv = path.endswith(".csv")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
+                                     suffix=".partial")
+    self._file: Optional[TextIO] = os.fdopen(fd, "w")
+    if self._csv:
+      self._file.write(",".join(self.COLUMNS) + "\n")
+
+  def write(self, record: Dict[str, object]) -> None:
+    if self._csv:
+      def cell(v):
+        text = "" if v is None else str(v)
+        return f'"{text}"' if ("," in text or '"' in text) else text
+      self._file.write(",".join(cell(record.get(k)) for k in self.COLUMNS) + "\n")
+    else:
+      import json  # pylint: disable=import-outside-toplevel
+      self._file.write(json.dumps({k: record.get(k) for k in self.COLUMNS
+                                   if record.get(k) is not None}) + "\n")
+
+  def close(self) -> str:
+    self._file.close()
+    os.replace(self._tmp, self.path)
+    return self.path
+
+  def abort(self) -> None:
+    if self._file is not None:
+      self._file.close()
+    if os.path.exists(self._tmp):
+      os.remove(self._tmp)
+
+
+class LatentWriter:
+  """The latents of every scored image, per level, into one `.npz` (streamed through memmaps).
+
+  Keys: `z0`, `z1`, ... (one per split, then the top, as `GlowModel.encode`),
+  `x` (the uint8 images), `index`, and `label` where known. The latents are
+  `encode`'s: mid-bin dequantisation, so `decode(latents) == x` exactly.
+  """
+
+  def __init__(self, path: str, n: int, image_shape: Sequence[int],
+               latent_shapes: Sequence[Sequence[int]], overwrite: bool = False):
+    if not path.endswith(".npz"):
+      raise ValueError(f"--latents {path!r}: use an .npz file name.")
+    if os.path.exists(path) and not overwrite:
+      raise ValueError(f"--latents {path!r} exists; pass --overwrite to replace it.")
+    self.path = path
+    self._dir = tempfile.mkdtemp(prefix="glow_latents_",
+                                 dir=os.path.dirname(os.path.abspath(path)))
+    open_memmap = np.lib.format.open_memmap
+    self._arrays = {f"z{i}": open_memmap(os.path.join(self._dir, f"z{i}.npy"), "w+",
+                                         np.float32, (n,) + tuple(s))
+                    for i, s in enumerate(latent_shapes)}
+    self._arrays["x"] = open_memmap(os.path.join(self._dir, "x.npy"), "w+", np.uint8,
+                                    (n,) + tuple(image_shape))
+    self._arrays["index"] = open_memmap(os.path.join(self._dir, "index.npy"), "w+", np.int64, (n,))
+    self._labels: Optional[np.ndarray] = None
+    self._n = n
+
+  def write(self, index: np.ndarray, images: np.ndarray, latents: Sequence[np.ndarray],
+            labels: Optional[np.ndarray]) -> None:
+    for i, z in enumerate(latents):
+      self._arrays[f"z{i}"][index] = z
+    self._arrays["x"][index] = images
+    self._arrays["index"][index] = index
+    if labels is not None:
+      if self._labels is None:
+        self._labels = np.lib.format.open_memmap(os.path.join(self._dir, "label.npy"), "w+",
+                                                 np.int32, (self._n,))
+        self._arrays["label"] = self._labels
+      self._labels[index] = labels
+
+  def close(self) -> str:
+    tmp = self.path + ".partial"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+      for key, array in self._arrays.items():
+        array.flush()
+        z.write(os.path.join(self._dir, f"{key}.npy"), f"{key}.npy")
+    os.replace(tmp, self.path)
+    self._cleanup()
+    return self.path
+
+  def abort(self) -> None:
+    if os.path.exists(self.path + ".partial"):
+      os.remove(self.path + ".partial")
+    self._cleanup()
+
+  def _cleanup(self) -> None:
+    self._arrays = {}
+    import shutil  # pylint: disable=import-outside-toplevel
+    shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# ---- Scoring -----------------------------------------------------------------------
+
+
+class ScoreSummary:
+  """The mean bits/dim of a scored set, its standard error, the count and the throughput."""
+
+  def __init__(self, bits_per_dim: np.ndarray, nats: np.ndarray, seconds: float, description: str):
+    """`bits_per_dim` and `nats` (negative log-likelihoods) `[n]`, by image index."""
+    self.bits_per_dim = bits_per_dim
+    self.nats = nats
+    self.n = len(bits_per_dim)
+    self.mean = float(np.mean(bits_per_dim))
+    self.stderr = float(np.std(bits_per_dim, ddof=1) / math.sqrt(self.n)) if self.n > 1 else 0.
+    self.images_per_sec = self.n / max(seconds, 1e-9)
+    self.description = description
+    self.png_bits_per_dim: Optional[np.ndarray] = None
+
+  def line(self) -> str:
+    return (f"{self.description}: {self.mean:.4f} bits/dim (standard error {self.stderr:.4f}) "
+            f"over {self.n} images, {self.images_per_sec:.1f} images/s")
+
+
+def _log_prob_fn(model: model_lib.GlowModel, n_draws: int, seed: int, with_labels: bool,
+                 latents: bool) -> Callable:
+  """Per-replica `(images, labels, image indices) -> (log P_K(x) [B] in nats, latents or [])`."""
+  cfg = model.config
+
+  def replica(images, labels, index):
+    per_draw = []
+    for k in range(n_draws):
+      noise = dequantization_noise(index, model.image_shape, seed, k)
+      if cfg.ycond and not with_labels:  # p(x) = mean_y p(x | y), uniform over the classes
+        by_class = [model.log_prob(images, tf.fill(tf.shape(images)[:1], y), noise=noise)
+                    for y in range(cfg.n_classes)]
+        per_draw.append(tf.reduce_logsumexp(tf.stack(by_class), 0) - math.log(cfg.n_classes))
+      else:
+        per_draw.append(model.log_prob(images, labels if cfg.ycond else None, noise=noise))
+    log_p = tf.reduce_logsumexp(tf.stack(per_draw), 0) - math.log(n_draws)
+    if not latents:
+      return log_p, []
+    encode_labels = labels if cfg.ycond and with_labels else (
+        tf.zeros(tf.shape(images)[:1], tf.int32) if cfg.ycond else None)
+    return log_p, model.encode(images, encode_labels)
+
+  return replica
+
+
+def score_images(model: model_lib.GlowModel, image_set: ImageSet,
+                 strategy: Optional[tf.distribute.Strategy] = None, batch_size: int = 100,
+                 n_dequant_samples: int = 1, seed: int = 0, output: Optional[OutputWriter] = None,
+                 latents: Optional[LatentWriter] = None, progress: Optional[metrics.Progress] = None,
+                 use_labels: bool = True, png_bits: bool = False) -> ScoreSummary:
+  """Scores every image of `image_set` once; streams records to `output` and latents to `latents`.
+
+  Args:
+    model: the trained model (its variables under `strategy`'s scope when
+      there are several replicas).
+    image_set: what to score.
+    strategy: a `tf.distribute` strategy (default: the current one); global
+      batches of `batch_size` are split over its replicas.
+    batch_size: global batch size (a multiple of the replicas).
+    n_dequant_samples: `K >= 1` dequantisation draws per image.
+    seed: seeds the draws.
+    output, latents: writers (closed by the caller).
+    progress: where the progress bar goes.
+    use_labels: condition a class-conditional model on the set's labels
+      (else its likelihood is marginalised over the classes).
+    png_bits: also measure each image's lossless PNG length in bits per
+      dimension (`glow_tf.ood.png_bits_per_dim`), into `summary.png_bits_per_dim`.
+
+  Returns:
+    The `ScoreSummary`; its arrays hold every image's nats and bits/dim by index.
+  """
+  if (isinstance(n_dequant_samples, bool) or not isinstance(n_dequant_samples, int)
+      or n_dequant_samples < 1):
+    raise ValueError(f"--n_dequant_samples must be an integer >= 1, got {n_dequant_samples!r}.")
+  strategy = strategy or tf.distribute.get_strategy()
+  config_lib.check_replica_divisible(batch_size, strategy.num_replicas_in_sync, "--batch_size")
+  with_labels = use_labels and "label" in image_set.dataset.element_spec
+  num_dims = model.num_dims
+  replica = _log_prob_fn(model, n_dequant_samples, seed, with_labels, latents is not None)
+  ds = image_set.dataset.batch(batch_size)
+  dist = strategy.experimental_distribute_dataset(ds.prefetch(tf.data.AUTOTUNE))
+
+  @tf.function(autograph=False)
+  def step(batch):
+    def run(b):
+      labels = b["label"] if with_labels else None
+      log_p, z = replica(b["image"], labels, b["index"])
+      out = {"nll": -log_p, "index": b["index"], "z": z}
+      if with_labels:
+        out["label"] = b["label"]
+      if latents is not None or png_bits:
+        out["image"] = b["image"]
+      return out
+    out = strategy.run(run, args=(batch,))
+    return tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), out)
+
+  nll_all = np.full([image_set.size], np.nan)
+  png_all = np.full([image_set.size], np.nan) if png_bits else None
+  done, start = 0, time.time()
+  for batch in dist:
+    out = step(batch)
+    index = out["index"].numpy()
+    nll = out["nll"].numpy().astype(np.float64)
+    labels = out["label"].numpy() if with_labels else None
+    if np.any(~np.isnan(nll_all[index])):
+      raise RuntimeError("an image was scored twice: the input pipeline repeats examples.")
+    nll_all[index] = nll
+    bits = nll / (num_dims * math.log(2.))
+    if output is not None:
+      for j, i in enumerate(index):
+        output.write({"index": int(i), "file": image_set.names[i] if image_set.names else None,
+                      "label": int(labels[j]) if labels is not None else None,
+                      "nats": float(nll[j]), "bits_per_dim": float(bits[j])})
+    if latents is not None:
+      latents.write(index, out["image"].numpy(), [z.numpy() for z in out["z"]], labels)
+    if png_all is not None:
+      png_all[index] = ood.png_bits_per_dim(out["image"].numpy())
+    done += len(index)
+    if progress is not None:
+      elapsed = time.time() - start
+      progress.update(f"{done}/{image_set.size} images, {done / max(elapsed, 1e-9):.1f} images/s",
+                      done / image_set.size)
+  if done != image_set.size or np.any(np.isnan(nll_all)):
+    raise RuntimeError(f"scored {done} of {image_set.size} images: the input pipeline lost some.")
+  if not np.all(np.isfinite(nll_all)):
+    bad = np.flatnonzero(~np.isfinite(nll_all))[:5].tolist()
+    raise ValueError(f"non-finite likelihoods for images {bad}: the checkpoint may be damaged.")
+  summary = ScoreSummary(nll_all / (num_dims * math.log(2.)), nll_all, time.time() - start,
+                         image_set.description)
+  summary.png_bits_per_dim = png_all
+  return summary
+
+
+# ---- score.py's job ------------------------------------------------------------------
+
+
+def _image_set(loaded: sampling.LoadedModel, dataset: Optional[str], data_dir: Optional[str],
+               split: str, images: Sequence[str], limit: Optional[int]) -> ImageSet:
+  shape = loaded.model.image_shape
+  if images:
+    return file_images(images, shape)
+  own = loaded.config.data
+  if dataset is None or dataset == own.dataset:
+    data = dataclasses.replace(own, data_dir=data_dir or own.data_dir, train_subset=None,
+                               n_test=None)
+  else:
+    data = config_lib.DataConfig(dataset=dataset, data_dir=data_dir, image_size=shape[0])
+  return dataset_images(data, split, shape, limit)
+
+
+def _derived(path: str, suffix: str) -> str:
+  stem, ext = os.path.splitext(path)
+  return f"{stem}_{suffix}{ext}"
+
+
+def _score_set(loaded, image_set, config, strategy, progress, output_path, latents_path,
+               png_bits):
+  output = OutputWriter(output_path, config.overwrite) if output_path else None
+  latents = (LatentWriter(latents_path, image_set.size, loaded.model.image_shape,
+                          loaded.model.glow.latent_shapes, config.overwrite)
+             if latents_path else None)
+  try:
+    summary = score_images(loaded.model, image_set, strategy, config.batch_size,
+                           config.n_dequant_samples, config.seed, output, latents, progress,
+                           png_bits=png_bits)
+  except BaseException:
+    for writer in (output, latents):
+      if writer is not None:
+        writer.abort()
+    raise
+  written = [w.close() for w in (output, latents) if w is not None]
+  return summary, written
+
+
+def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> Dict[str, object]:
+  """Scores the images `config` names (and an out-of-distribution set), writes what it asks.
+
+  Returns:
+    `{"in": ScoreSummary, "ood": ScoreSummary or None, "report": dict or None,
+    "files": [paths written]}`.
+  """
+  strategy = distribute.make_strategy(config.strategy)
+  with strategy.scope():
+    loaded = sampling.load_model(config.logdir, config.restore_path, config.polyak,
+                                 fallback_to_shipped=config.default_logdir
+                                 and not config.restore_path)
+  if loaded.directory == sampling.SHIPPED_MODEL:
+    log(f"no trained model in {config.logdir}: using the model shipped in {sampling.SHIPPED_MODEL}")
+  log(f"loaded {loaded.checkpoint} ({'Polyak-averaged' if config.polyak else 'raw'} weights), "
+      f"{strategy.num_replicas_in_sync} replica(s), K={config.n_dequant_samples}")
+  progress = metrics.Progress(True)
+  in_set = _image_set(loaded, config.dataset, config.data_dir, config.split, config.images,
+                      config.max_images)
+  ood_set = (_image_set(loaded, config.ood_dataset, config.ood_data_dir, config.ood_split,
+                        config.ood_images, config.max_images) if config.has_ood else None)
+  files = []
+  summary, written = _score_set(loaded, in_set, config, strategy, progress, config.output,
+                                config.latents, png_bits=config.has_ood)
+  files += written
+  progress.log(summary.line())
+  result = {"in": summary, "ood": None, "report": None, "files": files}
+  if ood_set is None:
+    return result
+  ood_summary, written = _score_set(
+      loaded, ood_set, config, strategy, progress,
+      _derived(config.output, "ood") if config.output else "",
+      _derived(config.latents, "ood") if config.latents else "", png_bits=True)
+  files += written
+  progress.log(ood_summary.line())
+  report = {"bits/dim": ood.detection_metrics(-summary.bits_per_dim, -ood_summary.bits_per_dim)}
+  report["complexity-corrected (Serra et al. 2020)"] = ood.detection_metrics(
+      -ood.complexity_corrected(summary.bits_per_dim, summary.png_bits_per_dim),
+      -ood.complexity_corrected(ood_summary.bits_per_dim, ood_summary.png_bits_per_dim))
+  m = config.typicality_batch
+  if min(summary.n, ood_summary.n) >= 2 * m:
+    try:
+      train_set = _image_set(loaded, None, config.data_dir, "train", (),
+                             config.typicality_train_images)
+    except (ValueError, FileNotFoundError) as e:
+      log(f"typicality test skipped: the model's training data cannot be read ({e})")
+    else:
+      train = score_images(loaded.model, train_set, strategy, config.batch_size,
+                           config.n_dequant_samples, config.seed + 1, progress=progress)
+      entropy = ood.entropy_estimate(train.nats)
+      report[f"typicality, batches of {m} (Nalisnick et al. 2019)"] = ood.detection_metrics(
+          -ood.typicality_scores(summary.nats, entropy, m),
+          -ood.typicality_scores(ood_summary.nats, entropy, m))
+  else:
+    log(f"typicality test skipped: fewer than {2 * m} images in a set (--typicality_batch={m})")
+  progress.log(f"out-of-distribution detection, {in_set.description} (positive) vs "
+               f"{ood_set.description}:")
+  progress.log("| score | AUROC | AUPR | FPR at 95% TPR |")
+  progress.log("|---|---|---|---|")
+  for name, m_ in report.items():
+    progress.log(f"| {name} | {m_['auroc']:.4f} | {m_['aupr']:.4f} | {m_['fpr_at_95_tpr']:.4f} |")
+  histogram = config.histogram or (_derived(os.path.splitext(config.output)[0] + ".png", "hist")
+                                   if config.output else "ood_histogram.png")
+  if os.path.exists(histogram) and not config.overwrite:
+    raise ValueError(f"--histogram {histogram!r} exists; pass --overwrite to replace it.")
+  files.append(ood.save_histogram(histogram, summary.bits_per_dim, ood_summary.bits_per_dim,
+                                  in_set.description, ood_set.description,
+                                  title=f"{os.path.basename(loaded.directory)}: bits/dim"))
+  progress.log(f"wrote {histogram}")
+  result.update(ood=ood_summary, report=report, files=files)
+  return result

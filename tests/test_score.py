@@ -1,0 +1,133 @@
+"""score.py: per-image likelihoods, K draws, latents, out-of-distribution detection, bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from glow_tf import config as config_lib
+from glow_tf import sampling
+from glow_tf import scoring
+from tests.synthetic_data import FASHION_MNIST_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = [f"--data_dir={FASHION_MNIST_DIR}"] if FASHION_MNIST_DIR else []
+
+
+def run_cli(args, cwd=ROOT):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "score.py")] + args,
+                        capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+  return sampling.load_model(sampling.SHIPPED_MODEL)
+
+
+@pytest.fixture(scope="module")
+def test_images(shipped):
+  data = dict(dataset="fashion_mnist", data_dir=FASHION_MNIST_DIR)
+  image_set = scoring.dataset_images(config_lib.DataConfig(**data), "test",
+                                     shipped.model.image_shape, limit=40)
+  return image_set
+
+
+def _rows(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_per_image_bits_equal_the_model_and_more_draws_tighten(shipped, test_images, tmp_path):
+  out = scoring.OutputWriter(str(tmp_path / "s.csv"))
+  k1 = scoring.score_images(shipped.model, test_images, batch_size=16, seed=3, output=out)
+  out.close()
+  images = np.stack([e["image"] for e in test_images.dataset.as_numpy_iterator()])
+  noise = scoring.dequantization_noise(tf.range(40, dtype=tf.int64), [32, 32, 1], 3, 0)
+  expected = shipped.model.bits_per_dim(images, noise=noise).numpy()  # one batch: the same draws
+  np.testing.assert_allclose(k1.bits_per_dim, expected, rtol=1e-5)
+  rows = _rows(tmp_path / "s.csv")
+  assert [int(r["index"]) for r in rows] == list(range(40))
+  np.testing.assert_allclose([float(r["bits_per_dim"]) for r in rows], k1.bits_per_dim, rtol=1e-6)
+  assert k1.mean == pytest.approx(np.mean(k1.bits_per_dim)) and k1.stderr > 0
+  k8 = scoring.score_images(shipped.model, test_images, batch_size=16, seed=3,
+                            n_dequant_samples=8)
+  assert k8.mean < k1.mean  # log of a mean >= mean of logs: a tighter bound
+  assert np.all(k8.bits_per_dim < k1.bits_per_dim + 0.05)
+
+
+def test_latents_decode_to_the_scored_images(shipped, test_images, tmp_path):
+  path = str(tmp_path / "z.npz")
+  writer = scoring.LatentWriter(path, test_images.size, shipped.model.image_shape,
+                                shipped.model.glow.latent_shapes)
+  scoring.score_images(shipped.model, test_images, batch_size=16, latents=writer)
+  writer.close()
+  z = np.load(path)
+  assert sorted(z.files) == ["index", "label", "x", "z0", "z1", "z2"]
+  decoded = shipped.model.decode([z[f"z{i}"] for i in range(3)]).numpy()
+  quantised = shipped.model.postprocess(shipped.model.preprocess(z["x"], noise=0.5)).numpy()
+  np.testing.assert_array_equal(decoded, quantised)
+  np.testing.assert_array_equal(z["index"], np.arange(40))
+
+
+def test_two_replicas_score_each_image_once_as_one_device(shipped, test_images, two_replicas):
+  one = scoring.score_images(shipped.model, test_images, batch_size=10, seed=1)
+  with two_replicas.scope():
+    mirrored = sampling.load_model(sampling.SHIPPED_MODEL)
+  two = scoring.score_images(mirrored.model, test_images, two_replicas, batch_size=10, seed=1)
+  assert two.n == one.n == 40
+  np.testing.assert_allclose(two.bits_per_dim, one.bits_per_dim, rtol=1e-5)
+
+
+def _noise_folder(path, n, shape=(32, 32)):
+  os.makedirs(path, exist_ok=True)
+  rng = np.random.RandomState(0)
+  for i in range(n):
+    Image.fromarray(rng.randint(0, 256, shape).astype(np.uint8)).save(os.path.join(path, f"{i}.png"))
+  return str(path)
+
+
+def test_shipped_model_tells_fashion_mnist_from_noise(tmp_path):
+  noise = _noise_folder(tmp_path / "noise", 60)
+  out = run_cli(DATA + ["--max_images=120", f"--ood_images={noise}", "--typicality_batch=10",
+                        "--typicality_train_images=100", f"--output={tmp_path / 'r.jsonl'}"],
+                cwd=str(tmp_path))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "using the model shipped in" in out.stdout
+  line = next(s for s in out.stdout.splitlines() if s.startswith("| bits/dim |"))
+  assert float(line.split("|")[2]) > 0.99, out.stdout
+  assert "complexity-corrected" in out.stdout and "typicality" in out.stdout
+  with open(tmp_path / "r.jsonl") as f:
+    rows = [json.loads(s) for s in f]
+  assert len(rows) == 120 and {"index", "label", "nats", "bits_per_dim"} <= set(rows[0])
+  with open(tmp_path / "r_ood.jsonl") as f:
+    assert len(f.readlines()) == 60
+  with Image.open(tmp_path / "r_hist.png") as im:
+    assert im.size[0] > 400
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda d: _noise_folder(d, 3, (28, 28)), ["--images={d}"], "do not fit the model's 32x32x1"),
+    (lambda d: open(os.path.join(d, "x.png"), "w").write("not a png"), ["--images={d}/x.png"],
+     "unreadable"),
+    (lambda d: None, ["--images={d}/none/*.png"], "no image files"),
+    (lambda d: None, ["--n_dequant_samples=0"], "n_dequant_samples must be an integer >= 1"),
+    (lambda d: open(os.path.join(d, "out.csv"), "w").write("x"), ["--output={d}/out.csv"],
+     "exists; pass --overwrite"),
+    (lambda d: None, ["--output={d}/out.txt"], "use a .csv or .jsonl"),
+])
+def test_bad_input_stops_with_a_message_and_writes_nothing(tmp_path, make, args, message):
+  make(str(tmp_path))
+  before = sorted(os.listdir(tmp_path))
+  out = run_cli(DATA + [a.format(d=tmp_path) for a in args] + ["--max_images=8"],
+                cwd=str(tmp_path))
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert message in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
+  assert sorted(os.listdir(tmp_path)) == before
