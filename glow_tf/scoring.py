@@ -431,6 +431,8 @@ def _derived(path: str, suffix: str) -> str:
 
 def _score_set(loaded, image_set, config, strategy, progress, output_path, latents_path,
                png_bits):
+  if not distribute.is_chief(strategy):  # every worker scores its share; the chief writes
+    output_path = latents_path = ""
   output = OutputWriter(output_path, config.overwrite) if output_path else None
   latents = (LatentWriter(latents_path, image_set.size, loaded.model.image_shape,
                           loaded.model.glow.latent_shapes, config.overwrite)
@@ -464,7 +466,7 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
     log(f"no trained model in {config.logdir}: using the model shipped in {sampling.SHIPPED_MODEL}")
   log(f"loaded {loaded.checkpoint} ({'Polyak-averaged' if config.polyak else 'raw'} weights), "
       f"{strategy.num_replicas_in_sync} replica(s), K={config.n_dequant_samples}")
-  progress = metrics.Progress(True)
+  progress = metrics.Progress(distribute.is_chief(strategy))
   in_set = _image_set(loaded, config.dataset, config.data_dir, config.split, config.images,
                       config.max_images)
   ood_set = (_image_set(loaded, config.ood_dataset, config.ood_data_dir, config.ood_split,
@@ -513,6 +515,9 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
                                    if config.output else "ood_histogram.png")
   if os.path.exists(histogram) and not config.overwrite:
     raise ValueError(f"--histogram {histogram!r} exists; pass --overwrite to replace it.")
+  if not distribute.is_chief(strategy):
+    result.update(ood=ood_summary, report=report, files=files)
+    return result
   files.append(ood.save_histogram(histogram, summary.bits_per_dim, ood_summary.bits_per_dim,
                                   in_set.description, ood_set.description,
                                   title=f"{os.path.basename(loaded.directory)}: bits/dim"))

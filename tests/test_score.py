@@ -131,3 +131,17 @@ def test_bad_input_stops_with_a_message_and_writes_nothing(tmp_path, make, args,
   assert message in out.stderr, out.stderr[-2000:]
   assert "Traceback" not in out.stderr
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_make_ood_images_writes_the_folders(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  script = os.path.join(ROOT, "scripts", "make_ood_images.py")
+  out = subprocess.run([sys.executable, script, "--kind=noise", "--n=5", f"--out={tmp_path / 'n'}"],
+                       capture_output=True, text=True, env=env, timeout=120)
+  assert out.returncode == 0 and len(os.listdir(tmp_path / "n")) == 5
+  inverted = subprocess.run([sys.executable, script, "--kind=inverted", "--n=3",
+                             f"--out={tmp_path / 'i'}"] + DATA, capture_output=True, text=True,
+                            env=env, timeout=300)
+  assert inverted.returncode == 0, inverted.stderr[-2000:]
+  with Image.open(tmp_path / "i" / "00000.png") as im:
+    assert im.size == (32, 32) and np.asarray(im)[0, 0] == 255  # the zero border, inverted
