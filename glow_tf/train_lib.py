@@ -470,12 +470,8 @@ def train_and_evaluate(config: config_lib.RunConfig, strategy: Optional[tf.distr
       trainer.release_lock()
   # Every worker reports, so that multi-worker runs can be checked for agreement.
   step = int(trainer.step.numpy())
-  if trainer.stopped_by:
-    if not trainer.is_chief:
-      print(f"[worker {trainer.strategy.cluster_resolver.task_id}] stopped by "
-            f"{trainer.stopped_by} at step {step}", flush=True)
-    return trainer
-  message = f"done at step {step}; weights sha256 {metrics.weights_digest(trainer.variables)}"
+  what = f"stopped by {trainer.stopped_by}" if trainer.stopped_by else "done"
+  message = f"{what} at step {step}; weights sha256 {metrics.weights_digest(trainer.variables)}"
   if trainer.is_chief:
     trainer.log.info(message)
   else:
