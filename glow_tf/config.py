@@ -30,7 +30,8 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 __all__ = ["COUPLINGS", "DATASETS", "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS",
-           "SAMPLE_MODES", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig",
+           "SAMPLE_MODES", "SCORE_OUTPUT_EXTENSIONS", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError",
+           "DataConfig", "ModelConfig",
            "RunConfig", "SampleConfig", "ScoreConfig",
            "TrainConfig", "check_replica_divisible", "check_temperature", "coupling_name",
            "default_of", "level_shapes", "permutation_name", "resolve_for_data",
@@ -42,6 +43,7 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 OPTIMIZERS = ("adamax", "adam")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 NONFINITE_POLICIES = ("stop", "rollback")
+SCORE_OUTPUT_EXTENSIONS = (".csv", ".jsonl", ".json")  # score.py's --output: CSV or JSON lines
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64", "celeba",
             "lsun", "folder")
 SAMPLE_MODES = ("sample", "reconstruct", "interpolate", "manipulate")
@@ -625,7 +627,7 @@ class ScoreConfig:
       _positive_int("score.py", f"--{name}", getattr(self, name))
     _positive_int("score.py", "--max_images", self.max_images, optional=True)
     _one_of("score.py", "--strategy", self.strategy, STRATEGIES)
-    if self.output and not self.output.endswith((".csv", ".jsonl", ".json")):
+    if self.output and not self.output.endswith(SCORE_OUTPUT_EXTENSIONS):
       raise ConfigError(f"--output {self.output!r}: use a .csv or .jsonl file name.")
     if self.latents and not self.latents.endswith(".npz"):
       raise ConfigError(f"--latents {self.latents!r}: use an .npz file name.")

@@ -42,7 +42,7 @@ def png_bytes(image: np.ndarray) -> bytes:
   """A uint8 `[height, width, 1 or 3]` image encoded as PNG."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
-    raise ValueError(f"save_png: expected uint8, got {image.dtype}.")
+    raise ValueError(f"png_bytes: expected uint8, got {image.dtype}.")
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
   buffer = io.BytesIO()

@@ -127,9 +127,6 @@ class RunDir:
         return found
     return None
 
-  def has_checkpoint(self) -> bool:
-    return self.latest_checkpoint() is not None
-
   def training_checkpoints(self) -> List[str]:
     """Every training checkpoint prefix in `checkpoints/`, newest (highest step) first.
 

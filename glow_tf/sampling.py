@@ -74,11 +74,12 @@ def load_model(logdir: str = "./logs", restore_path: str = "", polyak: bool = Tr
   run_dir = rundir_lib.run_dir_of(checkpoint)
   config = run_dir.read_config()
   model = model_lib.GlowModel(config.model)
-  keys = {name for name, _ in tf.train.list_variables(checkpoint)}
+  reader = tf.train.load_checkpoint(checkpoint)
+  keys = reader.get_variable_to_shape_map()
   if not any(k.startswith("model/glow/") for k in keys):
     raise NoCheckpointError(f"{checkpoint} holds no glow_tf model weights.")
   if any(k.startswith("optimizer/") for k in keys):  # training: model, optimiser, step
-    optimizer = optim.GlowOptimizer(beta2=_polyak_decay(checkpoint, config))
+    optimizer = optim.GlowOptimizer(beta2=_polyak_decay(reader, config))
     optimizer.build(list(model.trainable_variables))
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(checkpoint).expect_partial()
     if polyak:
@@ -91,14 +92,13 @@ def load_model(logdir: str = "./logs", restore_path: str = "", polyak: bool = Tr
 _POLYAK_DECAY_KEY = "optimizer/polyak_decay/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def _polyak_decay(checkpoint: str, config: config_lib.RunConfig) -> float:
-  """The Polyak averaging decay the run used: saved in its checkpoint.
+def _polyak_decay(reader, config: config_lib.RunConfig) -> float:
+  """The Polyak averaging decay the run used: saved in its checkpoint (`reader`, `tf.train.load_checkpoint`'s).
 
   Checkpoints written before the decay was saved (glow-tf's first days)
   get it from the run's schedule, which needs the training set's size when
   the config does not fix `n_train`.
   """
-  reader = tf.train.load_checkpoint(checkpoint)
   if reader.has_tensor(_POLYAK_DECAY_KEY):
     return float(reader.get_tensor(_POLYAK_DECAY_KEY))
   n_train = config.train.n_train or data_lib.load(config.data).num_train

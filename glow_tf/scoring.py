@@ -22,9 +22,13 @@ original's test figure). The draws are stateless: draw `k` of image `i` is
 the batch size, the strategy or the number of replicas.
 """
 
+import csv
 import dataclasses
+import glob
+import json
 import math
 import os
+import shutil
 import tempfile
 import time
 import zipfile
@@ -80,7 +84,6 @@ class ImageSet:
     self.size = int(size)
     self.names = names
     self.description = description
-    self.png_bits_per_dim: Optional[np.ndarray] = None
 
 
 def dataset_images(data_config: config_lib.DataConfig, split: str, image_shape: Sequence[int],
@@ -93,18 +96,15 @@ def dataset_images(data_config: config_lib.DataConfig, split: str, image_shape: 
     raise ValueError(
         f"{ds.source} has images of shape {ds.image_shape}, the model takes {list(image_shape)}: "
         "choose --image_size (or a dataset) with the model's size and channels.")
-  examples = ds.labelled_examples(split, limit)
   size = ds.num_test if split == "test" else ds.num_train
   size = min(size, limit) if limit else size
-  examples = examples.enumerate().map(
-      lambda i, e: dict(e, index=i), num_parallel_calls=tf.data.AUTOTUNE)
-  keep = ("image", "index", "label") if ds.n_classes else ("image", "index")
-  examples = examples.map(lambda e: {k: v for k, v in e.items() if k in keep})
+  keep = ("image", "label") if ds.n_classes else ("image",)  # (a label of 0 means none)
+  examples = ds.labelled_examples(split, limit).enumerate().map(
+      lambda i, e: dict({k: e[k] for k in keep}, index=i), num_parallel_calls=tf.data.AUTOTUNE)
   return ImageSet(examples, size, None, f"{data_config.dataset} {split}")
 
 
 def _expand_paths(paths: Sequence[str]) -> List[str]:
-  import glob  # pylint: disable=import-outside-toplevel
   out = []
   for p in paths:
     if os.path.isdir(p):
@@ -174,7 +174,7 @@ class OutputWriter:
   COLUMNS = ("index", "file", "label", "nats", "bits_per_dim")
 
   def __init__(self, path: str, overwrite: bool = False):
-    if not path.endswith((".csv", ".jsonl", ".json")):
+    if not path.endswith(config_lib.SCORE_OUTPUT_EXTENSIONS):
       raise ValueError(f"--output {path!r}: use a .csv or .jsonl file name.")
     if os.path.exists(path) and not overwrite:
       raise ValueError(f"--output {path!r} exists; pass --overwrite to replace it.")
@@ -184,18 +184,15 @@ class OutputWriter:
     os.makedirs(directory, exist_ok=True)
     fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
                                      suffix=".partial")
-    self._file: Optional[TextIO] = os.fdopen(fd, "w")
-    if self._csv:
-      self._file.write(",".join(self.COLUMNS) + "\n")
+    self._file: Optional[TextIO] = os.fdopen(fd, "w", newline="")
+    self._csv_writer = csv.writer(self._file) if self._csv else None
+    if self._csv_writer is not None:
+      self._csv_writer.writerow(self.COLUMNS)
 
   def write(self, record: Dict[str, object]) -> None:
-    if self._csv:
-      def cell(v):
-        text = "" if v is None else str(v)
-        return f'"{text}"' if ("," in text or '"' in text) else text
-      self._file.write(",".join(cell(record.get(k)) for k in self.COLUMNS) + "\n")
+    if self._csv_writer is not None:
+      self._csv_writer.writerow(["" if record.get(k) is None else record[k] for k in self.COLUMNS])
     else:
-      import json  # pylint: disable=import-outside-toplevel
       self._file.write(json.dumps({k: record.get(k) for k in self.COLUMNS
                                    if record.get(k) is not None}) + "\n")
 
@@ -268,7 +265,6 @@ class LatentWriter:
 
   def _cleanup(self) -> None:
     self._arrays = {}
-    import shutil  # pylint: disable=import-outside-toplevel
     shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -278,8 +274,9 @@ class LatentWriter:
 class ScoreSummary:
   """The mean bits/dim of a scored set, its standard error, the count and the throughput."""
 
-  def __init__(self, bits_per_dim: np.ndarray, nats: np.ndarray, seconds: float, description: str):
-    """`bits_per_dim` and `nats` (negative log-likelihoods) `[n]`, by image index."""
+  def __init__(self, bits_per_dim: np.ndarray, nats: np.ndarray, seconds: float, description: str,
+               png_bits_per_dim: Optional[np.ndarray] = None):
+    """`bits_per_dim`, `nats` (negative log-likelihoods), `png_bits_per_dim` `[n]`, by image index."""
     self.bits_per_dim = bits_per_dim
     self.nats = nats
     self.n = len(bits_per_dim)
@@ -287,7 +284,7 @@ class ScoreSummary:
     self.stderr = float(np.std(bits_per_dim, ddof=1) / math.sqrt(self.n)) if self.n > 1 else 0.
     self.images_per_sec = self.n / max(seconds, 1e-9)
     self.description = description
-    self.png_bits_per_dim: Optional[np.ndarray] = None
+    self.png_bits_per_dim = png_bits_per_dim
 
   def line(self) -> str:
     return (f"{self.description}: {self.mean:.4f} bits/dim (standard error {self.stderr:.4f}) "
@@ -401,10 +398,8 @@ def score_images(model: model_lib.GlowModel, image_set: ImageSet,
   if not np.all(np.isfinite(nll_all)):
     bad = np.flatnonzero(~np.isfinite(nll_all))[:5].tolist()
     raise ValueError(f"non-finite likelihoods for images {bad}: the checkpoint may be damaged.")
-  summary = ScoreSummary(nll_all / (num_dims * math.log(2.)), nll_all, time.time() - start,
-                         image_set.description)
-  summary.png_bits_per_dim = png_all
-  return summary
+  return ScoreSummary(nll_all / (num_dims * math.log(2.)), nll_all, time.time() - start,
+                      image_set.description, png_all)
 
 
 # ---- score.py's job ------------------------------------------------------------------
@@ -511,7 +506,7 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
   progress.log("|---|---|---|---|")
   for name, m_ in report.items():
     progress.log(f"| {name} | {m_['auroc']:.4f} | {m_['aupr']:.4f} | {m_['fpr_at_95_tpr']:.4f} |")
-  histogram = config.histogram or (_derived(os.path.splitext(config.output)[0] + ".png", "hist")
+  histogram = config.histogram or (os.path.splitext(config.output)[0] + "_hist.png"
                                    if config.output else "ood_histogram.png")
   if os.path.exists(histogram) and not config.overwrite:
     raise ValueError(f"--histogram {histogram!r} exists; pass --overwrite to replace it.")

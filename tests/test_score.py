@@ -157,3 +157,13 @@ def test_make_ood_images_writes_the_folders(tmp_path):
     sys.argv = argv
   with Image.open(tmp_path / "i" / "00000.png") as im:
     assert im.size == (32, 32) and np.asarray(im)[0, 0] == 255  # the zero border, inverted
+
+
+def test_csv_records_survive_commas_and_quotes_in_file_names(tmp_path):
+  writer = scoring.OutputWriter(str(tmp_path / "r.csv"))
+  name = 'a, "b".png'
+  writer.write({"index": 0, "file": name, "label": None, "nats": 1.5, "bits_per_dim": 0.25})
+  assert not (tmp_path / "r.csv").exists()  # complete only when closed
+  writer.close()
+  (row,) = _rows(tmp_path / "r.csv")
+  assert row == {"index": "0", "file": name, "label": "", "nats": "1.5", "bits_per_dim": "0.25"}
