@@ -86,24 +86,40 @@ def define_flags(flag_values=flags.FLAGS):
       "Image size (square); -1: the dataset's own (32 for MNIST-likes, padded from 28).",
       flag_values=f)
   d.DEFINE_integer(
-      "n_train", _train("n_train"),
-      "Train epoch size in images (the original: 50000); default: the training set's size.",
+      "dal", _data("dal"),
+      "Data augmentation level: 0=None, 1=Standard (random shifts of up to 10%), 2=Extra (CIFAR-10: "
+      "also flips, 15-degree rotations, 10% zoom, 0.02 shear). As the original, applied to MNIST, "
+      "Fashion-MNIST and CIFAR-10 only.",
+      flag_values=f)
+  d.DEFINE_integer(
+      "n_train", _unset_as(_train("n_train"), -1),
+      "Train epoch size, in images anchored at --anchor_size (the original's 50000); -1: the "
+      "training set's size.",
       flag_values=f)
   d.DEFINE_integer(
       "n_test", _unset_as(_data("n_test"), -1),
       "Valid epoch size: test images used; -1: all.",
       flag_values=f)
   d.DEFINE_integer(
+      "anchor_size", _train("anchor_size"),
+      "Anchor size for deciding batch size: --n_batch_train, --n_batch_init and --n_train count "
+      "images of anchor_size x anchor_size, so at image size s a step takes "
+      "n_batch_train * anchor_size^2 // s^2 images (the original's); 0: they count images at "
+      "any size.",
+      flag_values=f)
+  d.DEFINE_integer(
       "n_batch_train", _train("n_batch_train"),
-      "Minibatch size (global, over all replicas).",
+      "Minibatch size, anchored (see --anchor_size), global over all replicas: the original's "
+      "`mpiexec -n N ... --n_batch_train B` is --n_batch_train=N*B.",
       flag_values=f)
   d.DEFINE_integer(
       "n_batch_test", _train("n_batch_test"),
-      "Minibatch size for evaluation (global).",
+      "Minibatch size for evaluation, in images (global).",
       flag_values=f)
   d.DEFINE_integer(
       "n_batch_init", _train("n_batch_init"),
-      "Minibatch size for data-dependent init.",
+      "Minibatch size for data-dependent init, anchored (the original's per-GPU value, as it "
+      "is: it kept worker 0's initialisation).",
       flag_values=f)
   d.DEFINE_integer("train_subset", _data("train_subset"), "Use only the first N training images "
                    "(quick experiments); default: all.", flag_values=f)
@@ -149,6 +165,10 @@ def define_flags(flag_values=flags.FLAGS):
                 "adam or adamax.", flag_values=f)
   d.DEFINE_float("lr", _train("lr"), "Base learning rate.", flag_values=f)
   d.DEFINE_float("beta1", _train("beta1"), "Adam beta1.", flag_values=f)
+  d.DEFINE_float(
+      "weight_decay", _train("weight_decay"),
+      "Weight decay: each update starts from weight_decay * w. Switched off (1) by default.",
+      flag_values=f)
   d.DEFINE_float(
       "polyak_epochs", _train("polyak_epochs"),
       "Nr of averaging epochs for Polyak and beta2.",
@@ -235,12 +255,10 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
     ConfigError: naming the flag, for any invalid value.
   """
   image_size = None if f.image_size == -1 else f.image_size
-  if image_size is not None:
-    config_lib.level_shapes((image_size, image_size, 1), f.n_levels)
   data = DataConfig(
       dataset=f.dataset, data_dir=f.data_dir or None, category=f.category or None,
       image_size=image_size, train_subset=f.train_subset,
-      n_test=None if f.n_test == -1 else f.n_test)
+      n_test=None if f.n_test == -1 else f.n_test, dal=f.dal)
   model = ModelConfig(
       image_shape=None, n_levels=f.n_levels, depth=f.depth, width=f.width,
       flow_permutation=f.flow_permutation, flow_coupling=f.flow_coupling,
@@ -249,8 +267,9 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       precision=f.precision, seed=f.seed)
   train = TrainConfig(
       logdir=f.logdir, restore_path=f.restore_path, optimizer=f.optimizer, lr=f.lr,
-      beta1=f.beta1, epochs=f.epochs, epochs_warmup=f.epochs_warmup,
-      polyak_epochs=f.polyak_epochs, n_train=f.n_train, n_batch_train=f.n_batch_train,
+      beta1=f.beta1, weight_decay=f.weight_decay, epochs=f.epochs,
+      epochs_warmup=f.epochs_warmup, polyak_epochs=f.polyak_epochs, anchor_size=f.anchor_size,
+      n_train=None if f.n_train == -1 else f.n_train, n_batch_train=f.n_batch_train,
       n_batch_test=f.n_batch_test, n_batch_init=f.n_batch_init,
       epochs_full_valid=f.epochs_full_valid, epochs_full_sample=f.epochs_full_sample,
       n_sample=f.n_sample, seed=f.seed, strategy=f.strategy, jit_compile=f.jit_compile,
@@ -260,4 +279,7 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       quick_valid_batches=f.quick_valid_batches, max_nonfinite_steps=f.max_nonfinite_steps,
       nonfinite_policy=f.nonfinite_policy, rollback_lr_factor=f.rollback_lr_factor,
       max_rollbacks=f.max_rollbacks)
+  if image_size is not None:  # checks that need only the flags, before any data is read
+    config_lib.level_shapes((image_size, image_size, 1), f.n_levels)
+    train.schedule(image_size, num_train_examples=1)
   return config_lib.RunConfig(data=data, model=model, train=train)

@@ -21,8 +21,12 @@ def define_flags(flag_values=flags.FLAGS):
       "in the default ./logs, the model shipped in pretrained/fashion_mnist is used.",
       flag_values=f)
   flags.DEFINE_string("restore_path", _d("restore_path"),
-                      "A checkpoint prefix or directory (overrides --logdir).", flag_values=f)
-  flags.DEFINE_boolean("polyak", _d("polyak"), "Use the Polyak-averaged weights.", flag_values=f)
+                      "A checkpoint prefix or directory (overrides --logdir); best: --logdir's "
+                      "checkpoint with the best full test bits/dim.", flag_values=f)
+  flags.DEFINE_boolean("polyak", _d("polyak"), "--polyak / --nopolyak: the Polyak-averaged / the raw weights of a "
+                       "training checkpoint; default: the ones with the better test bits/dim in "
+                       "the run's latest evaluation.",
+                       flag_values=f)
   flags.DEFINE_enum("dataset", _d("dataset"), list(config_lib.DATASETS),
                     "Dataset to score (any that train.py reads); default: the model's own.",
                     flag_values=f)

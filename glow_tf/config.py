@@ -29,11 +29,11 @@ import numbers
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
-__all__ = ["COUPLINGS", "DATASETS", "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS",
-           "SAMPLE_MODES", "SCORE_OUTPUT_EXTENSIONS", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError",
-           "DataConfig", "ModelConfig",
-           "RunConfig", "SampleConfig", "ScoreConfig",
-           "TrainConfig", "check_replica_divisible", "check_temperature", "coupling_name",
+__all__ = ["AUGMENTED_DATASETS", "COUPLINGS", "DATASETS", "NONFINITE_POLICIES", "OPTIMIZERS",
+           "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES", "SCORE_OUTPUT_EXTENSIONS",
+           "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig",
+           "RunConfig", "SampleConfig", "ScoreConfig", "Schedule", "TrainConfig",
+           "augmentation_level", "check_replica_divisible", "check_temperature", "coupling_name",
            "default_of", "level_shapes", "permutation_name", "resolve_for_data",
            "resume_differences"]
 
@@ -98,6 +98,28 @@ def check_replica_divisible(batch_size: int, num_replicas: int, name: str) -> in
     raise ConfigError(f"{name}={batch_size} is not divisible by the {num_replicas} replicas; "
                       "use a multiple of the number of devices.")
   return batch_size // num_replicas
+
+
+# The datasets the original augmented (its get_mnist_cifar.py), and the
+# highest level each takes; Fashion-MNIST is MNIST-like.
+AUGMENTED_DATASETS = {"mnist": 1, "fashion_mnist": 1, "cifar10": 2}
+
+
+def augmentation_level(dataset: str, dal: int) -> int:
+  """The augmentation level applied to `dataset`'s training images for `--dal=dal`.
+
+  The original augmented MNIST and CIFAR-10 only (level 2 is CIFAR-10's), so
+  any other dataset gets 0 whatever `dal` says, as there.
+
+  Raises:
+    ConfigError: `dal` is not 0, 1 or 2, or 2 for a dataset other than CIFAR-10.
+  """
+  if dal not in (0, 1, 2) or isinstance(dal, bool):
+    raise ConfigError(f"dal (data augmentation level) must be 0, 1 or 2, got {dal!r}.")
+  if dal == 2 and dataset != "cifar10":
+    raise ConfigError(f"--dal=2 (flips, rotations, zoom, shear) is the original's CIFAR-10 "
+                      f"augmentation; for {dataset} use --dal=1 (shifts) or --dal=0.")
+  return min(dal, AUGMENTED_DATASETS.get(dataset, 0))
 
 
 def level_shapes(image_shape: Sequence[int], n_levels: int) -> List[List[int]]:
@@ -300,10 +322,14 @@ class DataConfig:
     train_subset: use only the first `train_subset` training examples
       (`None`: all; `--train_subset`).
     n_test: use only the first `n_test` test examples (`None`: all).
-    shuffle_buffer: examples in the training shuffle buffer; also bounds the
-      pool the init batch is drawn from.
+    shuffle_buffer: examples in the training shuffle buffer.
     holdout_fraction: test fraction of an image folder without `test/`.
     download: let TFDS download and prepare data that is not prepared yet.
+    dal: the original's data augmentation level (`--dal`): 0 none; 1 random
+      shifts of up to 10% of the width and height; 2 (CIFAR-10 only) adds
+      horizontal flips, rotations of up to 15 degrees, 10% zoom and 0.02
+      shear. Applied, as the original did, to MNIST, Fashion-MNIST and
+      CIFAR-10 training images only (`augmentation_level`).
   """
   dataset: str = "cifar10"
   data_dir: Optional[str] = None
@@ -315,6 +341,7 @@ class DataConfig:
   shuffle_buffer: int = 10000
   holdout_fraction: float = 0.05
   download: bool = True
+  dal: int = 1
 
   def __post_init__(self):
     if self.dataset not in DATASETS:
@@ -332,6 +359,7 @@ class DataConfig:
       raise ConfigError("dataset lsun needs --category (e.g. bedroom, church_outdoor, tower).")
     if self.dataset == "folder" and not self.data_dir:
       raise ConfigError("dataset folder needs --data_dir, a directory of images.")
+    augmentation_level(self.dataset, self.dal)  # checks it
     if (self.dataset in ("mnist", "fashion_mnist") and self.image_size == 32
         and not self.pad_to_32):
       raise ConfigError("image_size=32 pads the 28x28 images: drop pad_to_32=False, or use "
@@ -352,14 +380,22 @@ class TrainConfig:
     optimizer: `"adamax"` or `"adam"`.
     lr: base learning rate.
     beta1: Adam(ax) beta1.
-    epochs: number of epochs to train; an epoch is `n_train` images.
+    weight_decay: the original's multiplicative weight decay: each update
+      is `w <- weight_decay * w - step` (1: none, the original's default).
+    epochs: number of epochs to train; an epoch is `n_train` anchored images.
     epochs_warmup: epochs of linear learning-rate warmup.
     polyak_epochs: sets beta2 and the Polyak averaging decay
       (`1 - 1/(steps_per_epoch * polyak_epochs)`).
-    n_train: images per epoch; `None`: the size of the training set.
-    n_batch_train: global training batch (all replicas together).
-    n_batch_test: global test batch.
-    n_batch_init: images for the data-dependent actnorm initialisation.
+    anchor_size: the original's `--anchor_size`: the batch sizes and
+      `n_train` count images of `anchor_size x anchor_size`, so a step takes
+      `n_batch_train * anchor_size^2 // image_size^2` images (`Schedule`);
+      0: they count images at any size.
+    n_train: anchored images per epoch (the original's 50000); `None`: the
+      size of the training set.
+    n_batch_train: anchored global training batch (all replicas together).
+    n_batch_test: global test batch, in images.
+    n_batch_init: anchored images for the data-dependent actnorm
+      initialisation (the original's per-GPU batch: it kept worker 0's).
     epochs_full_valid: epochs between evaluations on the full test set.
     epochs_full_sample: epochs between sample grids.
     n_sample: samples per temperature (columns of the sample grid).
@@ -386,10 +422,12 @@ class TrainConfig:
   optimizer: str = "adamax"
   lr: float = 0.001
   beta1: float = 0.9
+  weight_decay: float = 1.
   epochs: int = 1000000
   epochs_warmup: float = 10.
   polyak_epochs: float = 1.
-  n_train: Optional[int] = None
+  anchor_size: int = 32
+  n_train: Optional[int] = 50000
   n_batch_train: int = 64
   n_batch_test: int = 50
   n_batch_init: int = 256
@@ -425,6 +463,11 @@ class TrainConfig:
       _positive_int("TrainConfig", name, getattr(self, name), optional=True)
     if not self.lr > 0:
       raise ConfigError(f"lr must be > 0, got {self.lr!r}.")
+    if not 0 < self.weight_decay <= 1:
+      raise ConfigError(f"weight_decay must be in (0, 1] (1: none), got {self.weight_decay!r}.")
+    if not (isinstance(self.anchor_size, int) and self.anchor_size >= 0):
+      raise ConfigError(f"anchor_size must be a positive image size, or 0 to count batches in "
+                        f"images at any size; got {self.anchor_size!r}.")
     if not 0 <= self.beta1 < 1:
       raise ConfigError(f"beta1 must be in [0, 1), got {self.beta1!r}.")
     if not (self.epochs_warmup >= 0 and self.polyak_epochs > 0):
@@ -441,9 +484,120 @@ class TrainConfig:
     if not self.logdir:
       raise ConfigError("logdir must be a directory path.")
 
-  def steps_per_epoch(self, num_train_examples: int) -> int:
-    """The original's `train_its`: steps of `n_batch_train` images in an epoch of `n_train`."""
-    return max(1, math.ceil((self.n_train or num_train_examples) / self.n_batch_train))
+  def schedule(self, image_size: int, num_replicas: int = 1,
+               num_train_examples: Optional[int] = None) -> "Schedule":
+    """The run's schedule at `image_size` on `num_replicas` replicas (see `Schedule`).
+
+    Args:
+      image_size: the images' height (and width).
+      num_replicas: replicas in sync (all GPUs of all workers).
+      num_train_examples: the training set's size, needed only when
+        `n_train` is `None`.
+
+    Raises:
+      ConfigError: an anchor that does not fit the image size, an anchored
+        batch of no image per replica, or replicas that do not divide it.
+    """
+    return Schedule.of(self, image_size, num_replicas, num_train_examples)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """The original's per-resolution schedule (its `train.py` and `optim.py`), from `TrainConfig.schedule`.
+
+  The batch flags are anchored at `anchor_size` (`a`): at image size `s`
+  each of the `R` replicas takes `(n_batch_train / R) * a^2 // s^2` images a
+  step (the original's per-GPU rounding) and the init batch is
+  `n_batch_init * a^2 // s^2` images. An epoch is `n_train` anchored images:
+  `ceil(n_train / n_batch_train)` steps. The learning rate of the step
+  after `k` steps is `lr * min(1, k * n_batch_train / (n_train *
+  epochs_warmup))` (the original counts the anchored images processed before
+  the step: its first step has rate 0), and `beta2 = 1 - 1 / (steps_per_epoch
+  * polyak_epochs)` is Adam's beta2 and the Polyak decay. The original's
+  `--n_batch_train` is per GPU, ours the total over all replicas: its `mpiexec
+  -n N ... --n_batch_train=B` is ours `--n_batch_train=N*B`, and its init
+  batch (worker 0's, broadcast) is ours `--n_batch_init` as it is.
+
+  Attributes:
+    image_size: `s`.
+    anchor_size: `a` (equal to `s` when the config's is 0).
+    num_replicas: replicas the batch is split over.
+    anchored_batch: `n_batch_train`, in anchored images.
+    images_per_step: the global batch in images.
+    init_images: images of the data-dependent initialisation.
+    n_train: anchored images per epoch.
+    steps_per_epoch: the original's `train_its`.
+    warmup_steps: steps until the learning rate is full (fractional: the
+      rate of the step after `k` steps is `lr * min(1, k / warmup_steps)`).
+    polyak_steps: `steps_per_epoch * polyak_epochs`.
+    beta2: Adam's beta2 and the Polyak averaging decay, `1 - 1 / polyak_steps`.
+  """
+  image_size: int
+  anchor_size: int
+  num_replicas: int
+  anchored_batch: int
+  images_per_step: int
+  init_images: int
+  n_train: int
+  steps_per_epoch: int
+  warmup_steps: float
+  polyak_steps: float
+  beta2: float
+
+  @classmethod
+  def of(cls, train: "TrainConfig", image_size: int, num_replicas: int = 1,
+         num_train_examples: Optional[int] = None) -> "Schedule":
+    """`TrainConfig.schedule`'s implementation."""
+    s = int(image_size)
+    a = train.anchor_size or s
+    if s % a and a % s:
+      raise ConfigError(
+          f"--anchor_size={a} does not fit --image_size={s}: one must divide the other (the "
+          f"batch sizes are scaled by (anchor/size)^2). Use --anchor_size={s} (or 0) to count "
+          f"the batches in {s}x{s} images.")
+
+    def too_small(n, flag, replicas):
+      per = "" if replicas == 1 else f" per replica ({n} over {replicas} replicas)"
+      share = n // replicas
+      return ConfigError(
+          f"--{flag}={n} anchored at {a}x{a} is {share * a * a / (s * s):g} images of {s}x{s}"
+          f"{per}: no image at all. Use --{flag}={replicas * -(-(s * s) // (a * a))} or more "
+          f"({'1 image a step' if flag == 'n_batch_train' else '1 image'}"
+          f"{' per replica' if replicas > 1 else ''}), or --anchor_size={s} to "
+          f"count in {s}x{s} images.")
+    if train.n_batch_train % num_replicas:
+      raise ConfigError(
+          f"--n_batch_train={train.n_batch_train} is not divisible by the {num_replicas} "
+          f"replicas (each replica takes an equal share, the original's per-GPU batch); use a "
+          f"multiple of {num_replicas}.")
+    # As the original per GPU: each replica's anchored share, rounded down to whole images.
+    per_replica = (train.n_batch_train // num_replicas) * a * a // (s * s)
+    if per_replica < 1:
+      raise too_small(train.n_batch_train, "n_batch_train", num_replicas)
+    images_per_step = per_replica * num_replicas
+    init_images = train.n_batch_init * a * a // (s * s)  # worker 0's, as the original
+    if init_images < 1:
+      raise too_small(train.n_batch_init, "n_batch_init", 1)
+    n_train = train.n_train if train.n_train is not None else num_train_examples
+    if n_train is None:
+      raise ConfigError("n_train=None means the training set's size: pass num_train_examples.")
+    steps_per_epoch = max(1, math.ceil(n_train / train.n_batch_train))
+    return cls(image_size=s, anchor_size=a, num_replicas=num_replicas,
+               anchored_batch=train.n_batch_train, images_per_step=images_per_step,
+               init_images=init_images, n_train=n_train, steps_per_epoch=steps_per_epoch,
+               warmup_steps=n_train * train.epochs_warmup / train.n_batch_train,
+               polyak_steps=steps_per_epoch * train.polyak_epochs,
+               beta2=1. - 1. / max(steps_per_epoch * train.polyak_epochs, 1.))
+
+  def describe(self) -> str:
+    """One line with the five numbers a reproduction must match."""
+    anchor = (f" ({self.anchored_batch} anchored at {self.anchor_size}x{self.anchor_size})"
+              if self.anchor_size != self.image_size else "")
+    return (f"schedule: {self.images_per_step} images of {self.image_size}x{self.image_size} a "
+            f"step{anchor} on {self.num_replicas} replica(s), {self.steps_per_epoch} steps per "
+            f"epoch of {self.n_train} anchored images, warmup {math.ceil(self.warmup_steps)} "
+            f"steps, beta2 = Polyak decay = 1 - 1/{self.polyak_steps:g}, init on {self.init_images} "
+            "images")
 
 
 # ---- A run --------------------------------------------------------------------------
@@ -486,9 +640,15 @@ class RunConfig:
     model = dict(d["model"])
     if model.get("image_shape") is not None:
       model["image_shape"] = tuple(model["image_shape"])
-    return cls(_from_mapping(DataConfig, d["data"], f"{where} (data)", _LEGACY_DATA_KEYS),
+    # Runs written before `dal` and `anchor_size` existed trained without
+    # augmentation and with batches counted in images: they resume so.
+    data = dict(d["data"])
+    data.setdefault("dal", 0)
+    train = dict(d["train"])
+    train.setdefault("anchor_size", 0)
+    return cls(_from_mapping(DataConfig, data, f"{where} (data)", _LEGACY_DATA_KEYS),
                _from_mapping(ModelConfig, model, f"{where} (model)"),
-               _from_mapping(TrainConfig, d["train"], f"{where} (train)"))
+               _from_mapping(TrainConfig, train, f"{where} (train)"))
 
   @classmethod
   def from_json(cls, text: str, where: str = "config") -> "RunConfig":
@@ -548,7 +708,7 @@ class SampleConfig:
   scales: Tuple[float, ...] = (-1.5, -1., -.5, 0., .5, 1., 1.5)
   n_direction_examples: int = 2000
   data_dir: Optional[str] = None
-  polyak: bool = True
+  polyak: Optional[bool] = None  # None: the weights with the better test bits/dim
   zoom: int = 0
   default_logdir: bool = False  # the user did not choose --logdir: fall back to the shipped model
 
@@ -585,7 +745,7 @@ class ScoreConfig:
   """
   logdir: str = "./logs"
   restore_path: str = ""
-  polyak: bool = True
+  polyak: Optional[bool] = None  # None: the weights with the better test bits/dim
   dataset: Optional[str] = None
   data_dir: Optional[str] = None
   split: str = "test"

@@ -121,13 +121,15 @@ class RunLog:
         tf.summary.scalar(f"train/{key}", record[key])
 
   def test_record(self, record: Dict[str, Any]) -> None:
-    """One `test.txt` line and its scalar (`test/bits_x`, or `test/bits_x_quick`)."""
+    """One `test.txt` line and its scalars: `test/bits_x` and `test/polyak_bits_x` (`_quick` for estimates)."""
     if self.run_dir is None:
       return
     self.run_dir.append_log("test", record)
-    name = "test/bits_x" if record["full"] else "test/bits_x_quick"
+    suffix = "" if record["full"] else "_quick"
     with self._summary_writer().as_default(step=record["step"]):
-      tf.summary.scalar(name, record["bits_x"])
+      for key in ("bits_x", "polyak_bits_x"):
+        if key in record:
+          tf.summary.scalar(f"test/{key}{suffix}", record[key])
 
   def event(self, text: str, step: int) -> None:
     """A note about the run itself (a stop, a recovery) in `events.txt`, with the time."""

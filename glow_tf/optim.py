@@ -7,17 +7,24 @@ t += 1
 beta2 = 1 - 1 / (train_its * polyak_epochs)
 alpha_t = lr_t * sqrt(1 - beta2^t) / (1 - beta1^t)
 m = beta1 * m + (1 - beta1) * g
-adamax:  u = max(beta2 * u, |g|);                w -= alpha_t * m / (u + 1e-8)
-adam:    v = beta2 * v + (1 - beta2) * g^2;      w -= alpha_t * m / (sqrt(v) + 1e-8)
+adamax:  u = max(beta2 * u, |g|);                w = wd * w - alpha_t * m / (u + 1e-8)
+adam:    v = beta2 * v + (1 - beta2) * g^2;      w = wd * w - alpha_t * m / (sqrt(v) + 1e-8)
 polyak:  a = beta2 * a + (1 - beta2) * w,  a_0 = 0;   w_avg = a / (1 - beta2^t)
 ```
 
 (the original's Adamax carries Adam's `sqrt(1 - beta2^t)` correction; we keep
-it; its Polyak average is TF's zero-debiased `ExponentialMovingAverage`, as
-here, so the initial weights do not linger in the average), and the learning rate warms up linearly,
-`lr_t = lr * min(1, t * global_batch / (n_train * epochs_warmup))` (the
-original counts images before the step, so its first step has `lr = 0`; we
-count the step being taken).
+it; `wd` is `--weight_decay`, 1 by default), and the learning rate warms up
+linearly as the original's: `lr_t = lr * min(1, (t - 1) / warmup_steps)`, the
+anchored images processed *before* the step over `n_train * epochs_warmup`,
+so the first update has rate 0 (it still moves the moments).
+
+The Polyak average is where we differ. The original's is TF's
+`ExponentialMovingAverage`, whose `zero_debias` applies to tensors only, not
+to variables: its averages start at the variables' initial values (drawn
+before the data-dependent initialisation) and those keep the weight
+`beta2^t`, about 37% after one epoch. Ours starts at zero and is debiased,
+so it is the exponentially weighted mean of the weights after each update
+and nothing else.
 
 Each variable is updated by TensorFlow's fused kernels (`ResourceApplyAdaMax`,
 `ResourceApplyAdam`): one op per variable instead of a dozen, which keeps
@@ -34,16 +41,14 @@ import tensorflow as tf
 
 from glow_tf import tracing
 
-__all__ = ["GlowOptimizer", "WarmupSchedule", "make_optimizer", "polyak_decay"]
-
-
-def polyak_decay(steps_per_epoch: int, polyak_epochs: float) -> float:
-  """The original's `beta2 = 1 - 1 / (train_its * polyak_epochs)`."""
-  return 1. - 1. / max(steps_per_epoch * polyak_epochs, 1.)
+__all__ = ["GlowOptimizer", "WarmupSchedule", "make_optimizer"]
 
 
 class WarmupSchedule:
-  """`scale * lr * min(1, step / warmup_steps)` for the 1-based step; no warmup when 0.
+  """`scale * lr * min(1, (step - 1) / warmup_steps)` for the 1-based step; no warmup when 0.
+
+  `step - 1` updates came before: the original's count of images processed
+  before the step, in steps, so the first update has rate 0.
 
   `scale` is an optional float64 variable multiplying the rate (train.py's
   rollback lowers it); it is read at every update, so changing it needs no
@@ -61,7 +66,7 @@ class WarmupSchedule:
       rate = tf.constant(self.lr, tf.float64)
     else:
       rate = self.lr * tf.minimum(tf.constant(1., tf.float64),
-                                  tf.cast(step, tf.float64) / self.warmup_steps)
+                                  (tf.cast(step, tf.float64) - 1.) / self.warmup_steps)
     return rate if self.scale is None else rate * tf.cast(self.scale, tf.float64)
 
 
@@ -79,7 +84,7 @@ class GlowOptimizer(tf.Module):
   def __init__(self, kind: str = "adamax",
                learning_rate: Union[float, Callable[[tf.Tensor], tf.Tensor]] = 1e-3,
                beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, polyak: bool = True,
-               name: str = "glow_optimizer"):
+               weight_decay: float = 1., name: str = "glow_optimizer"):
     """Creates the optimiser.
 
     Args:
@@ -88,6 +93,8 @@ class GlowOptimizer(tf.Module):
       beta1, beta2, epsilon: Adam's; `beta2` is also the Polyak decay.
       polyak: keep Polyak averages of the weights. `False` makes it plain
         Adam/Adamax (no `polyak` slots; `polyak_values` are the weights).
+      weight_decay: the original's: each update starts from
+        `weight_decay * w` (1: none).
       name: Python `str`.
     """
     super().__init__(name=name)
@@ -99,6 +106,9 @@ class GlowOptimizer(tf.Module):
     self.beta1 = float(beta1)
     self.beta2 = float(beta2)
     self.epsilon = float(epsilon)
+    if not 0 < weight_decay <= 1:
+      raise ValueError(f"weight_decay must be in (0, 1], got {weight_decay!r}.")
+    self.weight_decay = float(weight_decay)
     self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     # Checkpointed so that a restored optimiser debiases its averages correctly.
@@ -165,13 +175,18 @@ class GlowOptimizer(tf.Module):
           scalars[key] = dict(
               beta1_power=c(beta1_power), beta2_power=c(beta2_power), lr=c(lr),
               lr_adamax=c(lr_adamax), beta1=c(self.beta1), beta2=c(self.beta2),
-              epsilon=c(self.epsilon), polyak_rate=c(1. - self.beta2))
+              epsilon=c(self.epsilon), polyak_rate=c(1. - self.beta2),
+              weight_decay=c(self.weight_decay))
       return scalars[key]
 
     def update(var, grad, m, u, avg):
       # `var` is this device's copy; take the slots' copies on the same device.
       m, u, avg = (_on_device_of(slot, var) for slot in (m, u, avg))
       h = hyper(var.dtype, var.device)
+      read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
+      if self.weight_decay != 1.:  # w <- wd * w, then the update (the gradient is w's)
+        tf.raw_ops.AssignVariableOp(resource=var.handle,
+                                    value=tf.raw_ops.Mul(x=read(var), y=h["weight_decay"]))
       if kind == "adamax":
         tf.raw_ops.ResourceApplyAdaMax(
             var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
@@ -186,7 +201,6 @@ class GlowOptimizer(tf.Module):
         return
       # avg <- avg - (1 - beta2) * (avg - var), reading var after its update.
       # (Raw reads: `read_value()` adds an Identity and costs more to trace.)
-      read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
       tf.raw_ops.ResourceApplyGradientDescent(
           var=avg.handle, alpha=h["polyak_rate"], delta=tf.raw_ops.Sub(x=read(avg), y=read(var)))
 
@@ -230,19 +244,18 @@ def _on_device_of(slot, var):
   raise ValueError(f"no copy of {slot.name} on {var.device}")
 
 
-def make_optimizer(kind: str, lr: float, beta1: float, steps_per_epoch: int, epochs_warmup: float,
-                   polyak_epochs: float, lr_scale: Optional[tf.Variable] = None) -> GlowOptimizer:
-  """The original's optimiser set-up from its flags.
+def make_optimizer(kind: str, lr: float, beta1: float, warmup_steps: float, beta2: float,
+                   weight_decay: float = 1., lr_scale: Optional[tf.Variable] = None) -> GlowOptimizer:
+  """The original's optimiser set-up from its flags and schedule (`glow_tf.config.Schedule`).
 
   Args:
     kind: `"adamax"` or `"adam"`.
     lr: base learning rate (`--lr`).
     beta1: `--beta1`.
-    steps_per_epoch: the original's `train_its`.
-    epochs_warmup: epochs of linear warmup (`--epochs_warmup`).
-    polyak_epochs: sets `beta2` and the Polyak decay (`--polyak_epochs`).
+    warmup_steps: `Schedule.warmup_steps`.
+    beta2: `Schedule.beta2`, also the Polyak decay.
+    weight_decay: `--weight_decay`.
     lr_scale: optional float64 variable multiplying the learning rate.
   """
-  beta2 = polyak_decay(steps_per_epoch, polyak_epochs)
-  schedule = WarmupSchedule(lr, steps_per_epoch * epochs_warmup, lr_scale)
-  return GlowOptimizer(kind, schedule, beta1=beta1, beta2=beta2)
+  return GlowOptimizer(kind, WarmupSchedule(lr, warmup_steps, lr_scale), beta1=beta1,
+                       beta2=beta2, weight_decay=weight_decay)

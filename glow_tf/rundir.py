@@ -95,6 +95,11 @@ class RunDir:
     return os.path.join(self.path, "checkpoints")
 
   @property
+  def best_checkpoint_dir(self) -> str:
+    """Where the checkpoint with the best full test bits/dim is kept (never rotated)."""
+    return os.path.join(self.path, "checkpoints_best")
+
+  @property
   def tensorboard_dir(self) -> str:
     return os.path.join(self.path, "tensorboard")
 
@@ -133,12 +138,12 @@ class RunDir:
     Found from the files themselves (`ckpt-N.index`), not from TensorFlow's
     `checkpoint` state file, which a crash can leave behind or remove.
     """
-    found = []
-    for index in glob.glob(os.path.join(self.checkpoint_dir, "ckpt-*.index")):
-      match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
-      if match:
-        found.append((int(match.group(1)), index[:-len(".index")]))
-    return [prefix for _, prefix in sorted(found, reverse=True)]
+    return _checkpoints_in(self.checkpoint_dir)
+
+  def best_checkpoint(self) -> Optional[str]:
+    """The kept checkpoint with the best full test bits/dim (`best_checkpoint_dir`), if any."""
+    found = _checkpoints_in(self.best_checkpoint_dir)
+    return found[0] if found else None
 
   def lock(self) -> "RunLock":
     """The run's lock (see `RunLock`)."""
@@ -178,8 +183,24 @@ class RunDir:
     return self
 
 
+def _checkpoints_in(directory: str) -> List[str]:
+  """The checkpoint prefixes `<directory>/ckpt-N`, highest `N` first."""
+  found = []
+  for index in glob.glob(os.path.join(directory, "ckpt-*.index")):
+    match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
+    if match:
+      found.append((int(match.group(1)), index[:-len(".index")]))
+  return [prefix for _, prefix in sorted(found, reverse=True)]
+
+
+BEST = "best"  # `restore_path` naming the logdir's best checkpoint
+
+
 def resolve_checkpoint(logdir: str, restore_path: str = "") -> Optional[str]:
   """The checkpoint prefix to load: `restore_path` (a prefix or directory), else `logdir`'s latest.
+
+  `restore_path="best"` names `logdir`'s best checkpoint (by full test
+  bits/dim, `RunDir.best_checkpoint`).
 
   Returns:
     A checkpoint prefix, or `None` when `logdir` holds none (and no
@@ -188,6 +209,14 @@ def resolve_checkpoint(logdir: str, restore_path: str = "") -> Optional[str]:
   Raises:
     NoCheckpointError: `restore_path` is given but holds no checkpoint.
   """
+  if restore_path == BEST:
+    found = RunDir(logdir).best_checkpoint()
+    if found:
+      return found
+    raise NoCheckpointError(
+        f"no best checkpoint in {RunDir(logdir).best_checkpoint_dir}: train.py keeps one at "
+        "each full test evaluation that improves test bits/dim (every --epochs_full_valid "
+        "epochs and at the end of a run). Drop --restore_path=best to use the latest.")
   if restore_path:
     if os.path.isdir(restore_path):
       found = RunDir(restore_path).latest_checkpoint()

@@ -40,21 +40,25 @@ class LoadedModel:
   checkpoint: str
   polyak: bool
   run_dir: rundir_lib.RunDir  # where config.json lives (directions are cached below it)
+  weights: str = ""  # which weights were loaded, and why
 
   @property
   def directory(self) -> str:
     return self.run_dir.path
 
 
-def load_model(logdir: str = "./logs", restore_path: str = "", polyak: bool = True,
+def load_model(logdir: str = "./logs", restore_path: str = "", polyak: Optional[bool] = None,
                fallback_to_shipped: bool = False) -> LoadedModel:
   """Rebuilds the model from its saved config and restores its weights.
 
   Args:
     logdir: a train.py logdir (its `checkpoints/` and `config.json`), or an
       exported model directory.
-    restore_path: a checkpoint prefix or directory that takes precedence.
-    polyak: use the Polyak-averaged weights when the checkpoint has them.
+    restore_path: a checkpoint prefix or directory that takes precedence;
+      `"best"`: `logdir`'s kept checkpoint with the best full test bits/dim.
+    polyak: `True` for the Polyak-averaged weights of a training checkpoint,
+      `False` for the raw ones, `None` (default) for the ones with the better
+      test bits/dim in the run's latest evaluation (`weights_choice`).
     fallback_to_shipped: with no checkpoint in `logdir`, load the model
       shipped in `pretrained/fashion_mnist` instead of failing.
 
@@ -79,14 +83,55 @@ def load_model(logdir: str = "./logs", restore_path: str = "", polyak: bool = Tr
   if not any(k.startswith("model/glow/") for k in keys):
     raise NoCheckpointError(f"{checkpoint} holds no glow_tf model weights.")
   if any(k.startswith("optimizer/") for k in keys):  # training: model, optimiser, step
+    polyak, weights = weights_choice(reader, polyak)
     optimizer = optim.GlowOptimizer(beta2=_polyak_decay(reader, config))
     optimizer.build(list(model.trainable_variables))
     tf.train.Checkpoint(model=model, optimizer=optimizer).restore(checkpoint).expect_partial()
     if polyak:
       optimizer.assign_polyak(list(model.trainable_variables))
-  else:  # an exported model: weights only (already averaged)
+  else:  # an exported model: weights only (chosen at export)
     tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
-  return LoadedModel(model, config, checkpoint, polyak, run_dir)
+    polyak, weights = bool(polyak), "the exported weights"
+  return LoadedModel(model, config, checkpoint, polyak, run_dir, weights)
+
+
+def _evaluation_key(name: str) -> str:
+  return f"evaluation/{name}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def weights_choice(reader: Any, polyak: Optional[bool] = None
+                   ) -> Tuple[bool, str]:
+  """Which weights of a training checkpoint to use, and a sentence saying which and why.
+
+  `polyak=None` picks the weights (raw or Polyak-averaged) with the better
+  test bits/dim in the run's latest evaluation, which train.py saves in the
+  checkpoint (a full one when there was one, else the quick estimate); with
+  no evaluation (checkpoints of earlier versions, or before the first epoch
+  end) the Polyak averages, glow-tf's earlier default.
+
+  Args:
+    reader: `tf.train.load_checkpoint`'s reader of the checkpoint.
+    polyak: `True`/`False` force the averages/the raw weights.
+
+  Returns:
+    (use the Polyak averages, the sentence).
+  """
+  figures = ""
+  if reader.has_tensor(_evaluation_key("raw_bits")):
+    raw = float(reader.get_tensor(_evaluation_key("raw_bits")))
+    averaged = float(reader.get_tensor(_evaluation_key("polyak_bits")))
+    if not (np.isnan(raw) or np.isnan(averaged)):
+      full = bool(reader.get_tensor(_evaluation_key("full")))
+      step = int(reader.get_tensor(_evaluation_key("step")))
+      figures = (f"{'test' if full else 'quick test estimate'} at step {step}: {averaged:.4f} "
+                 f"bits/dim with the Polyak averages, {raw:.4f} raw")
+      if polyak is None:
+        polyak = averaged < raw
+        return polyak, f"the {'Polyak-averaged' if polyak else 'raw'} weights (better {figures})"
+  if polyak is None:
+    return True, "the Polyak-averaged weights (the run has no test evaluation to choose by)"
+  return polyak, (f"the {'Polyak-averaged' if polyak else 'raw'} weights (as asked"
+                  f"{'; ' + figures if figures else ''})")
 
 
 _POLYAK_DECAY_KEY = "optimizer/polyak_decay/.ATTRIBUTES/VARIABLE_VALUE"
@@ -102,7 +147,7 @@ def _polyak_decay(reader, config: config_lib.RunConfig) -> float:
   if reader.has_tensor(_POLYAK_DECAY_KEY):
     return float(reader.get_tensor(_POLYAK_DECAY_KEY))
   n_train = config.train.n_train or data_lib.load(config.data).num_train
-  return optim.polyak_decay(config.train.steps_per_epoch(n_train), config.train.polyak_epochs)
+  return config.train.schedule(config.model.image_shape[0], 1, n_train).beta2
 
 
 def export_model(loaded: LoadedModel, out_dir: str) -> str:
@@ -278,7 +323,7 @@ def run(config: SampleConfig, log: Callable[[str], Any] = print) -> Tuple[str, n
   shipped = loaded.directory == SHIPPED_MODEL
   if shipped:
     log(f"no trained model in {config.logdir}: using the model shipped in {SHIPPED_MODEL}")
-  log(f"loaded {loaded.checkpoint} ({'Polyak-averaged' if config.polyak else 'raw'} weights)")
+  log(f"loaded {loaded.checkpoint}: {loaded.weights}")
   output = config.output or (f"{config.mode}.png" if shipped
                              else rundir_lib.RunDir(config.logdir).output_path(f"{config.mode}.png"))
   n = config.n_samples

@@ -459,7 +459,7 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
                                  and not config.restore_path)
   if loaded.directory == sampling.SHIPPED_MODEL:
     log(f"no trained model in {config.logdir}: using the model shipped in {sampling.SHIPPED_MODEL}")
-  log(f"loaded {loaded.checkpoint} ({'Polyak-averaged' if config.polyak else 'raw'} weights), "
+  log(f"loaded {loaded.checkpoint}: {loaded.weights}; "
       f"{strategy.num_replicas_in_sync} replica(s), K={config.n_dequant_samples}")
   progress = metrics.Progress(distribute.is_chief(strategy))
   in_set = _image_set(loaded, config.dataset, config.data_dir, config.split, config.images,

@@ -11,9 +11,14 @@
    data-dependent actnorm initialisation on `n_batch_init` images;
 4. run the loop: each step is `glow_tf.steps`' training step (skipped and
    counted when the loss or a gradient is not finite);
-5. at epoch ends and on a schedule: evaluate test bits/dim with the
-   Polyak-averaged weights, draw sample grids at several temperatures,
-   write checkpoints; reports go through `glow_tf.metrics.RunLog`.
+5. at epoch ends and on a schedule: evaluate test bits/dim with the raw
+   and with the Polyak-averaged weights, keep the checkpoint with the best
+   full test bits/dim, draw sample grids at several temperatures with the
+   better weights, write checkpoints; reports go through
+   `glow_tf.metrics.RunLog`.
+
+The schedule is the original's (`glow_tf.config.Schedule`): batches anchored
+at `anchor_size`, epochs of `n_train` anchored images, its warmup and beta2.
 
 Only the chief (worker 0 of a multi-worker run) writes files.
 """
@@ -64,6 +69,47 @@ class _Recovery(tf.Module):
                                  aggregation=only_first)
 
 
+class Evaluation(tf.Module):
+  """The latest test bits/dim of the raw and of the Polyak-averaged weights, checkpointed with them.
+
+  What `glow_tf.sampling.load_model` reads to pick the better weights
+  (`weights_choice`). `full` says whether the figures are of the whole test
+  set (a quick estimate never replaces a full one); `best` is the best full
+  figure so far, which the kept best checkpoint has. NaN: not evaluated yet.
+  """
+
+  def __init__(self):
+    super().__init__(name="evaluation")
+    only_first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    var = lambda value, name, dtype=tf.float64: tf.Variable(
+        value, dtype=dtype, trainable=False, name=name, aggregation=only_first)
+    self.raw_bits = var(float("nan"), "raw_bits")
+    self.polyak_bits = var(float("nan"), "polyak_bits")
+    self.full = var(False, "full", tf.bool)
+    self.step = var(-1, "step", tf.int64)
+    self.best = var(float("inf"), "best")
+
+  def record(self, raw: float, polyak: float, full: bool, step: int) -> bool:
+    """Stores an evaluation; returns whether it is a new best full test figure."""
+    if not full and bool(self.full.numpy()):
+      return False
+    self.raw_bits.assign(raw)
+    self.polyak_bits.assign(polyak)
+    self.full.assign(full)
+    self.step.assign(step)
+    if full and min(raw, polyak) < float(self.best.numpy()):
+      self.best.assign(min(raw, polyak))
+      return True
+    return False
+
+  def use_polyak(self) -> Optional[bool]:
+    """Whether the Polyak averages did better (`None`: not evaluated yet)."""
+    raw, polyak = float(self.raw_bits.numpy()), float(self.polyak_bits.numpy())
+    if np.isnan(raw) or np.isnan(polyak):
+      return None
+    return polyak < raw
+
+
 class Trainer:
   """One training run: its data, model, optimiser, checkpoints and loop.
 
@@ -79,7 +125,8 @@ class Trainer:
     train = config.train
     self.strategy = strategy or distribute.make_strategy(train.strategy)
     self.num_replicas = self.strategy.num_replicas_in_sync
-    config_lib.check_replica_divisible(train.n_batch_train, self.num_replicas, "n_batch_train")
+    if config.data.image_size:  # fails before any data is read
+      train.schedule(config.data.image_size, self.num_replicas, num_train_examples=1)
     self.dataset = dataset or data_lib.load(config.data)
     model_config = config_lib.resolve_for_data(
         config.model, self.dataset.image_shape, self.dataset.n_classes,
@@ -89,19 +136,24 @@ class Trainer:
     self.run_dir = rundir_lib.RunDir(train.logdir)
     self.log = metrics.RunLog(self.run_dir if self.is_chief else None,
                               metrics.Progress(self.is_chief, stream))
-    self.steps_per_epoch = train.steps_per_epoch(self.dataset.num_train)
+    self.schedule = train.schedule(
+        self.dataset.image_shape[0], self.num_replicas,
+        self.dataset.num_train if train.n_train is None else None)
+    self.steps_per_epoch = self.schedule.steps_per_epoch
     with self.strategy.scope():
       self.model = model_lib.GlowModel(model_config)
       self.recovery = _Recovery()
+      self.evaluation = Evaluation()
       self.optimizer = optim.make_optimizer(
-          train.optimizer, train.lr, train.beta1, self.steps_per_epoch, train.epochs_warmup,
-          train.polyak_epochs, lr_scale=self.recovery.lr_scale)
+          train.optimizer, train.lr, train.beta1, self.schedule.warmup_steps, self.schedule.beta2,
+          train.weight_decay, lr_scale=self.recovery.lr_scale)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.variables = list(self.model.trainable_variables)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           step=self.step)
     self.manager = None
+    self.best_manager = None
     self.stopped_by: Optional[str] = None  # the signal that ended train(), if one did
     self._lock: Optional[rundir_lib.RunLock] = None
     self._train_step = None
@@ -140,6 +192,9 @@ class Trainer:
                  tempfile.mkdtemp(prefix="glow_worker_ckpt_"))
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                               max_to_keep=train.keep_checkpoints)
+    best_directory = (self.run_dir.best_checkpoint_dir if self.is_chief else
+                      tempfile.mkdtemp(prefix="glow_worker_best_"))
+    self.best_manager = tf.train.CheckpointManager(self.checkpoint, best_directory, max_to_keep=1)
     candidates = self.run_dir.training_checkpoints()
     if candidates:  # resume: the newest checkpoint that can be read
       return self._restore_first_readable(candidates)
@@ -152,19 +207,25 @@ class Trainer:
             f"cannot restore --restore_path {prefix} into this model ({type(e).__name__}: "
             f"{str(e).strip()[:300]}). It must hold a training checkpoint of the same "
             "architecture (compare its run's config.json with these flags).") from None
-    batch = self.dataset.init_batch(train.n_batch_init, train.seed)
+    batch = self.dataset.init_batch(self.schedule.init_images, train.seed)
     labels = batch.get("label") if self.config.model.ycond else None
     self.model.initialize(batch["image"], labels, seed=[train.seed, 1])
     self.optimizer.build(self.variables)
-    self.checkpoint.recovery = self.recovery
-    self.log.info(f"initialised actnorm on {batch['image'].shape[0]} images")
+    self._attach_run_state()
+    self.log.info(f"initialised actnorm on {batch['image'].shape[0]} training images drawn "
+                  "uniformly from the whole training set")
     return None
+
+  def _attach_run_state(self) -> None:
+    """Adds the rollback and evaluation state to the checkpoint (after a restore: see `_Recovery`)."""
+    for name, module in (("recovery", self.recovery), ("evaluation", self.evaluation)):
+      if not hasattr(self.checkpoint, name):
+        setattr(self.checkpoint, name, module)
 
   def _restore(self, prefix: str) -> str:
     self.optimizer.build(self.variables)
     self.checkpoint.restore(prefix).assert_existing_objects_matched()
-    if not hasattr(self.checkpoint, "recovery"):
-      self.checkpoint.recovery = self.recovery  # restored from `prefix` where it holds it
+    self._attach_run_state()  # restored from `prefix` where it holds them
     self.log.info(f"restored {prefix} at step {int(self.step.numpy())}")
     return prefix
 
@@ -192,7 +253,7 @@ class Trainer:
   def _train_iterator(self):
     train = self.config.train
     step = int(self.step.numpy())  # resume at the same data and noise
-    ds = self.dataset.train_dataset(train.n_batch_train, train.seed, start_step=step)
+    ds = self.dataset.train_dataset(self.schedule.images_per_step, train.seed, start_step=step)
     ds = steps_lib.with_noise(ds, train.seed, steps_lib.TRAIN_NOISE_STREAM, first_batch=step)
     return iter(self.strategy.experimental_distribute_dataset(ds.prefetch(tf.data.AUTOTUNE)))
 
@@ -200,7 +261,7 @@ class Trainer:
     """The run's training step (built on first use)."""
     if self._train_step is None:
       self._train_step = steps_lib.build_train_step(
-          self.model, self.optimizer, self.strategy, self.config.train.n_batch_train,
+          self.model, self.optimizer, self.strategy, self.schedule.images_per_step,
           self.step, jit_compile=self.config.train.jit_compile)
     return self._train_step
 
@@ -355,7 +416,7 @@ class Trainer:
 
   def _after_step(self, step, total_steps, sums, grad_norm, window, start):
     """Progress after a finished step; a log record every `log_every_steps`."""
-    batch = self.config.train.n_batch_train
+    batch = self.schedule.images_per_step
     bits_x = float(sums["bits_x"]) / batch
     window.add(float(sums["loss"]) / batch, bits_x, batch)
     epoch = step / self.steps_per_epoch
@@ -365,7 +426,7 @@ class Trainer:
         step / total_steps)
     if step % self.config.train.log_every_steps and step != total_steps:
       return
-    record = {"epoch": round(epoch, 4), "step": step, "n_processed": step * batch,
+    record = {"epoch": round(epoch, 4), "step": step, **self._processed(step),
               "train_time": round(time.time() - start, 1), **window.means(),
               "lr": float(self.optimizer.learning_rate), "grad_norm": float(grad_norm),
               "images_per_sec": ips}
@@ -377,25 +438,41 @@ class Trainer:
                   f"{ips:.1f} images/s, lr {record['lr']:.2e}")
     window.reset()
 
+  def _processed(self, step: int) -> Dict[str, int]:
+    """The original's counts after `step` steps: anchored images (`n_processed`) and images."""
+    return {"n_processed": step * self.schedule.anchored_batch,
+            "n_images": step * self.schedule.images_per_step}
+
   def _end_of_epoch(self, epoch, step, start):
-    """Evaluation (full or quick) and sample grids, with the Polyak-averaged weights.
+    """Evaluation (full or quick) of the raw and the Polyak-averaged weights, the best checkpoint, samples.
 
     `epoch` is an `int` at an epoch's end, a `float` when the run stops
-    mid-epoch (then the evaluation is full and a grid is drawn).
+    mid-epoch (then the evaluation is full and a grid is drawn). The grid
+    is drawn with the weights that did better in the latest evaluation.
     """
     train = self.config.train
     final = not isinstance(epoch, int)
     full_valid = final or epoch % train.epochs_full_valid == 0
     full_sample = final or epoch in (1, 10) or epoch % train.epochs_full_sample == 0
+    batches = None if full_valid else train.quick_valid_batches
+    raw, n = self.evaluate(batches)
     with self.optimizer.averaged_weights(self.variables):
-      quick, n = self.evaluate(None if full_valid else train.quick_valid_batches)
-      self.log.test_record({
-          "epoch": round(float(epoch), 4), "step": step, "n_processed": step * train.n_batch_train,
-          "train_time": round(time.time() - start, 1), "n_images": n, "full": bool(full_valid),
-          **quick})
-      self.log.info(f"{'test' if full_valid else 'quick test'} ({n} images) at epoch "
-                    f"{float(epoch):.2f}: {quick['bits_x']:.4f} bits/dim")
-      if full_sample:
+      polyak, _ = self.evaluate(batches)
+    best = self.evaluation.record(raw["bits_x"], polyak["bits_x"], full_valid, step)
+    self.log.test_record({
+        "epoch": round(float(epoch), 4), "step": step, **self._processed(step),
+        "train_time": round(time.time() - start, 1), "n_test_images": n, "full": bool(full_valid),
+        **raw, **{f"polyak_{k}": v for k, v in polyak.items()}, "best": best})
+    self.log.info(f"{'test' if full_valid else 'quick test'} ({n} images) at epoch "
+                  f"{float(epoch):.2f}: {raw['bits_x']:.4f} bits/dim raw, {polyak['bits_x']:.4f} "
+                  f"with the Polyak averages{' (best so far: kept)' if best else ''}")
+    if best:
+      self.best_manager.save(checkpoint_number=step)
+    if full_sample:
+      if self.evaluation.use_polyak():
+        with self.optimizer.averaged_weights(self.variables):
+          self.sample_grid(step)
+      else:
         self.sample_grid(step)
 
 
@@ -407,6 +484,18 @@ def _warnings(config: config_lib.RunConfig):
            "--precision=float32.")
   if config.model.precision == "float32" and kernels.needs_build():
     yield f"note: glow_tf's compiled CPU kernels: {kernels.unavailable_reason()}."
+
+
+def _data_notes(trainer: Trainer):
+  """What the run trains on and how it augments (printed by `prepare`)."""
+  data = trainer.config.data
+  level = config_lib.augmentation_level(data.dataset, data.dal)
+  augmentation = ("none" if level == 0 else "random shifts (--dal=1)" if level == 1 else
+                  "shifts, flips, rotations, zoom and shear (--dal=2)")
+  if level == 0 and data.dal > 0:
+    augmentation += f" (the original augments only {', '.join(config_lib.AUGMENTED_DATASETS)})"
+  yield (f"data: {trainer.dataset.source}, {trainer.dataset.image_shape[0]}x"
+         f"{trainer.dataset.image_shape[1]}, augmentation: {augmentation}")
 
 
 def _check_resume(trainer: Trainer) -> None:
@@ -439,6 +528,9 @@ def prepare(config: config_lib.RunConfig, strategy: Optional[tf.distribute.Strat
   trainer = Trainer(config, strategy=strategy, stream=stream)
   for message in _warnings(config):
     trainer.log.info(message)
+  for message in _data_notes(trainer):
+    trainer.log.info(message)
+  trainer.log.info(trainer.schedule.describe())
   if trainer.is_chief:
     _check_resume(trainer)
     trainer.take_lock()

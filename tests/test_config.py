@@ -93,6 +93,10 @@ def test_old_config_json_files_still_read():
   assert config.model.flow_permutation == "invconv" and config.model.flow_coupling == "affine"
   assert config.model.image_shape == (32, 32, 1) and config.data.train_subset is None
   assert config.train.n_batch_train == old["train"]["n_batch_train"]
+  # Runs from before the original's augmentation and anchoring resume without them.
+  assert config.data.dal == 0 and config.train.anchor_size == 0
+  assert config.train.n_train == old["train"]["n_train"]
+  assert RunConfig().data.dal == 1 and RunConfig().train.anchor_size == 32
   old["data"]["n_train"] = 640  # earlier versions' name of the subset
   assert RunConfig.from_dict(old).data.train_subset == 640
   assert RunConfig.from_json(config.to_json()) == config  # and the new files round-trip

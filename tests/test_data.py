@@ -456,3 +456,128 @@ def test_train_pipeline_resumes_at_a_step_without_decoding_what_it_skips(start_s
     np.testing.assert_array_equal(a, b)
   # Only what is kept is decoded (and what prefetching reads ahead): not start_step batches.
   assert decoded[0] <= 2 * batch + 64, decoded[0]
+
+
+# ---- The init batch and augmentation (the original's --dal) -----------------------------------
+
+
+def test_init_batch_is_drawn_from_the_whole_training_set(tmp_path):
+  # Class-sorted folders: the first stored examples are all of class 0.
+  _write_folder(tmp_path, with_splits=True, classes=("a", "b"), n=40)
+  d = data.load(data.DataConfig(dataset="folder", data_dir=str(tmp_path), image_size=16,
+                                shuffle_buffer=8))
+  batch = d.init_batch(8, seed=0)
+  assert batch["image"].shape == (8, 16, 16, 3)
+  assert set(batch["label"].tolist()) == {0, 1}
+  again = d.init_batch(8, seed=0)
+  np.testing.assert_array_equal(batch["image"], again["image"])
+  other = d.init_batch(8, seed=1)
+  assert not np.array_equal(batch["image"], other["image"])
+  assert d.init_batch(500, seed=0)["image"].shape[0] == 80  # at most the training set
+
+
+def _keras_matrix(draws, level, h, w):
+  """Keras' ImageDataGenerator.random_transform matrix (2018), from the draws, in numpy."""
+  u = lambda x, lo, hi: lo + (hi - lo) * x
+  tx, ty = u(draws[1], -.1, .1) * h, u(draws[2], -.1, .1) * w
+  m = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+  if level == 2:
+    theta = np.deg2rad(u(draws[0], -15, 15))
+    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0],
+                    [0, 0, 1]])
+    shear = u(draws[3], -.02, .02)
+    sh = np.array([[1, -np.sin(shear), 0], [0, np.cos(shear), 0], [0, 0, 1]])
+    zoom = np.diag([u(draws[4], .9, 1.1), u(draws[5], .9, 1.1), 1.])
+    m = rot @ m @ sh @ zoom
+  ox, oy = h / 2 + .5, w / 2 + .5
+  return (np.array([[1, 0, ox], [0, 1, oy], [0, 0, 1]]) @ m
+          @ np.array([[1, 0, -ox], [0, 1, -oy], [0, 0, 1]]))
+
+
+def _bilinear_nearest(image, m):
+  """scipy.ndimage.affine_transform(order=1, mode='nearest') per channel, floored to uint8."""
+  h, w, _ = image.shape
+  r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+  rin = np.clip(m[0, 0] * r + m[0, 1] * c + m[0, 2], 0, h - 1)
+  cin = np.clip(m[1, 0] * r + m[1, 1] * c + m[1, 2], 0, w - 1)
+  r0, c0 = np.floor(rin).astype(int), np.floor(cin).astype(int)
+  r1, c1 = np.minimum(r0 + 1, h - 1), np.minimum(c0 + 1, w - 1)
+  fr, fc = (rin - r0)[..., None], (cin - c0)[..., None]
+  x = image.astype(np.float64)
+  out = ((1 - fr) * (1 - fc) * x[r0, c0] + (1 - fr) * fc * x[r0, c1] + fr * (1 - fc) * x[r1, c0]
+         + fr * fc * x[r1, c1])
+  return np.clip(np.floor(out), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_augmentation_is_the_originals_keras_transform(level):
+  from glow_tf.data import augmentation
+  rng = np.random.RandomState(level)
+  image = rng.randint(0, 256, [32, 32, 3]).astype(np.uint8)
+  for k in range(4):
+    seed = tf.constant([7, k], tf.int64)
+    got = augmentation.augment(tf.constant(image), level, seed).numpy()
+    draws = tf.random.stateless_uniform([7], seed=seed).numpy().astype(np.float64)
+    want = _bilinear_nearest(image, _keras_matrix(draws, level, 32, 32))
+    if level == 2 and draws[6] < .5:
+      want = want[:, ::-1]
+    # float32 against float64 arithmetic: a floor may land one level apart.
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    assert np.mean(got != want) < 0.02
+    assert not np.array_equal(got, image)  # it moved
+
+
+def test_augmented_training_resumes_exactly_and_differs_from_plain():
+  base = dict(dataset="fashion_mnist", data_dir=FASHION_MNIST_DIR, train_subset=64)
+  augmented = data.load(data.DataConfig(**base))  # --dal=1 by default, as the original
+  plain = data.load(data.DataConfig(**base, dal=0))
+  assert augmented.augmentation_level == 1 and plain.augmentation_level == 0
+  whole = [b["image"].numpy() for b in augmented.train_dataset(16, seed=3).take(6)]
+  resumed = [b["image"].numpy() for b in augmented.train_dataset(16, seed=3, start_step=4).take(2)]
+  for a, b in zip(whole[4:], resumed):
+    np.testing.assert_array_equal(a, b)
+  unaugmented = [b["image"].numpy() for b in plain.train_dataset(16, seed=3).take(6)]
+  assert not np.array_equal(whole[0], unaugmented[0])
+  # Same images, shifted: the same total ink up to the shifted-out border.
+  assert abs(whole[0].astype(float).mean() - unaugmented[0].astype(float).mean()) < 5
+
+
+def _train_config(argv):
+  from absl import flags
+  from flags import glow_flags
+  values = flags.FlagValues()
+  glow_flags.define_flags(values)
+  values(["train.py"] + argv)
+  return glow_flags.config_from_flags(values)
+
+
+def test_the_celeba_command_takes_celeba_hq_with_the_originals_sizes(tmp_path):
+  import io
+  from glow_tf import train_lib
+  logdir = tmp_path / "run"
+  config = _train_config(["--dataset=celeba", "--n_levels=6", "--depth=1", "--width=8",
+                          "--n_test=4", f"--logdir={logdir}"])
+  stream = io.StringIO()
+  with tfds.testing.mock_data(num_examples=30):
+    trainer = train_lib.prepare(config, stream=stream)
+  out = stream.getvalue()
+  assert "data: TFDS celeb_a_hq/256, 256x256" in out, out
+  assert ("schedule: 1 images of 256x256 a step (64 anchored at 32x32) on 1 replica(s), 782 "
+          "steps per epoch of 50000 anchored images, warmup 7813 steps") in out
+  assert "init on 4 images" in out and "initialised actnorm on 4 training images" in out
+  assert trainer.config.model.image_shape == (256, 256, 3)
+  trainer.release_lock()
+
+
+def test_the_celeba_command_without_data_says_how_to_get_each_source(tmp_path):
+  from glow_tf import train_lib
+  logdir = tmp_path / "run"
+  config = _train_config(["--dataset=celeba", "--n_levels=6", f"--data_dir={tmp_path / 'tfds'}",
+                          f"--logdir={logdir}"])
+  with _failing_for("celeb_a_hq", "celeb_a"):
+    with pytest.raises(data.DataError) as raised:
+      train_lib.prepare(config)
+  message = str(raised.value)
+  assert "celeb_a_hq/256" in message and "downloads/manual" in message
+  assert "celeb_a" in message and "tfds build" in message
+  assert not logdir.exists()

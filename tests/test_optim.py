@@ -7,32 +7,43 @@ import tensorflow as tf
 from glow_tf import optim
 
 
-def reference(kind, grads, w0, lr_fn, beta1, beta2, eps=1e-8):
-  """The original's optim.py in numpy."""
+def reference(kind, grads, w0, lr_fn, beta1, beta2, eps=1e-8, weight_decay=1.):
+  """The original's optim.py in numpy; the average is ours (zero-debiased).
+
+  (The original's `tf.train.ExponentialMovingAverage` does not debias
+  variables: its averages start at the initial weights. Ours are the
+  debiased exponential mean of the weights after each update.)
+  """
   w, m, u, avg = w0.copy(), np.zeros_like(w0), np.zeros_like(w0), np.zeros_like(w0)
   for t, g in enumerate(grads, start=1):
     alpha = lr_fn(t) * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
     m = beta1 * m + (1 - beta1) * g
     if kind == "adamax":
       u = np.maximum(beta2 * u, np.abs(g))
-      w = w - alpha * m / (u + eps)
+      w = weight_decay * w - alpha * m / (u + eps)
     else:
       u = beta2 * u + (1 - beta2) * g * g
-      w = w - alpha * m / (np.sqrt(u) + eps)
+      w = weight_decay * w - alpha * m / (np.sqrt(u) + eps)
     avg = beta2 * avg + (1 - beta2) * w
-  return w, avg / (1 - beta2 ** len(grads))  # TF's zero-debiased moving average
+  return w, avg / (1 - beta2 ** len(grads))
 
 
-@pytest.mark.parametrize("kind", ["adamax", "adam"])
-@pytest.mark.parametrize("use_function", [False, True])
-def test_updates_match_the_original(kind, use_function):
+@pytest.mark.parametrize("kind,use_function,weight_decay", [
+    ("adamax", False, 1.), ("adamax", True, 1.), ("adam", False, 1.), ("adam", True, 1.),
+    ("adamax", True, 0.99), ("adam", False, 0.95)])
+def test_updates_match_the_original(kind, use_function, weight_decay):
   rng = np.random.RandomState(0)
   w0 = rng.randn(3, 4)
   grads = [rng.randn(3, 4) for _ in range(7)]
-  opt = optim.make_optimizer(kind, lr=0.01, beta1=0.9, steps_per_epoch=5, epochs_warmup=1,
-                             polyak_epochs=2)
+  # The original: n_processed (anchored images before the step) grows by the
+  # global batch each step; lr = lr0 * min(1, n_processed / (n_train * epochs_warmup)).
+  n_train, batch, epochs_warmup = 160, 32, 1
+  lr_fn = lambda t: 0.01 * min(1., (t - 1) * batch / (n_train * epochs_warmup))
   beta2 = 1 - 1 / 10.
+  opt = optim.make_optimizer(kind, lr=0.01, beta1=0.9, warmup_steps=n_train / batch,
+                             beta2=beta2, weight_decay=weight_decay)
   assert opt.beta2 == pytest.approx(beta2)
+  assert float(opt.learning_rate) == 0.  # the original's first step
   var = tf.Variable(w0.astype(np.float32))  # the fused kernels run in the variable's dtype
   opt.build([var])
   apply = lambda g: opt.apply_gradients([(g, var)])
@@ -40,7 +51,7 @@ def test_updates_match_the_original(kind, use_function):
     apply = tf.function(apply)
   for g in grads:
     apply(tf.constant(g, tf.float32))
-  w, avg = reference(kind, grads, w0, lambda t: 0.01 * min(1., t / 5.), 0.9, beta2)
+  w, avg = reference(kind, grads, w0, lr_fn, 0.9, beta2, weight_decay=weight_decay)
   np.testing.assert_allclose(var.numpy(), w, rtol=2e-6, atol=1e-6)
   np.testing.assert_allclose(opt.polyak_values([var])[0].numpy(), avg, rtol=2e-6, atol=1e-6)
   assert np.abs(w - w0).max() > 0.01  # the test moves the weights measurably
@@ -69,9 +80,11 @@ def test_without_polyak_the_updates_are_the_same_and_no_averages_are_kept():
   np.testing.assert_array_equal(plain.polyak_values([var])[0], var.numpy())
 
 
-def test_bad_kind():
+def test_bad_kind_and_weight_decay():
   with pytest.raises(ValueError, match="adamax"):
     optim.GlowOptimizer("sgd")
+  with pytest.raises(ValueError, match="weight_decay"):
+    optim.GlowOptimizer("adam", weight_decay=1.5)
 
 
 def test_identical_under_two_replicas(two_replicas):

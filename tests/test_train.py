@@ -25,7 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny architecture on Fashion-MNIST images (Debian's, else the tests' own IDX files).
 SMALL = ["--dataset=fashion_mnist", "--n_levels=2", "--depth=2", "--width=16",
-         "--train_subset=640", "--n_test=128", "--n_batch_train=32", "--n_batch_test=64",
+         "--train_subset=640", "--n_train=640", "--n_test=128", "--n_batch_train=32",
+         "--n_batch_test=64",
          "--n_batch_init=64", "--n_sample=3", "--log_every_steps=5", "--epochs_warmup=0"
          ] + ([f"--data_dir={FASHION_MNIST_DIR}"] if FASHION_MNIST_DIR else [])
 
@@ -39,8 +40,8 @@ def small_config(logdir, data_dir=FASHION_MNIST_DIR, **train_overrides):
                                n_test=128)
   model = config_lib.ModelConfig(image_shape=None, n_levels=2, depth=2, width=16,
                                  flow_coupling="affine")
-  train = dict(logdir=str(logdir), n_batch_train=32, n_batch_test=64, n_batch_init=64,
-               epochs_warmup=0., lr=0.003, n_sample=3, log_every_steps=5,
+  train = dict(logdir=str(logdir), n_train=640, n_batch_train=32, n_batch_test=64,
+               n_batch_init=64, epochs_warmup=0., lr=0.003, n_sample=3, log_every_steps=5,
                epochs_full_valid=1, epochs_full_sample=1)
   train.update(train_overrides)
   return config_lib.RunConfig(data, model, config_lib.TrainConfig(**train))
@@ -72,19 +73,61 @@ def test_short_real_training_lowers_test_bits_per_dim(tmp_path):
   with open(os.path.join(logdir, "test.txt")) as f:
     test_log = [json.loads(line) for line in f]
   assert [r["full"] for r in test_log] == [True, True]
-  assert test_log[-1]["n_images"] == 128
+  last = test_log[-1]
+  assert last["n_test_images"] == 128 and last["n_images"] == 40 * 32
+  # Both weight sets are evaluated; the raw figure is what evaluate() gives now.
+  assert last["bits_x"] == pytest.approx(after["bits_x"], rel=1e-5)
+  assert abs(last["polyak_bits_x"] - last["bits_x"]) > 1e-3
   assert os.path.getsize(os.path.join(logdir, "samples_latest.png")) > 100
   saved = rundir.RunDir(logdir).read_config()
   assert saved.model.image_shape == (32, 32, 1) and saved.model.n_classes is None
-  # sample.py's loader rebuilds the model with the same (Polyak-averaged) weights.
+  # sample.py's loader rebuilds the model with the Polyak-averaged or the raw
+  # weights on request, and by default with the ones that evaluated better.
   from glow_tf import sampling
-  loaded = sampling.load_model(logdir)
   averaged = trainer.optimizer.polyak_values(trainer.variables)
-  for a, b in zip(loaded.model.trainable_variables, averaged):
+  polyak = sampling.load_model(logdir, polyak=True)
+  for a, b in zip(polyak.model.trainable_variables, averaged):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
   raw = sampling.load_model(logdir, polyak=False)
   for a, b in zip(raw.model.trainable_variables, trainer.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+  default = sampling.load_model(logdir)
+  better_is_polyak = last["polyak_bits_x"] < last["bits_x"]
+  assert default.polyak == better_is_polyak
+  assert ("Polyak-averaged" if better_is_polyak else "raw") in default.weights
+  assert f"{last['bits_x']:.4f} raw" in default.weights
+  for a, b in zip(default.model.trainable_variables,
+                  (polyak if better_is_polyak else raw).model.trainable_variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_the_best_checkpoint_is_kept_apart_and_sample_uses_it(tmp_path):
+  logdir = tmp_path / "run"
+  config = small_config(logdir, epochs=3, n_train=320, keep_checkpoints=1)  # 3 x 10 steps
+  trainer = train_lib.prepare(config)
+  trainer.train()
+  with open(rundir.RunDir(str(logdir)).log_path("test")) as f:
+    records = [json.loads(line) for line in f]
+  assert [r["step"] for r in records] == [10, 20, 30] and all(r["full"] for r in records)
+  best = min(records, key=lambda r: min(r["bits_x"], r["polyak_bits_x"]))
+  assert [r["best"] for r in records] == [
+      min(r["bits_x"], r["polyak_bits_x"]) <= min(min(q["bits_x"], q["polyak_bits_x"])
+                                                   for q in records[:i + 1])
+      for i, r in enumerate(records)]
+  run = rundir.RunDir(str(logdir))
+  assert [os.path.basename(p) for p in run.training_checkpoints()] == ["ckpt-30"]  # rotated
+  found = rundir.resolve_checkpoint(str(logdir), "best")
+  assert found == run.best_checkpoint() and found.endswith(f"ckpt-{best['step']}")
+  assert os.path.dirname(found) == run.best_checkpoint_dir
+  from glow_tf import sampling
+  loaded = sampling.load_model(str(logdir), restore_path="best")
+  assert loaded.checkpoint == found and loaded.directory == str(logdir)
+  assert f"at step {best['step']}" in loaded.weights
+  path, grid = sampling.run(config_lib.SampleConfig(logdir=str(logdir), restore_path="best",
+                                                    n_samples=2, output=str(tmp_path / "s.png")))
+  assert os.path.exists(path) and grid.ndim == 3
+  with pytest.raises(rundir.NoCheckpointError, match="no best checkpoint in .*epochs_full_valid"):
+    rundir.resolve_checkpoint(str(tmp_path / "elsewhere"), "best")
 
 
 def test_one_replica_equals_two_replicas(tmp_path, two_replicas):
@@ -236,6 +279,11 @@ def reference_run(tmp_path_factory):
   logdir = tmp_path_factory.mktemp("reference") / "run"
   reference = run_cli(FAULT_ARGS + ["--epochs=6", f"--logdir={logdir}"])
   assert reference.returncode == 0, reference.stderr[-3000:]
+  # train.py prints the schedule at start (README's "From the original's commands").
+  assert ("schedule: 32 images of 32x32 a step on 1 replica(s), 5 steps per epoch of 160 "
+          "anchored images, warmup 0 steps, beta2 = Polyak decay = 1 - 1/5, init on 64 images"
+          in reference.stdout), reference.stdout[:2000]
+  assert "augmentation: random shifts (--dal=1)" in reference.stdout
   weights, step = _final_weights(logdir)
   assert step == 30
   return weights, step

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from glow_tf.config import DataConfig
+from glow_tf.config import DataConfig, augmentation_level
+from glow_tf.data.augmentation import augmenting
 from glow_tf.data.catalog import DataError
 
 if TYPE_CHECKING:  # for annotations only: imported at run time where a TFDS split is read
@@ -174,6 +175,8 @@ class ImageDataset:
     self.class_names = list(class_names) if class_names is not None else None
     self.attribute_names = list(attribute_names) if attribute_names is not None else None
     self.source = source
+    self.augmentation_level = augmentation_level(config.dataset, config.dal)
+    self._train_decode = augmenting(self._train.decode, self.augmentation_level)
 
   def __repr__(self) -> str:
     return (f"ImageDataset({self.config.dataset!r}, {self.source}, image_shape="
@@ -228,41 +231,39 @@ class ImageDataset:
 
     ds = tf.data.Dataset.range(first_epoch, _NO_END).flat_map(epoch)
     ds = ds.enumerate(start=first_epoch * n).skip(offset)
-    ds = decode_positions(ds, self._train.decode, seed)
+    ds = decode_positions(ds, self._train_decode, seed)
     return _with_options(ds.batch(batch_size, drop_remainder=True),
                          tf.data.experimental.AutoShardPolicy.DATA)
 
   def init_batch(self, n: int, seed: int) -> Dict[str, np.ndarray]:
-    """A seeded random sample of `n` training examples, for actnorm's data-dependent init.
+    """`n` training examples drawn uniformly from the whole training set, for actnorm's data-dependent init.
 
-    Drawn from the first `max(n, min(4 n, shuffle_buffer))` training examples
-    (the original took its first batch from a buffer of 4 batches) with numpy
-    (independent of TensorFlow's global seed and of the strategy), so it is
-    identical on every worker and in every run with the same seed. Fewer than
-    `n` examples when the training set is smaller.
+    The positions are drawn with numpy from `seed` (independent of
+    TensorFlow's global seed and of the strategy), so the batch is identical
+    on every worker and in every run with the same seed; they are read in
+    one pass over the undecoded training elements, decoding only the chosen
+    ones, augmented as the training images are (the original took its init
+    batch from its augmented training iterator). All of the training set
+    when it has fewer than `n` examples.
 
     Args:
-      n: number of examples (`TrainConfig.n_batch_init`).
+      n: number of examples (`Schedule.init_images`).
       seed: seeds the sample (`TrainConfig.seed`).
 
     Returns:
       dict of numpy arrays: `image` uint8 `[n, height, width, channels]`,
-      `label` int32 `[n]` (and `attr`).
+      `label` int32 `[n]` (and `attr`), in the order of the training set.
     """
-    pool = max(n, min(4 * n, self.config.shuffle_buffer))
-    keys = np.random.RandomState(seed).random_sample(pool)
-    best, offset = None, 0
-    for batch in self._train.read().take(pool).batch(256).as_numpy_iterator():
-      batch = dict(batch, _key=keys[offset:offset + len(batch["label"])])
-      offset += len(batch["label"])
-      if best is not None:
-        batch = {k: np.concatenate([best[k], v]) for k, v in batch.items()}
-      keep = np.argsort(batch["_key"], kind="stable")[:n]
-      best = {k: v[keep] for k, v in batch.items()}
-    if best is None:
+    size = self._train.size
+    if size < 1:
       raise DataError(f"the training set of {self.source} is empty.")
-    best.pop("_key")
-    return best
+    chosen = np.zeros(size, bool)
+    chosen[np.random.RandomState(seed).choice(size, min(n, size), replace=False)] = True
+    chosen = tf.constant(chosen)
+    ds = self._train.raw().enumerate().filter(lambda i, _: chosen[i]).take(int(n))
+    ds = decode_positions(ds, self._train_decode, seed)
+    batches = list(ds.batch(1024).as_numpy_iterator())
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
   # -- test ----------------------------------------------------------------------------
 
