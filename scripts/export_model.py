@@ -19,11 +19,12 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--logdir", required=True, help="train.py logdir or checkpoint directory")
   parser.add_argument("--output", required=True, help="directory to write")
-  parser.add_argument("--nopolyak", action="store_true", help="export the raw weights")
+  parser.add_argument("--nopolyak", action="store_true", help="export the raw weights (default: the "
+                      "ones, raw or Polyak-averaged, with the better test bits/dim)")
   args = parser.parse_args()
   from glow_tf import sampling  # pylint: disable=import-outside-toplevel
   try:
-    loaded = sampling.load_model(args.logdir, polyak=not args.nopolyak)
+    loaded = sampling.load_model(args.logdir, polyak=False if args.nopolyak else None)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"export_model.py: error: {e}")
   path = sampling.export_model(loaded, args.output)

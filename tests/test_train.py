@@ -335,6 +335,8 @@ def test_help_documents_every_flag():
     (["--dataset=svhn"], "dataset"),
     (["--image_size=28", "--n_levels=3"], "not divisible by 2^n_levels = 8"),
     (["--restore_path=/nonexistent/ckpt-7"], "does not exist"),
+    (["--dal=2"], "--dal=2 (flips, rotations, zoom, shear) is the original's CIFAR-10"),
+    (["--image_size=256", "--n_levels=2", "--n_batch_train=8"], "is 0.125 images of 256x256"),
 ])
 def test_bad_flags_exit_nonzero_and_write_nothing(tmp_path, args, message):
   logdir = tmp_path / "run"
