@@ -158,7 +158,9 @@ def define_flags(flag_values=flags.FLAGS):
                 "Arithmetic of the coupling networks: float32, or mixed_bfloat16 (bfloat16 "
                 "convolutions with float32 weights: 1.3-1.5x faster training steps measured on a "
                 "CPU with AMX, but 2-4x slower on CPUs without AVX-512 BF16/AMX, which emulate "
-                "bfloat16 (train.py warns); each coupling stays exactly invertible).",
+                "bfloat16 (train.py warns); each coupling stays exactly invertible); auto: "
+                "mixed_bfloat16 where bfloat16 runs natively (a GPU, AVX-512 BF16 or AMX), "
+                "float32 elsewhere, printed at start and saved in config.json.",
                 flag_values=f)
   # Optimisation.
   d.DEFINE_enum("optimizer", _train("optimizer"), list(config_lib.OPTIMIZERS),

@@ -39,7 +39,7 @@ __all__ = ["AUGMENTED_DATASETS", "COUPLINGS", "DATASETS", "NONFINITE_POLICIES", 
 
 PERMUTATIONS = ("reverse", "shuffle", "invconv")  # the original's --flow_permutation 0, 1, 2
 COUPLINGS = ("additive", "affine")  # the original's --flow_coupling 0, 1
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # auto: resolved for the hardware
 OPTIMIZERS = ("adamax", "adam")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 NONFINITE_POLICIES = ("stop", "rollback")
@@ -226,7 +226,9 @@ class ModelConfig:
       input from its output instead of storing activations (constant
       activation memory in depth; costs about one extra forward pass).
     precision: `"float32"`, or `"mixed_bfloat16"`: coupling networks
-      compute in bfloat16 with float32 weights (`--precision`).
+      compute in bfloat16 with float32 weights (`--precision`); `"auto"`:
+      `mixed_bfloat16` where the hardware computes bfloat16 natively, else
+      `float32` (`glow_tf.nn.resolve_precision`; train.py saves the choice).
     seed: seed of the random initialisation.
   """
   image_shape: Optional[Tuple[int, int, int]] = (32, 32, 3)

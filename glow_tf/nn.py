@@ -53,11 +53,13 @@ __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "COMPUT
 
 
 # The compute dtype of each of `glow_tf.config.PRECISIONS` (None: the variables').
-COMPUTE_DTYPES = dict(zip(config_lib.PRECISIONS, (None, tf.bfloat16)))
+COMPUTE_DTYPES = {"float32": None, "mixed_bfloat16": tf.bfloat16}
+assert set(COMPUTE_DTYPES) | {"auto"} == set(config_lib.PRECISIONS)
 
 
 def compute_dtype(precision: str) -> Optional[tf.DType]:
-  """`"float32"` -> None (compute in the variables' dtype); `"mixed_bfloat16"` -> bfloat16."""
+  """`"float32"` -> None (compute in the variables' dtype); `"mixed_bfloat16"` -> bfloat16; `"auto"`: either."""
+  precision = resolve_precision(precision)[0] if precision == "auto" else precision
   if precision not in COMPUTE_DTYPES:
     raise ValueError(f"unknown precision {precision!r}; use one of {sorted(COMPUTE_DTYPES)}.")
   return COMPUTE_DTYPES[precision]
@@ -78,6 +80,27 @@ def native_bfloat16(cpuinfo: Optional[str] = None) -> Optional[bool]:
     return True
   flags = kernels.cpu_flags(cpuinfo)
   return None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, cpuinfo: Optional[str] = None) -> Tuple[str, str]:
+  """`"auto"` -> `"mixed_bfloat16"` where bfloat16 is native (`native_bfloat16`), else `"float32"`.
+
+  Other precisions are returned as they are.
+
+  Args:
+    precision: one of `glow_tf.config.PRECISIONS`.
+    cpuinfo: the text of `/proc/cpuinfo` (read when `None`).
+
+  Returns:
+    (the precision, a few words on why).
+  """
+  if precision != "auto":
+    return precision, "as asked"
+  native = native_bfloat16(cpuinfo)
+  if native:
+    return "mixed_bfloat16", "bfloat16 runs natively here: a GPU, or a CPU with AVX-512 BF16 or AMX"
+  return "float32", ("this CPU has no AVX-512 BF16 or AMX (bfloat16 would be emulated, slower)"
+                     if native is False else "this CPU's bfloat16 support is unknown")
 
 
 def deinterleaved(num_channels: int) -> Tuple[int, ...]:

@@ -23,6 +23,7 @@ at `anchor_size`, epochs of `n_train` anchored images, its warmup and beta2.
 Only the chief (worker 0 of a multi-worker run) writes files.
 """
 
+import dataclasses
 import tempfile
 import time
 from typing import Dict, Optional, TextIO, Tuple
@@ -131,6 +132,11 @@ class Trainer:
     model_config = config_lib.resolve_for_data(
         config.model, self.dataset.image_shape, self.dataset.n_classes,
         f"dataset {config.data.dataset!r}")
+    self.notes = []
+    if model_config.precision == "auto":  # the hardware's choice, saved in config.json
+      precision, why = nn.resolve_precision("auto")
+      model_config = dataclasses.replace(model_config, precision=precision)
+      self.notes.append(f"precision: auto -> {precision} ({why})")
     self.config = config = config_lib.RunConfig(config.data, model_config, train)
     self.is_chief = distribute.is_chief(self.strategy)
     self.run_dir = rundir_lib.RunDir(train.logdir)
@@ -526,7 +532,7 @@ def prepare(config: config_lib.RunConfig, strategy: Optional[tf.distribute.Strat
   if config.train.restore_path:  # fails here, before anything is written
     rundir_lib.resolve_checkpoint(config.train.logdir, config.train.restore_path)
   trainer = Trainer(config, strategy=strategy, stream=stream)
-  for message in _warnings(config):
+  for message in trainer.notes + list(_warnings(trainer.config)):
     trainer.log.info(message)
   for message in _data_notes(trainer):
     trainer.log.info(message)

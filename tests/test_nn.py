@@ -173,3 +173,14 @@ def test_layers_sit_below_the_bijectors_and_the_helpers_below_both():
   assert {"glow_tf.ops.matmul_channels", "glow_tf.normalization"} <= _glow_tf_imports(nn)
   for module in (ops, tracing, normalization):
     assert _glow_tf_imports(module) == set(), module.__name__
+
+
+def test_precision_auto_follows_the_hardware():
+  amx = "flags\t\t: fpu avx2 fma avx512f amx_bf16 amx_tile\n"
+  avx2 = "flags\t\t: fpu avx2 fma\n"
+  assert nn.resolve_precision("auto", amx)[0] == "mixed_bfloat16"
+  assert nn.resolve_precision("auto", avx2) == (
+      "float32", "this CPU has no AVX-512 BF16 or AMX (bfloat16 would be emulated, slower)")
+  assert nn.resolve_precision("float32", amx) == ("float32", "as asked")
+  here = nn.resolve_precision("auto")[0]
+  assert nn.compute_dtype("auto") == nn.compute_dtype(here)

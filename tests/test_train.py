@@ -327,7 +327,7 @@ def test_help_documents_every_flag():
                "n_batch_test", "n_batch_init", "epochs_full_valid", "epochs_full_sample",
                "n_sample", "seed", "logdir", "restore_path", "data_dir", "category", "strategy",
                "jit_compile", "checkpoint_every_minutes", "recompute_gradients", "precision",
-               "dataset"):
+               "dataset", "anchor_size", "dal", "weight_decay"):
     assert f"--{flag}" in out.stdout or f"--[no]{flag}" in out.stdout, flag
 
 
@@ -469,3 +469,15 @@ def test_a_second_trainer_on_a_logdir_stops_at_once(tmp_path):
   assert lock.holder()["pid"] == os.getpid()
   lock.release()
   assert not (logdir / "lock").exists()
+
+
+def test_precision_auto_is_resolved_printed_and_saved(tmp_path):
+  config = small_config(tmp_path / "run", max_steps=1, epochs=1)
+  config = dataclasses.replace(config, model=dataclasses.replace(config.model, precision="auto"))
+  stream = io.StringIO()
+  trainer = train_lib.prepare(config, stream=stream)
+  expected, why = nn.resolve_precision("auto")
+  assert f"precision: auto -> {expected} ({why})" in stream.getvalue()
+  assert rundir.RunDir(str(tmp_path / "run")).read_config().model.precision == expected
+  assert trainer.config.model.precision == expected
+  trainer.release_lock()
