@@ -8,7 +8,8 @@ construction with a message naming it:
 * `TrainConfig`: optimisation, schedule and output;
 * `RunConfig`: the three together, what `train.py` runs and writes to
   `config.json`;
-* `SampleConfig`: what `sample.py` draws.
+* `SampleConfig`: what `sample.py` draws;
+* `ExportConfig`: what `export.py` exports.
 
 This module imports nothing else of `glow_tf`: the library and the flags both
 read it. Each default is defined once, on its dataclass field (the flags read
@@ -31,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 __all__ = ["COUPLINGS", "DATASETS", "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS",
            "SAMPLE_MODES", "SCORE_OUTPUT_EXTENSIONS", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError",
-           "DataConfig", "ModelConfig",
+           "DataConfig", "ExportConfig", "ModelConfig",
            "RunConfig", "SampleConfig", "ScoreConfig",
            "TrainConfig", "check_replica_divisible", "check_temperature", "coupling_name",
            "default_of", "level_shapes", "permutation_name", "resolve_for_data",
@@ -637,3 +638,31 @@ class ScoreConfig:
   @property
   def has_ood(self) -> bool:
     return bool(self.ood_dataset or self.ood_images)
+
+
+# ---- Exporting ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """What export.py exports and where (`flags/export_flags.py` documents each field).
+
+  `polyak=None` leaves the choice of weights to `glow_tf.sampling.load_model`'s
+  default (the Polyak-averaged ones).
+  """
+  logdir: str = "./logs"
+  restore_path: str = ""
+  output: str = ""  # default: <logdir>/export
+  polyak: Optional[bool] = None
+  overwrite: bool = False
+
+  def __post_init__(self):
+    if not (self.logdir or self.restore_path):
+      raise ConfigError("export.py needs --logdir or --restore_path.")
+    if self.polyak not in (None, True, False):
+      raise ConfigError(f"--polyak must be true, false or unset, got {self.polyak!r}.")
+
+  @property
+  def output_dir(self) -> str:
+    """Where the SavedModel goes: `output`, else `<logdir>/export`."""
+    return self.output or os.path.join(self.logdir, "export")

@@ -15,9 +15,9 @@ reader of a trained model) reads it back. The layout lives here only:
   lock                    held by the running train.py: {"host", "pid", "since"}
 ```
 
-An exported model (weights only, `model-N.*` beside its `config.json`) is a
-run directory too: `latest_checkpoint` finds its checkpoint in the directory
-itself.
+An exported model is a run directory too: `export.py`'s SavedModel (its
+`variables/variables` checkpoint beside `config.json`), or weights only
+(`model-N.*` beside `config.json`); `latest_checkpoint` finds either.
 """
 
 import glob
@@ -120,11 +120,18 @@ class RunDir:
   # ---- Checkpoints ----------------------------------------------------------------
 
   def latest_checkpoint(self) -> Optional[str]:
-    """The newest checkpoint prefix: in `checkpoints/` (training), else beside config.json (export)."""
+    """The newest checkpoint prefix: in `checkpoints/` (training), else an export's.
+
+    An export's is a SavedModel's `variables/variables` (export.py) or a
+    weights-only `model-N` beside config.json.
+    """
     for d in (self.checkpoint_dir, self.path):
       found = tf.train.latest_checkpoint(d)
       if found:
         return found
+    saved_model = os.path.join(self.path, "variables", "variables")
+    if os.path.exists(os.path.join(self.path, "saved_model.pb")) and checkpoint_exists(saved_model):
+      return saved_model
     return None
 
   def training_checkpoints(self) -> List[str]:
