@@ -220,7 +220,7 @@ def check_checkpoint_matches(checkpoint: str, run_dir: rundir_lib.RunDir) -> mod
   config = run_dir.read_config()
   model = model_lib.GlowModel(config.model)
   try:
-    tf.train.Checkpoint(model=model).restore(checkpoint).assert_existing_objects_matched()
+    rundir_lib.restore_weights(model, checkpoint)
   except (AssertionError, ValueError, tf.errors.OpError) as e:
     detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
     raise ExportError(

@@ -34,7 +34,7 @@ import tensorflow as tf
 from glow_tf import config as config_lib
 
 __all__ = ["RunDir", "RunDirLocked", "RunLock", "NoCheckpointError", "atomic_write",
-           "checkpoint_exists", "resolve_checkpoint", "run_dir_of"]
+           "checkpoint_exists", "holds_optimizer", "resolve_checkpoint", "restore_weights", "run_dir_of"]
 
 CONFIG_FILE = "config.json"
 
@@ -67,6 +67,25 @@ def atomic_write(path: str, data: Union[bytes, str]) -> str:
 def checkpoint_exists(prefix: str) -> bool:
   """Whether `prefix` names a TensorFlow checkpoint (its `.index` file exists)."""
   return tf.io.gfile.exists(prefix + ".index")
+
+
+def holds_optimizer(prefix: str) -> bool:
+  """Whether the checkpoint `prefix` is a training one (optimiser state), not an export's weights alone."""
+  keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+  return any(k.startswith("optimizer/") for k in keys)
+
+
+def restore_weights(model: tf.Module, prefix: str) -> None:
+  """Restores the weights of `model` from the checkpoint `prefix`, strictly.
+
+  Reads what train.py's checkpoints and export.py's SavedModels both hold
+  under `model/`; anything else there (an optimiser) is ignored.
+
+  Raises:
+    AssertionError: a variable of `model` is not in the checkpoint.
+    ValueError: one has another shape there.
+  """
+  tf.train.Checkpoint(model=model).read(prefix).assert_existing_objects_matched()
 
 
 class RunDir:
