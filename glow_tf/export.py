@@ -177,16 +177,16 @@ class GlowExport(tf.Module):
     cond = [self._labels] if ycond else []
 
     def bits_per_dim(images, *labels):
-      return {"bits_per_dim": self._bits_per_dim(images, *labels)}
+      return {"bits_per_dim": self.bits_per_dim(images, *labels)}
 
     def log_prob(images, *labels):
-      return {"log_prob": self._log_prob(images, *labels)}
+      return {"log_prob": self.log_prob(images, *labels)}
 
     def encode(images, *labels):
-      return {f"latent_{i}": z for i, z in enumerate(self._encode(images, *labels))}
+      return {f"latent_{i}": z for i, z in enumerate(self.encode(images, *labels))}
 
     def decode(*args):
-      return {"images": self._decode(list(args[:n_latents]), *args[n_latents:])}
+      return {"images": self.decode(list(args[:n_latents]), *args[n_latents:])}
 
     def concrete(fn, specs):
       return tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
@@ -196,7 +196,7 @@ class GlowExport(tf.Module):
         "serving_default": bpd,
         "bits_per_dim": bpd,
         "log_prob": concrete(log_prob, [self._images] + cond),
-        "sample": concrete(self._sample, [tf.TensorSpec([], tf.int32, name="n"),
+        "sample": concrete(self.sample, [tf.TensorSpec([], tf.int32, name="n"),
                                           tf.TensorSpec([], tf.float32, name="temperature"),
                                           self._seed]),
         "encode": concrete(encode, [self._images] + cond),
@@ -286,7 +286,10 @@ def export_model(model: model_lib.GlowModel, path: str, config: config_lib.RunCo
   record = {"serving_default": SERVING_DEFAULT, "signatures": ["serving_default", *SIGNATURES],
             "image_shape": list(config.model.image_shape), "n_bits_x": config.model.n_bits_x,
             "ycond": config.model.ycond, **(info or {})}
-  rundir_lib.atomic_write(os.path.join(path, EXPORT_INFO_FILE), json.dumps(record, indent=2) + "\n")
+  info_path = rundir_lib.atomic_write(os.path.join(path, EXPORT_INFO_FILE),
+                                      json.dumps(record, indent=2) + "\n")
+  for written in (run_dir.config_path, info_path):
+    os.chmod(written, 0o644)  # (atomic_write's temporary files are private) for whoever gets the export
   return path
 
 
@@ -317,7 +320,7 @@ def export(config: ExportConfig, log: Callable[[str], Any] = print) -> ExportRes
   try:
     staged = os.path.join(tmp, "saved_model")
     export_model(loaded.model, staged, loaded.config,
-                 {"source_checkpoint": os.path.abspath(loaded.checkpoint),
+                 {"source_checkpoint": loaded.checkpoint,
                   "weights": "polyak" if loaded.polyak else "raw"})
     _replace_dir(staged, output)
   finally:

@@ -85,7 +85,9 @@ def restore_weights(model: tf.Module, prefix: str) -> None:
     AssertionError: a variable of `model` is not in the checkpoint.
     ValueError: one has another shape there.
   """
-  tf.train.Checkpoint(model=model).read(prefix).assert_existing_objects_matched()
+  status = tf.train.Checkpoint(model=model).read(prefix)
+  status.assert_existing_objects_matched()
+  status.expect_partial()  # (the rest: an optimiser, a save counter)
 
 
 class RunDir:
