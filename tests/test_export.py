@@ -101,16 +101,34 @@ def test_images():
 
 
 @pytest.fixture(scope="module")
-def consumer(shipped_export, test_images, tmp_path_factory):
-  """What a TensorFlow program without glow_tf gets from the export (see CONSUMER)."""
+def consumers(shipped_export, test_images, tmp_path_factory):
+  """What programs without glow_tf get from the export: CONSUMER's report and arrays, saved_model_cli's output.
+
+  The three processes run at once (each spends most of its time importing TensorFlow).
+  """
   work = tmp_path_factory.mktemp("elsewhere")
   np.save(work / "images.npy", test_images)
+  np.save(work / "zeros.npy", np.zeros([2, 32, 32, 1], np.uint8))
   (work / "consumer.py").write_text(CONSUMER)
-  out = subprocess.run([sys.executable, "consumer.py", shipped_export, "images.npy", "out.npz"],
-                       capture_output=True, text=True, timeout=300, cwd=work,
-                       env=_quiet_env(KERAS_BACKEND="tensorflow"))
-  assert out.returncode == 0, out.stderr[-3000:]
-  report = json.loads(out.stdout.strip().splitlines()[-1])
+  commands = {
+      "consumer": [sys.executable, "consumer.py", shipped_export, "images.npy", "out.npz"],
+      "show": [SAVED_MODEL_CLI, "show", "--dir", shipped_export, "--all"],
+      "run": [SAVED_MODEL_CLI, "run", "--dir", shipped_export, "--tag_set", "serve",
+              "--signature_def", "serving_default", "--inputs", "images=zeros.npy"],
+  }
+  procs = {name: subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  cwd=work, env=_quiet_env(KERAS_BACKEND="tensorflow"))
+           for name, args in commands.items()}
+  outputs = {name: (p.communicate(timeout=300), p.returncode) for name, p in procs.items()}
+  return outputs, work
+
+
+@pytest.fixture(scope="module")
+def consumer(consumers):
+  outputs, work = consumers
+  (stdout, stderr), code = outputs["consumer"]
+  assert code == 0, stderr[-3000:]
+  report = json.loads(stdout.strip().splitlines()[-1])
   return report, dict(np.load(work / "out.npz"))
 
 
@@ -162,21 +180,16 @@ def test_keras3_tfsmlayer_runs_the_export(consumer):
   np.testing.assert_allclose(got["keras_model"], got["bpd"], atol=1e-6)
 
 
-def test_saved_model_cli_shows_and_runs_serving_default(shipped_export, tmp_path):
-  env = _quiet_env()
-  show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", shipped_export, "--all"],
-                        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-  assert show.returncode == 0, show.stderr[-2000:]
+def test_saved_model_cli_shows_and_runs_serving_default(consumers):
+  outputs, _ = consumers
+  (show, stderr), code = outputs["show"]
+  assert code == 0, stderr[-2000:]
   for name in ("serving_default", "bits_per_dim", "log_prob", "sample", "encode", "decode"):
-    assert f"signature_def['{name}']" in show.stdout, name
-  assert "shape: (-1, 32, 32, 1)" in show.stdout
-  np.save(tmp_path / "images.npy", np.zeros([2, 32, 32, 1], np.uint8))
-  run = subprocess.run(
-      [SAVED_MODEL_CLI, "run", "--dir", shipped_export, "--tag_set", "serve", "--signature_def",
-       "serving_default", "--inputs", "images=images.npy"],
-      capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-  assert run.returncode == 0, run.stderr[-2000:]
-  assert "Result for output key bits_per_dim" in run.stdout, run.stdout[-2000:]
+    assert f"signature_def['{name}']" in show, name
+  assert "shape: (-1, 32, 32, 1)" in show
+  (run, stderr), code = outputs["run"]
+  assert code == 0, stderr[-2000:]
+  assert "Result for output key bits_per_dim" in run, run[-2000:]
 
 
 # ---- A run of our own: load_model and sample.py read exports; fine-tuning --------------------
