@@ -13,6 +13,7 @@ import tensorflow as tf
 from glow_tf import config as config_lib
 from glow_tf import data as data_lib
 from glow_tf import export as export_lib
+from glow_tf import model as model_lib
 from glow_tf import rundir
 from glow_tf import sampling
 from glow_tf import train_lib
@@ -301,3 +302,27 @@ def test_checkpoint_not_matching_its_config_is_named(run_and_export, tmp_path):
                      match=f"{broken}/checkpoints/ckpt-10 does not match {broken}/config.json"):
     export_lib.export(config_lib.ExportConfig(logdir=str(broken), output=str(out)), log=QUIET)
   assert not out.exists() and sorted(os.listdir(tmp_path)) == ["broken"]
+
+
+def test_class_conditional_export_takes_and_returns_labels(tmp_path):
+  model_config = config_lib.ModelConfig(image_shape=(8, 8, 1), n_levels=2, depth=1, width=8, ycond=True,
+                                        n_classes=3, learntop=True, n_bits_x=5)
+  model = model_lib.GlowModel(model_config)
+  images = np.random.RandomState(0).randint(0, 256, [6, 8, 8, 1]).astype(np.uint8) // 8 * 8
+  labels = np.array([0, 1, 2, 0, 1, 2], np.int32)
+  model.initialize(images, labels)
+  run = config_lib.RunConfig(config_lib.DataConfig(dataset="fashion_mnist"), model_config,
+                             config_lib.TrainConfig())
+  path = export_lib.export_model(model, str(tmp_path / "export"), run)
+  served = tf.saved_model.load(path)
+  drawn = served.sample(5, 0.7, [1, 2])
+  assert drawn["images"].shape == (5, 8, 8, 1) and drawn["labels"].shape == (5,)
+  assert set(drawn["labels"].numpy()) <= {0, 1, 2}
+  np.testing.assert_allclose(served.bits_per_dim(images, labels), model.bits_per_dim(images, labels, noise=0.5),
+                             atol=1e-5)
+  np.testing.assert_allclose(served.log_prob(images, labels, seed=[1, 2]),
+                             model.log_prob(images, labels, seed=[1, 2]), rtol=1e-5)
+  np.testing.assert_array_equal(served.decode(served.encode(images, labels), labels), images)
+  assert sorted(served.signatures["decode"].structured_input_signature[1]) == ["labels", "latent_0", "latent_1"]
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be class indices in 0\.\.2"):
+    served.bits_per_dim(images, labels + 5)
