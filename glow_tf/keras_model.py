@@ -25,7 +25,7 @@ model.fit(keras_train_dataset(data, 64, seed=0), steps_per_epoch=100, epochs=10)
 """
 
 import contextlib
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import tensorflow as tf
 import tf_keras
@@ -79,7 +79,7 @@ class GlowKerasModel(tf_keras.Model):
     self.built = True  # every variable exists already
 
   @property
-  def metrics(self):
+  def metrics(self) -> List[tf_keras.metrics.Metric]:
     return [self.loss_tracker, self.bits_tracker]
 
   def call(self, inputs: TensorLike, training: bool = False) -> tf.Tensor:
@@ -119,7 +119,7 @@ class GlowKerasModel(tf_keras.Model):
     self.bits_tracker.update_state(sums["bits_x"] / count, sample_weight=count)
     return {m.name: m.result() for m in self.metrics}
 
-  def make_train_function(self, force: bool = False):
+  def make_train_function(self, force: bool = False) -> Callable[[Any], Dict[str, tf.Tensor]]:
     """Keras's train function replaced by train.py's step (`steps.build_train_step`)."""
     if self.train_function is not None and not force:
       return self.train_function
@@ -138,7 +138,7 @@ class GlowKerasModel(tf_keras.Model):
     self.train_function = train_function
     return train_function
 
-  def make_test_function(self, force: bool = False):
+  def make_test_function(self, force: bool = False) -> Callable[[Any], Dict[str, tf.Tensor]]:
     """Keras's test function replaced by train.py's evaluation step (`steps.build_eval_step`)."""
     if self.test_function is not None and not force:
       return self.test_function
