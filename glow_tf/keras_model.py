@@ -101,6 +101,11 @@ class GlowKerasModel(tf_keras.Model):
 
   def fit(self, x: Any = None, *args, **kwargs) -> tf_keras.callbacks.History:
     """`tf_keras.Model.fit` on batches of `{'image', 'label', 'noise'}` (`keras_train_dataset`)."""
+    if isinstance(x, tf.data.Dataset) and not (isinstance(x.element_spec, dict)
+                                               and {"image", "noise"} <= set(x.element_spec)):
+      raise ValueError("GlowKerasModel.fit needs batches of {'image', 'noise'} (and 'label' for a "
+                       "class-conditional model), as keras_train_dataset(data, batch_size) gives; "
+                       f"got elements {x.element_spec}.")
     self._init_data = x
     return super().fit(x, *args, **kwargs)
 

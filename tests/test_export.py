@@ -269,6 +269,11 @@ def test_no_checkpoint_says_where_and_writes_nothing(tmp_path):
   assert out.returncode == 2
   assert f"export.py: error: no checkpoint found in {empty}" in out.stderr
   assert "Traceback" not in out.stderr and not os.path.exists(empty)
+  help_text = subprocess.run([sys.executable, os.path.join(ROOT, "export.py"), "--help"],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT,
+                             env=dict(os.environ, PYTHONPATH=ROOT)).stdout
+  for flag in ("--logdir", "--restore_path", "--output", "--[no]polyak", "--[no]overwrite"):
+    assert flag in help_text, flag
 
 
 def test_non_empty_output_needs_overwrite(run_and_export, tmp_path):

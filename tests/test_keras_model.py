@@ -63,6 +63,8 @@ def test_fit_trains_with_train_py_loss_and_lowers_bits_per_dim(data, tmp_path):
   for a, b in zip(weights(other), weights(model)):
     np.testing.assert_array_equal(a, b)
   assert bool(other.initialized.numpy())
+  with pytest.raises(ValueError, match="keras_train_dataset"):
+    other.fit(tf.data.Dataset.from_tensors(first["image"]), verbose=0)
 
 
 class _StopAt(tf_keras.callbacks.Callback):
