@@ -196,9 +196,9 @@ class GlowExport(tf.Module):
         "serving_default": bpd,
         "bits_per_dim": bpd,
         "log_prob": concrete(log_prob, [self._images] + cond),
-        "sample": concrete(self.sample, [tf.TensorSpec([], tf.int32, name="n"),
-                                          tf.TensorSpec([], tf.float32, name="temperature"),
-                                          self._seed]),
+        "sample": self.sample.get_concrete_function(
+            tf.TensorSpec([], tf.int32, name="n"), tf.TensorSpec([], tf.float32, name="temperature"),
+            self._seed),
         "encode": concrete(encode, [self._images] + cond),
         "decode": concrete(decode, list(self._latents) + cond),
     }
@@ -259,6 +259,16 @@ def _replace_dir(new: str, path: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _original_checkpoint(run_dir: rundir_lib.RunDir) -> Optional[str]:
+  """Where an export's weights first came from, when `run_dir` is an export (its export.json says)."""
+  try:
+    with open(os.path.join(run_dir.path, EXPORT_INFO_FILE)) as f:
+      info = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return info.get("original_checkpoint") or info.get("source_checkpoint")
+
+
 # ---- Exporting -----------------------------------------------------------------------
 
 
@@ -314,14 +324,14 @@ def export(config: ExportConfig, log: Callable[[str], Any] = print) -> ExportRes
   check_checkpoint_matches(checkpoint, run_dir)
   polyak = {} if config.polyak is None else {"polyak": config.polyak}  # else load_model's default
   loaded = sampling.load_model(config.logdir, config.restore_path, **polyak)
+  info = {"source_checkpoint": loaded.checkpoint, "weights": "polyak" if loaded.polyak else "raw",
+          "original_checkpoint": _original_checkpoint(run_dir) or loaded.checkpoint}
   parent = os.path.dirname(output)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.export-", dir=parent)
   try:
     staged = os.path.join(tmp, "saved_model")
-    export_model(loaded.model, staged, loaded.config,
-                 {"source_checkpoint": loaded.checkpoint,
-                  "weights": "polyak" if loaded.polyak else "raw"})
+    export_model(loaded.model, staged, loaded.config, info)
     _replace_dir(staged, output)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -72,7 +72,9 @@ np.savez(out_file, sample=a["images"].numpy(), sample_again=b["images"].numpy(),
          odd_batch=m.bits_per_dim(images[:3]).numpy(),
          serving=m.signatures["serving_default"](images=tf.constant(images))["bits_per_dim"].numpy(),
          keras_layer=layer(images)["bits_per_dim"].numpy(),
-         keras_model=keras_model.predict(images, verbose=0)["bits_per_dim"])
+         keras_model=keras_model.predict(images, verbose=0)["bits_per_dim"],
+         sample_signature=m.signatures["sample"](n=tf.constant(4), temperature=tf.constant(0.7),
+                                                 seed=seed)["images"].numpy())
 print(json.dumps({"errors": errors, "signatures": sorted(m.signatures.keys()),
                   "keras": keras.__version__}))
 '''
@@ -90,6 +92,8 @@ def shipped_export(tmp_path_factory):
   result = export_lib.export(config_lib.ExportConfig(logdir=sampling.SHIPPED_MODEL, output=out),
                              log=QUIET)
   assert result.path == out and result.size_bytes > 1e6
+  with open(os.path.join(out, "export.json")) as f:  # an export of an export keeps its origin
+    assert json.load(f)["original_checkpoint"] == "pretrained/fashion_mnist/model-1"
   return out
 
 
@@ -137,6 +141,7 @@ def test_export_loads_and_samples_without_glow_tf(consumer):
   report, got = consumer
   assert got["sample"].shape == (4, 32, 32, 1) and got["sample"].dtype == np.uint8
   np.testing.assert_array_equal(got["sample"], got["sample_again"])  # same seed, same images
+  np.testing.assert_array_equal(got["sample"], got["sample_signature"])
   assert not np.array_equal(got["sample"], got["sample_other_seed"])
   assert report["signatures"] == ["bits_per_dim", "decode", "encode", "log_prob", "sample",
                                   "serving_default"]
@@ -215,6 +220,7 @@ def test_load_model_reads_an_export_like_its_checkpoint(run_and_export):
   with open(os.path.join(exported, "export.json")) as f:
     info = json.load(f)
   assert info["weights"] == "polyak" and info["serving_default"] == "bits_per_dim"
+  assert info["original_checkpoint"] == info["source_checkpoint"] == os.path.join(logdir, "checkpoints", "ckpt-10")
 
 
 def test_fine_tuning_from_an_export_continues_from_its_weights(run_and_export, tmp_path):
