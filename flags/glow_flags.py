@@ -246,11 +246,22 @@ def define_flags(flag_values=flags.FLAGS):
                    "Rollbacks allowed in a run before it stops.", flag_values=f)
 
 
+def _architecture_of_restore(f: flags.FlagValues, model: ModelConfig) -> ModelConfig:
+  """The architecture of `--restore_path`'s run or export (its config.json), checked against the flags set."""
+  from glow_tf import rundir  # pylint: disable=import-outside-toplevel  # TensorFlow: only here
+  run_dir = rundir.run_dir_of(rundir.resolve_checkpoint(f.logdir, f.restore_path))
+  given = [name for name in config_lib.ARCHITECTURE_FIELDS if f[name].present]
+  return config_lib.with_architecture_of(run_dir.read_config().model, model, given,
+                                         run_dir.config_path)
+
+
 def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
   """Builds and validates the run's `RunConfig` from parsed flags.
 
   The model's image shape and classes come from the data: they stay unset
-  here (`config.resolve_for_data` completes them). An `--image_size` given
+  here (`config.resolve_for_data` completes them). With `--restore_path`, the
+  architecture comes from that run's (or export's) config.json; flags that
+  contradict it are an error. An `--image_size` given
   explicitly is checked against `--n_levels` at once, before any data is read.
 
   Raises:
@@ -267,6 +278,8 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       lu_decomposed=f.lu_decomposed, learntop=f.learntop, ycond=f.ycond,
       weight_y=f.weight_y, n_bits_x=f.n_bits_x, recompute_gradients=f.recompute_gradients,
       precision=f.precision, seed=f.seed)
+  if f.restore_path:
+    model = _architecture_of_restore(f, model)
   train = TrainConfig(
       logdir=f.logdir, restore_path=f.restore_path, optimizer=f.optimizer, lr=f.lr,
       beta1=f.beta1, weight_decay=f.weight_decay, epochs=f.epochs,

@@ -8,7 +8,8 @@ construction with a message naming it:
 * `TrainConfig`: optimisation, schedule and output;
 * `RunConfig`: the three together, what `train.py` runs and writes to
   `config.json`;
-* `SampleConfig`: what `sample.py` draws.
+* `SampleConfig`: what `sample.py` draws;
+* `ExportConfig`: what `export.py` exports.
 
 This module imports nothing else of `glow_tf`: the library and the flags both
 read it. Each default is defined once, on its dataclass field (the flags read
@@ -29,13 +30,14 @@ import numbers
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
-__all__ = ["AUGMENTED_DATASETS", "COUPLINGS", "DATASETS", "NONFINITE_POLICIES", "OPTIMIZERS",
-           "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES", "SCORE_OUTPUT_EXTENSIONS",
-           "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError", "DataConfig", "ModelConfig",
-           "RunConfig", "SampleConfig", "ScoreConfig", "Schedule", "TrainConfig",
-           "augmentation_level", "check_replica_divisible", "check_temperature", "coupling_name",
+__all__ = ["ARCHITECTURE_FIELDS", "AUGMENTED_DATASETS", "COUPLINGS", "DATASETS",
+           "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
+           "SCORE_OUTPUT_EXTENSIONS", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError",
+           "DataConfig", "ExportConfig", "ModelConfig", "RunConfig", "SampleConfig",
+           "ScoreConfig", "Schedule", "TrainConfig", "augmentation_level",
+           "check_replica_divisible", "check_temperature", "coupling_name",
            "default_of", "level_shapes", "permutation_name", "resolve_for_data",
-           "resume_differences"]
+           "resume_differences", "with_architecture_of"]
 
 PERMUTATIONS = ("reverse", "shuffle", "invconv")  # the original's --flow_permutation 0, 1, 2
 COUPLINGS = ("additive", "affine")  # the original's --flow_coupling 0, 1
@@ -299,6 +301,38 @@ def resolve_for_data(model: ModelConfig, image_shape: Sequence[int],
     raise ConfigError(f"--ycond needs labels, and {dataset} has none.")
   return dataclasses.replace(model, image_shape=tuple(int(d) for d in image_shape),
                              n_classes=n_classes if model.ycond else model.n_classes)
+
+
+# What a model restored from another run or an export (train.py --restore_path) takes
+# from that run's config.json rather than from the flags (plus `seed`, which fixes
+# the shuffle permutations).
+ARCHITECTURE_FIELDS = ("n_levels", "depth", "width", "flow_permutation", "flow_coupling",
+                       "lu_decomposed", "learntop", "ycond", "n_bits_x")
+
+
+def with_architecture_of(saved: ModelConfig, model: ModelConfig, given: Sequence[str] = (),
+                         where: str = "the saved config.json") -> ModelConfig:
+  """`model` with the architecture (`ARCHITECTURE_FIELDS` and `seed`) of `saved`.
+
+  Args:
+    saved: the model config of the run (or export) being restored.
+    model: the new run's, from its flags.
+    given: the fields the user set explicitly; they must agree with `saved`.
+    where: the file `saved` was read from, for the message.
+
+  Raises:
+    ConfigError: a field in `given` differs from `saved` (each one listed).
+  """
+  conflicts = [f"--{name}={getattr(model, name)!r} but {getattr(saved, name)!r}"
+               for name in ARCHITECTURE_FIELDS
+               if name in given and getattr(model, name) != getattr(saved, name)]
+  if conflicts:
+    raise ConfigError(
+        f"--restore_path's model is defined by {where}, which these flags contradict: "
+        f"{'; '.join(conflicts)} there. Drop those flags (the architecture is read from "
+        "there), or train from scratch without --restore_path.")
+  return dataclasses.replace(model, seed=saved.seed,
+                             **{name: getattr(saved, name) for name in ARCHITECTURE_FIELDS})
 
 
 # ---- The data -----------------------------------------------------------------------
@@ -799,3 +833,31 @@ class ScoreConfig:
   @property
   def has_ood(self) -> bool:
     return bool(self.ood_dataset or self.ood_images)
+
+
+# ---- Exporting ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """What export.py exports and where (`flags/export_flags.py` documents each field).
+
+  `polyak=None` leaves the choice of weights to `glow_tf.sampling.load_model`'s
+  default (the Polyak-averaged ones).
+  """
+  logdir: str = "./logs"
+  restore_path: str = ""
+  output: str = ""  # default: <logdir>/export
+  polyak: Optional[bool] = None
+  overwrite: bool = False
+
+  def __post_init__(self):
+    if not (self.logdir or self.restore_path):
+      raise ConfigError("export.py needs --logdir or --restore_path.")
+    if self.polyak not in (None, True, False):
+      raise ConfigError(f"--polyak must be true, false or unset, got {self.polyak!r}.")
+
+  @property
+  def output_dir(self) -> str:
+    """Where the SavedModel goes: `output`, else `<logdir>/export`."""
+    return self.output or os.path.join(self.logdir, "export")

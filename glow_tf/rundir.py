@@ -15,9 +15,9 @@ reader of a trained model) reads it back. The layout lives here only:
   lock                    held by the running train.py: {"host", "pid", "since"}
 ```
 
-An exported model (weights only, `model-N.*` beside its `config.json`) is a
-run directory too: `latest_checkpoint` finds its checkpoint in the directory
-itself.
+An exported model is a run directory too: `export.py`'s SavedModel (its
+`variables/variables` checkpoint beside `config.json`), or weights only
+(`model-N.*` beside `config.json`); `latest_checkpoint` finds either.
 """
 
 import glob
@@ -34,7 +34,7 @@ import tensorflow as tf
 from glow_tf import config as config_lib
 
 __all__ = ["RunDir", "RunDirLocked", "RunLock", "NoCheckpointError", "atomic_write",
-           "checkpoint_exists", "resolve_checkpoint", "run_dir_of"]
+           "checkpoint_exists", "holds_optimizer", "resolve_checkpoint", "restore_weights", "run_dir_of"]
 
 CONFIG_FILE = "config.json"
 
@@ -67,6 +67,27 @@ def atomic_write(path: str, data: Union[bytes, str]) -> str:
 def checkpoint_exists(prefix: str) -> bool:
   """Whether `prefix` names a TensorFlow checkpoint (its `.index` file exists)."""
   return tf.io.gfile.exists(prefix + ".index")
+
+
+def holds_optimizer(prefix: str) -> bool:
+  """Whether the checkpoint `prefix` is a training one (optimiser state), not an export's weights alone."""
+  keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+  return any(k.startswith("optimizer/") for k in keys)
+
+
+def restore_weights(model: tf.Module, prefix: str) -> None:
+  """Restores the weights of `model` from the checkpoint `prefix`, strictly.
+
+  Reads what train.py's checkpoints and export.py's SavedModels both hold
+  under `model/`; anything else there (an optimiser) is ignored.
+
+  Raises:
+    AssertionError: a variable of `model` is not in the checkpoint.
+    ValueError: one has another shape there.
+  """
+  status = tf.train.Checkpoint(model=model).read(prefix)
+  status.assert_existing_objects_matched()
+  status.expect_partial()  # (the rest: an optimiser, a save counter)
 
 
 class RunDir:
@@ -125,11 +146,18 @@ class RunDir:
   # ---- Checkpoints ----------------------------------------------------------------
 
   def latest_checkpoint(self) -> Optional[str]:
-    """The newest checkpoint prefix: in `checkpoints/` (training), else beside config.json (export)."""
+    """The newest checkpoint prefix: in `checkpoints/` (training), else an export's.
+
+    An export's is a SavedModel's `variables/variables` (export.py) or a
+    weights-only `model-N` beside config.json.
+    """
     for d in (self.checkpoint_dir, self.path):
       found = tf.train.latest_checkpoint(d)
       if found:
         return found
+    saved_model = os.path.join(self.path, "variables", "variables")
+    if os.path.exists(os.path.join(self.path, "saved_model.pb")) and checkpoint_exists(saved_model):
+      return saved_model
     return None
 
   def training_checkpoints(self) -> List[str]:

@@ -26,7 +26,7 @@ from glow_tf.rundir import NoCheckpointError
 
 __all__ = ["LoadedModel", "load_model", "temperature_grid", "reconstruction_grid",
            "interpolation_grid", "attribute_direction", "manipulation_grid",
-           "export_model", "run", "SHIPPED_MODEL"]
+           "run", "SHIPPED_MODEL"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_MODEL = os.path.join(REPO_ROOT, "pretrained", "fashion_mnist")
@@ -148,16 +148,6 @@ def _polyak_decay(reader, config: config_lib.RunConfig) -> float:
     return float(reader.get_tensor(_POLYAK_DECAY_KEY))
   n_train = config.train.n_train or data_lib.load(config.data).num_train
   return config.train.schedule(config.model.image_shape[0], 1, n_train).beta2
-
-
-def export_model(loaded: LoadedModel, out_dir: str) -> str:
-  """Writes the loaded weights alone (Polyak-averaged unless loaded raw) and config.json to `out_dir`."""
-  os.makedirs(out_dir, exist_ok=True)
-  manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=loaded.model), out_dir,
-                                       max_to_keep=1, checkpoint_name="model")
-  path = manager.save()
-  rundir_lib.RunDir(out_dir).write_config(loaded.config)
-  return path
 
 
 # ---- Grids -------------------------------------------------------------------------

@@ -204,14 +204,16 @@ class Trainer:
     candidates = self.run_dir.training_checkpoints()
     if candidates:  # resume: the newest checkpoint that can be read
       return self._restore_first_readable(candidates)
-    if train.restore_path:  # start from another run's checkpoint
+    if train.restore_path:  # start from another run's checkpoint, or an export's weights
       prefix = rundir_lib.resolve_checkpoint(train.logdir, train.restore_path)
       try:
-        return self._restore(prefix)
+        if rundir_lib.holds_optimizer(prefix):
+          return self._restore(prefix)
+        return self._restore_weights(prefix)
       except Exception as e:  # pylint: disable=broad-except
         raise TrainingError(
             f"cannot restore --restore_path {prefix} into this model ({type(e).__name__}: "
-            f"{str(e).strip()[:300]}). It must hold a training checkpoint of the same "
+            f"{str(e).strip()[:300]}). It must hold a checkpoint or an export of the same "
             "architecture (compare its run's config.json with these flags).") from None
     batch = self.dataset.init_batch(self.schedule.init_images, train.seed)
     labels = batch.get("label") if self.config.model.ycond else None
@@ -233,6 +235,17 @@ class Trainer:
     self.checkpoint.restore(prefix).assert_existing_objects_matched()
     self._attach_run_state()  # restored from `prefix` where it holds them
     self.log.info(f"restored {prefix} at step {int(self.step.numpy())}")
+    return prefix
+
+  def _restore_weights(self, prefix: str) -> str:
+    """Starts from the model weights of an export (no optimiser state): no actnorm initialisation.
+
+    The optimiser starts afresh (step 0, warmup, Polyak averages from these weights).
+    """
+    rundir_lib.restore_weights(self.model, prefix)
+    self.optimizer.build(self.variables)
+    self.checkpoint.recovery = self.recovery
+    self.log.info(f"restored the weights of {prefix} (an export: the optimiser starts afresh)")
     return prefix
 
   def _restore_first_readable(self, candidates) -> str:

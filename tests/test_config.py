@@ -16,7 +16,8 @@ from glow_tf import rundir
 from glow_tf.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED_CONFIG = os.path.join(ROOT, "pretrained", "fashion_mnist", "config.json")
+# The shipped model's config.json as first written (glow-tf's first days' format).
+OLD_CONFIG = os.path.join(ROOT, "tests", "old_config.json")
 
 
 def parsed(define, argv):
@@ -86,7 +87,7 @@ def test_resolve_for_data_completes_the_model():
 
 
 def test_old_config_json_files_still_read():
-  with open(SHIPPED_CONFIG) as f:
+  with open(OLD_CONFIG) as f:
     old = json.load(f)
   assert old["model"]["flow_permutation"] == 2 and "n_batch_train" in old["data"]
   config = RunConfig.from_dict(old)

@@ -29,14 +29,15 @@ visible, `available()` is False and `glow_tf.nn` uses TensorFlow's ops. Both
 paths compute the same function (tested).
 """
 
+import contextlib
 import os
 import threading
-from typing import Optional, Set
+from typing import Iterator, Optional, Set
 
 import tensorflow as tf
 from absl import logging
 
-__all__ = ["available", "conv3x3", "conv3x3_backprop_filter", "conv3x3_backprop_input",
+__all__ = ["available", "conv3x3", "disabled", "conv3x3_backprop_filter", "conv3x3_backprop_input",
            "cpu_can_run", "cpu_flags", "library_path", "needs_build", "unavailable_reason"]
 
 LIBRARY_NAME = "_glow_kernels.so"
@@ -198,6 +199,24 @@ def conv3x3_backprop_input(dy: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     RuntimeError: if not `available()`, with the reason.
   """
   return _library().glow_conv3x3_backprop_input(dy, kernel)
+
+
+@contextlib.contextmanager
+def disabled(reason: str = "switched off for this block") -> Iterator[None]:
+  """Within the block `available()` is False: what is traced there uses TensorFlow's ops only.
+
+  For graphs that leave this process, e.g. a SavedModel loaded where
+  glow_tf (and so this op library) is not importable (`glow_tf.export`).
+  """
+  _load()
+  with _LOCK:
+    saved = dict(_state)
+    _state.update(lib=None, reason=reason, needs_build=False)
+  try:
+    yield
+  finally:
+    with _LOCK:
+      _state.update(saved)
 
 
 def _reset_for_tests():
