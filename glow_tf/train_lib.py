@@ -244,7 +244,7 @@ class Trainer:
     """
     rundir_lib.restore_weights(self.model, prefix)
     self.optimizer.build(self.variables)
-    self.checkpoint.recovery = self.recovery
+    self._attach_run_state()
     self.log.info(f"restored the weights of {prefix} (an export: the optimiser starts afresh)")
     return prefix
 
