@@ -167,3 +167,19 @@ def test_csv_records_survive_commas_and_quotes_in_file_names(tmp_path):
   writer.close()
   (row,) = _rows(tmp_path / "r.csv")
   assert row == {"index": "0", "file": name, "label": "", "nats": "1.5", "bits_per_dim": "0.25"}
+
+
+def test_a_scorer_traces_once_and_its_draws_are_the_models(shipped, test_images):
+  scorer = scoring.Scorer(shipped.model, n_dequant_samples=3)
+  first = scorer.score(test_images, batch_size=16, seed=5)  # batches of 16, then 8
+  images = np.stack([e["image"] for e in test_images.dataset.as_numpy_iterator()])
+  index = tf.range(24, dtype=tf.int64)
+  draws = [shipped.model.log_prob(images, noise=scoring.dequantization_noise(index, [32, 32, 1], 5, k))
+           for k in range(3)]
+  expected = -(tf.reduce_logsumexp(tf.stack(draws), 0) - np.log(3.)).numpy()
+  np.testing.assert_allclose(first.nats, expected, rtol=1e-6)
+  again = scorer.score(test_images, batch_size=16, seed=6)  # another seed: other draws
+  assert np.all(again.nats != first.nats)
+  subset = scoring.ImageSet(test_images.dataset.take(5), 5, None, "five")
+  scorer.score(subset, batch_size=16, seed=7)
+  assert scorer.tracing_count() == 1
