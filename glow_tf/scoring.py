@@ -119,37 +119,55 @@ def _expand_paths(paths: Sequence[str]) -> List[str]:
   return out
 
 
+# PIL's modes of 8-bit images and their channels: the values a file holds are the image's.
+_PIL_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+
+def _check_image_file(path: str, h: int, w: int, c: int) -> Optional[str]:
+  """Why the image file at `path` cannot be scored as uint8 `[h, w, c]`, or `None` if it can."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  try:
+    with Image.open(path) as im:
+      if im.mode not in _PIL_MODES:  # palette, 1-bit, 16-bit, float, CMYK, ...
+        return (f"{path} (mode {im.mode}: not 8-bit grey or RGB; convert it, e.g. "
+                f"PIL's im.convert({'L' if c == 1 else 'RGB'!r}))")
+      if im.size != (w, h) or _PIL_MODES[im.mode] != c:
+        return f"{path} ({im.size[0]}x{im.size[1]}x{_PIL_MODES[im.mode]})"
+      im.load()  # decodes it all: a truncated or damaged file is named now, not mid-run
+  except Exception as e:  # noqa: BLE001 - PIL raises many kinds
+    return f"{path} (unreadable: {type(e).__name__}: {e})"
+  return None
+
+
 def file_images(paths: Sequence[str], image_shape: Sequence[int]) -> ImageSet:
   """Image files (paths, folders, globs) of exactly `image_shape`; the others stop it, named.
 
   Images are not resized or converted: a likelihood of a resized image is
-  not the image's. A file of another size or channel count, or one that
-  cannot be read, stops scoring with a message naming the first few (a
-  subset scored silently would misreport the set).
+  not the image's. A file of another size, channel count or pixel format
+  (palette, 16-bit, ...), or one that cannot be read to its end, stops
+  scoring before anything is scored, with a message naming the first few:
+  a subset scored silently would misreport the set.
   """
   from PIL import Image  # pylint: disable=import-outside-toplevel
   files = _expand_paths(paths)
   if not files:
     raise ValueError(f"no image files in --images {list(paths)}.")
   h, w, c = (int(d) for d in image_shape)
-  bad = []
-  for f in files:
-    try:
-      with Image.open(f) as im:
-        channels = len(im.getbands())
-        if im.size != (w, h) or channels != c:
-          bad.append(f"{f} ({im.size[0]}x{im.size[1]}x{channels})")
-    except Exception as e:  # noqa: BLE001 - PIL raises many kinds
-      bad.append(f"{f} (unreadable: {type(e).__name__}: {e})")
+  bad = [why for why in (_check_image_file(f, h, w, c) for f in files) if why]
   if bad:
     raise ValueError(
-        f"{len(bad)} of {len(files)} image files do not fit the model's {h}x{w}x{c} images "
-        f"(nothing was scored): {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. "
+        f"{len(bad)} of {len(files)} image files do not fit the model's {h}x{w}x{c} 8-bit "
+        f"images, so nothing was scored (a subset would misreport the set): "
+        f"{'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. "
         "Resize or convert them first, or remove them.")
 
   def load(path):
-    with Image.open(path.decode()) as im:
-      return np.asarray(im, np.uint8).reshape(h, w, c)
+    path = path.decode()
+    try:
+      with Image.open(path) as im:
+        return np.asarray(im, np.uint8).reshape(h, w, c)
+    except Exception as e:  # noqa: BLE001 - changed since it was checked
+      raise ValueError(f"cannot read {path} ({type(e).__name__}: {e})") from e
 
   def decode(i, path):
     image = tf.numpy_function(load, [path], tf.uint8, stateful=False)
@@ -396,8 +414,12 @@ class Scorer:
     with_labels = self.use_labels and "label" in image_set.dataset.element_spec
     step = self._step(with_labels, latents is not None, latents is not None or png_bits)
     num_dims = self.model.num_dims
+    # Every worker reads the set and keeps its share of each global batch (sharding by file
+    # would give the workers unequal numbers of batches).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dist = strategy.experimental_distribute_dataset(
-        image_set.dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+        image_set.dataset.batch(batch_size).with_options(options).prefetch(tf.data.AUTOTUNE))
     seed_t = tf.constant(seed, tf.int64)
     # Traced for the dataset's spec (batch dimension open): the last, partial batch and the
     # next set of the same kind reuse this trace.
@@ -459,7 +481,9 @@ def score_images(model: model_lib.GlowModel, image_set: ImageSet,
 
 
 def _image_set(loaded: sampling.LoadedModel, dataset: Optional[str], data_dir: Optional[str],
-               split: str, images: Sequence[str], limit: Optional[int]) -> ImageSet:
+               split: str, images: Sequence[str], limit: Optional[int], flags: str = ""
+               ) -> ImageSet:
+  """The set the flags `--{flags}dataset`, `--{flags}data_dir`, ... name (`flags`: "" or "ood_")."""
   shape = loaded.model.image_shape
   if images:
     return file_images(images, shape)
@@ -469,7 +493,11 @@ def _image_set(loaded: sampling.LoadedModel, dataset: Optional[str], data_dir: O
                                n_test=None)
   else:
     data = config_lib.DataConfig(dataset=dataset, data_dir=data_dir, image_size=shape[0])
-  return dataset_images(data, split, shape, limit)
+  try:
+    return dataset_images(data, split, shape, limit)
+  except (data_lib.DataError, FileNotFoundError) as e:
+    where = (f" (the data directory of --{flags}dataset is --{flags}data_dir)" if flags else "")
+    raise data_lib.DataError(f"--{flags}dataset={data.dataset} cannot be read{where}: {e}") from e
 
 
 def _derived(path: str, suffix: str) -> str:
@@ -496,6 +524,25 @@ def _score_set(scorer, loaded, image_set, config, progress, output_path, latents
   return summary, written
 
 
+def _histogram_path(config: config_lib.ScoreConfig) -> str:
+  return config.histogram or (os.path.splitext(config.output)[0] + "_hist.png" if config.output
+                              else "ood_histogram.png")
+
+
+def _check_outputs(config: config_lib.ScoreConfig) -> None:
+  """Stops before any work if a file the run would write exists (and `--overwrite` is not set)."""
+  if config.overwrite:
+    return
+  planned = [("--output", config.output), ("--latents", config.latents)]
+  if config.has_ood:
+    planned += [("--output", _derived(config.output, "ood") if config.output else ""),
+                ("--latents", _derived(config.latents, "ood") if config.latents else ""),
+                ("--histogram", _histogram_path(config))]
+  for flag, path in planned:
+    if path and os.path.exists(path):
+      raise ValueError(f"{flag} {path!r} exists; pass --overwrite to replace it.")
+
+
 def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> Dict[str, object]:
   """Scores the images `config` names (and an out-of-distribution set), writes what it asks.
 
@@ -503,6 +550,7 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
     `{"in": ScoreSummary, "ood": ScoreSummary or None, "report": dict or None,
     "files": [paths written]}`.
   """
+  _check_outputs(config)
   strategy = distribute.make_strategy(config.strategy)
   with strategy.scope():
     loaded = sampling.load_model(config.logdir, config.restore_path, config.polyak,
@@ -516,7 +564,7 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
   in_set = _image_set(loaded, config.dataset, config.data_dir, config.split, config.images,
                       config.max_images)
   ood_set = (_image_set(loaded, config.ood_dataset, config.ood_data_dir, config.ood_split,
-                        config.ood_images, config.max_images) if config.has_ood else None)
+                        config.ood_images, config.max_images, "ood_") if config.has_ood else None)
   files = []
   scorer = Scorer(loaded.model, strategy, config.n_dequant_samples)
   summary, written = _score_set(scorer, loaded, in_set, config, progress, config.output,
@@ -557,10 +605,7 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
   progress.log("|---|---|---|---|")
   for name, m_ in report.items():
     progress.log(f"| {name} | {m_['auroc']:.4f} | {m_['aupr']:.4f} | {m_['fpr_at_95_tpr']:.4f} |")
-  histogram = config.histogram or (os.path.splitext(config.output)[0] + "_hist.png"
-                                   if config.output else "ood_histogram.png")
-  if os.path.exists(histogram) and not config.overwrite:
-    raise ValueError(f"--histogram {histogram!r} exists; pass --overwrite to replace it.")
+  histogram = _histogram_path(config)
   if not distribute.is_chief(strategy):
     result.update(ood=ood_summary, report=report, files=files)
     return result

@@ -14,6 +14,7 @@ from PIL import Image
 from glow_tf import config as config_lib
 from glow_tf import sampling
 from glow_tf import scoring
+from tests import multi_worker
 from tests.synthetic_data import FASHION_MNIST_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +86,35 @@ def test_two_replicas_score_each_image_once_as_one_device(shipped, test_images, 
   np.testing.assert_allclose(two.bits_per_dim, one.bits_per_dim, rtol=1e-5)
 
 
+def test_two_workers_score_each_image_once_as_one_process(tmp_path):
+  args = DATA + ["--max_images=30", "--batch_size=8", "--n_dequant_samples=2", "--seed=4"]
+  one = run_cli(args + [f"--output={tmp_path / 'one.csv'}"], cwd=str(tmp_path))
+  assert one.returncode == 0, one.stderr[-3000:]
+  ports = multi_worker.free_ports(2)
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  workers = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "score.py"), "--strategy=multi_worker",
+       f"--output={tmp_path / 'two.csv'}"] + args,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
+      env=dict(env, **multi_worker.tf_config(ports, i))) for i in range(2)]
+  try:
+    outs = [w.communicate(timeout=300) for w in workers]
+  finally:
+    for w in workers:
+      if w.poll() is None:
+        w.kill()
+  assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outs]
+  assert "2 replica(s)" in outs[0][0] and "30 images" in outs[0][0]
+  assert outs[1][0] == ""  # the other worker scores its share and says nothing
+  assert sorted(os.listdir(tmp_path)) == ["one.csv", "two.csv"]  # the chief's file only
+  one_rows, two_rows = _rows(tmp_path / "one.csv"), _rows(tmp_path / "two.csv")
+  assert sorted(int(r["index"]) for r in two_rows) == list(range(30))  # each image once
+  by_index = {int(r["index"]): r for r in two_rows}
+  for r in one_rows:
+    assert by_index[int(r["index"])]["label"] == r["label"]
+    assert float(by_index[int(r["index"])]["nats"]) == pytest.approx(float(r["nats"]), rel=1e-5)
+
+
 def _noise_folder(path, n, shape=(32, 32)):
   os.makedirs(path, exist_ok=True)
   rng = np.random.RandomState(0)
@@ -112,13 +142,50 @@ def test_shipped_model_tells_fashion_mnist_from_noise(tmp_path):
     assert im.size[0] > 400
 
 
+def _one_bad_file(d, kind):
+  """A folder of good 32x32 grey images plus one that does not fit, as `kind` says."""
+  _noise_folder(d, 3)
+  rng = np.random.RandomState(1)
+  grey = rng.randint(0, 256, (32, 32)).astype(np.uint8)
+  if kind == "rgb":
+    Image.fromarray(np.stack([grey] * 3, -1)).save(os.path.join(d, "bad.png"))
+  elif kind == "palette":
+    Image.fromarray(grey).convert("P").save(os.path.join(d, "bad.png"))
+  elif kind == "16-bit":
+    Image.fromarray(grey.astype(np.uint16) * 256).save(os.path.join(d, "bad.png"))
+  elif kind == "truncated":  # a valid header, the pixels cut off
+    Image.fromarray(grey).save(os.path.join(d, "full.png"))
+    with open(os.path.join(d, "full.png"), "rb") as f:
+      head = f.read(120)
+    os.remove(os.path.join(d, "full.png"))
+    with open(os.path.join(d, "bad.png"), "wb") as f:
+      f.write(head)
+
+
+def _touch(path):
+  with open(path, "w") as f:
+    f.write("x")
+
+
 @pytest.mark.parametrize("make, kwargs, message", [
     (lambda d: _noise_folder(d, 3, (28, 28)), dict(images=("{d}",)), "do not fit the model's 32x32x1"),
+    (lambda d: _one_bad_file(d, "rgb"), dict(images=("{d}",)), r"1 of 4 .*bad.png \(32x32x3\)"),
+    (lambda d: _one_bad_file(d, "palette"), dict(images=("{d}",)), r"bad.png \(mode P"),
+    (lambda d: _one_bad_file(d, "16-bit"), dict(images=("{d}",)), r"bad.png \(mode I"),
+    (lambda d: _one_bad_file(d, "truncated"), dict(images=("{d}",)), r"bad.png \(unreadable"),
     (lambda d: open(os.path.join(d, "x.png"), "w").write("not a png"), dict(images=("{d}/x.png",)),
      "unreadable"),
     (lambda d: None, dict(images=("{d}/none/*.png",)), "no image files"),
-    (lambda d: open(os.path.join(d, "out.csv"), "w").write("x"), dict(output="{d}/out.csv"),
+    (lambda d: os.makedirs(os.path.join(d, "empty")), dict(images=("{d}/empty",)), "no image files"),
+    (lambda d: _touch(os.path.join(d, "out.csv")), dict(output="{d}/out.csv"),
      "exists; pass --overwrite"),
+    # (the out-of-distribution set's files: before any scoring, not after the first set's)
+    (lambda d: (_noise_folder(os.path.join(d, "n"), 3), _touch(os.path.join(d, "out_ood.csv"))),
+     dict(output="{d}/out.csv", ood_images=("{d}/n",)), "out_ood.csv' exists"),
+    (lambda d: (_noise_folder(os.path.join(d, "n"), 3), _touch(os.path.join(d, "h.png"))),
+     dict(output="{d}/out.csv", ood_images=("{d}/n",), histogram="{d}/h.png"), "h.png' exists"),
+    (lambda d: _noise_folder(os.path.join(d, "n"), 2), dict(ood_images=("{d}/n/*.jpg",)),
+     "no image files"),
 ])
 def test_bad_input_stops_with_a_message_and_writes_nothing(tmp_path, make, kwargs, message):
   make(str(tmp_path))
