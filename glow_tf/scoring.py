@@ -481,8 +481,8 @@ def score_images(model: model_lib.GlowModel, image_set: ImageSet,
 
 
 def _image_set(loaded: sampling.LoadedModel, dataset: Optional[str], data_dir: Optional[str],
-               split: str, images: Sequence[str], limit: Optional[int], flags: str = ""
-               ) -> ImageSet:
+               split: str, images: Sequence[str], limit: Optional[int], download: bool,
+               flags: str = "") -> ImageSet:
   """The set the flags `--{flags}dataset`, `--{flags}data_dir`, ... name (`flags`: "" or "ood_")."""
   shape = loaded.model.image_shape
   if images:
@@ -490,9 +490,10 @@ def _image_set(loaded: sampling.LoadedModel, dataset: Optional[str], data_dir: O
   own = loaded.config.data
   if dataset is None or dataset == own.dataset:
     data = dataclasses.replace(own, data_dir=data_dir or own.data_dir, train_subset=None,
-                               n_test=None)
+                               n_test=None, download=download)
   else:
-    data = config_lib.DataConfig(dataset=dataset, data_dir=data_dir, image_size=shape[0])
+    data = config_lib.DataConfig(dataset=dataset, data_dir=data_dir, image_size=shape[0],
+                                 download=download)
   try:
     return dataset_images(data, split, shape, limit)
   except (data_lib.DataError, FileNotFoundError) as e:
@@ -552,6 +553,8 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
   """
   _check_outputs(config)
   strategy = distribute.make_strategy(config.strategy)
+  if not distribute.is_chief(strategy):  # the other workers score their shares silently
+    log = lambda *_: None
   with strategy.scope():
     loaded = sampling.load_model(config.logdir, config.restore_path, config.polyak,
                                  fallback_to_shipped=config.default_logdir
@@ -562,9 +565,10 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
       f"{strategy.num_replicas_in_sync} replica(s), K={config.n_dequant_samples}")
   progress = metrics.Progress(distribute.is_chief(strategy))
   in_set = _image_set(loaded, config.dataset, config.data_dir, config.split, config.images,
-                      config.max_images)
+                      config.max_images, config.download)
   ood_set = (_image_set(loaded, config.ood_dataset, config.ood_data_dir, config.ood_split,
-                        config.ood_images, config.max_images, "ood_") if config.has_ood else None)
+                        config.ood_images, config.max_images, config.download, "ood_")
+             if config.has_ood else None)
   files = []
   scorer = Scorer(loaded.model, strategy, config.n_dequant_samples)
   summary, written = _score_set(scorer, loaded, in_set, config, progress, config.output,
@@ -588,7 +592,7 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
   if min(summary.n, ood_summary.n) >= 2 * m:
     try:
       train_set = _image_set(loaded, None, config.data_dir, "train", (),
-                             config.typicality_train_images)
+                             config.typicality_train_images, config.download)
     except (ValueError, FileNotFoundError) as e:
       log(f"typicality test skipped: the model's training data cannot be read ({e})")
     else:

@@ -88,8 +88,9 @@ def test_two_replicas_score_each_image_once_as_one_device(shipped, test_images, 
 
 def test_two_workers_score_each_image_once_as_one_process(tmp_path):
   args = DATA + ["--max_images=30", "--batch_size=8", "--n_dequant_samples=2", "--seed=4"]
-  one = run_cli(args + [f"--output={tmp_path / 'one.csv'}"], cwd=str(tmp_path))
-  assert one.returncode == 0, one.stderr[-3000:]
+  scoring.run(config_lib.ScoreConfig(  # one process (in this one)
+      logdir=sampling.SHIPPED_MODEL, data_dir=FASHION_MNIST_DIR, max_images=30, batch_size=8,
+      n_dequant_samples=2, seed=4, output=str(tmp_path / "one.csv")), log=lambda *_: None)
   ports = multi_worker.free_ports(2)
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
   workers = [subprocess.Popen(
@@ -197,6 +198,31 @@ def test_bad_input_stops_with_a_message_and_writes_nothing(tmp_path, make, kwarg
   with pytest.raises(ValueError, match=message):
     scoring.run(config, log=lambda *_: None)
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_mnist_as_the_ood_set_without_its_data_says_how_to_get_it(tmp_path):
+  config = config_lib.ScoreConfig(logdir=sampling.SHIPPED_MODEL, data_dir=FASHION_MNIST_DIR,
+                                  max_images=8, ood_dataset="mnist", download=False,
+                                  ood_data_dir=str(tmp_path / "tfds"),
+                                  output=str(tmp_path / "s.csv"))
+  with pytest.raises(ValueError, match=r"--ood_dataset=mnist cannot be read \(the data directory "
+                     r"of --ood_dataset is --ood_data_dir\).*not prepared.*IDX"):
+    scoring.run(config, log=lambda *_: None)
+  assert not os.path.exists(tmp_path / "s.csv")
+
+
+def test_mnist_as_the_ood_set_with_tfds_mock_data(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  config = config_lib.ScoreConfig(logdir=sampling.SHIPPED_MODEL, data_dir=FASHION_MNIST_DIR,
+                                  max_images=20, ood_dataset="mnist", typicality_batch=5,
+                                  typicality_train_images=20, output=str(tmp_path / "s.csv"))
+  with tfds.testing.mock_data(num_examples=20):  # random 28x28 digits, zero-padded to 32x32
+    result = scoring.run(config, log=lambda *_: None)
+  assert result["ood"].n == 20 and result["ood"].description == "mnist test"
+  assert len(result["report"]) == 3  # bits/dim, complexity-corrected, typicality
+  assert result["report"]["bits/dim"]["auroc"] > 0.9  # random pixels are unlike garments
+  assert sorted(os.listdir(tmp_path)) == ["s.csv", "s_hist.png", "s_ood.csv"]
+  assert len(_rows(tmp_path / "s_ood.csv")) == 20
 
 
 @pytest.mark.parametrize("args, message", [
