@@ -1,7 +1,8 @@
 """Exact likelihoods of images under a trained Glow: per-image bits/dim, tighter estimates, latents.
 
 What `score.py` does after flag parsing. A set of images (a dataset split or
-image files) is scored in batches under a `tf.distribute` strategy; each
+image files) is scored in batches under a `tf.distribute` strategy by a
+`Scorer`, which keeps its traced step for all the sets of a run; each
 image's record (its index, file or label, nats and bits/dim) is streamed to
 a CSV or JSON-lines file, its latents optionally to an `.npz`, and the
 summary (mean, standard error, count, images/s) returned. `nats` in the
@@ -320,7 +321,7 @@ class Scorer:
   `tf.while_loop` (one pass of the flow in the graph for any `K`). So a
   second set, another seed or a last partial batch costs no retracing, and
   score.py's in-distribution, out-of-distribution and training sets share
-  one trace.
+  the trace of each kind of batch.
 
   Args:
     model: the trained model (its variables under `strategy`'s scope when
