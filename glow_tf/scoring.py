@@ -416,11 +416,14 @@ class Scorer:
     step = self._step(with_labels, latents is not None, latents is not None or png_bits)
     num_dims = self.model.num_dims
     # Every worker reads the set and keeps its share of each global batch (sharding by file
-    # would give the workers unequal numbers of batches).
+    # would give the workers unequal numbers of batches). No autotuning: an autotuned
+    # iterator took up to 1.3 s to shut down after the last batch (its tuning thread), and
+    # its tuning took CPU from the flow (bench/RESULTS.md, scoring throughput).
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.autotune.enabled = False
     dist = strategy.experimental_distribute_dataset(
-        image_set.dataset.batch(batch_size).with_options(options).prefetch(tf.data.AUTOTUNE))
+        image_set.dataset.batch(batch_size).prefetch(2).with_options(options))
     seed_t = tf.constant(seed, tf.int64)
     # Traced for the dataset's spec (batch dimension open): the last, partial batch and the
     # next set of the same kind reuse this trace.
