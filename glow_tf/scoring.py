@@ -424,13 +424,14 @@ class Scorer:
     options.autotune.enabled = False
     dist = strategy.experimental_distribute_dataset(
         image_set.dataset.batch(batch_size).prefetch(2).with_options(options))
+    start = time.time()  # (the images/s of the summary include a first trace)
     seed_t = tf.constant(seed, tf.int64)
     # Traced for the dataset's spec (batch dimension open): the last, partial batch and the
     # next set of the same kind reuse this trace.
     step.get_concrete_function(dist.element_spec, tf.TensorSpec([], tf.int64))
     nll_all = np.full([image_set.size], np.nan)
     png_all = np.full([image_set.size], np.nan) if png_bits else None
-    done, start = 0, time.time()
+    done = 0
     for batch in dist:
       out = step(batch, seed_t)
       index = out["index"].numpy()
