@@ -1,4 +1,4 @@
-"""Where a training step's time goes: TF op types ranked by time, from the profiler.
+"""Where a training step's (or `--log_prob`'s) time goes: TF op types ranked by time, from the profiler.
 
 Builds one implementation at a configuration of `vs_tfp_glow.py`, runs a few
 training steps under `tf.profiler.experimental`, and prints the total time
@@ -7,6 +7,7 @@ can exceed wall time on 2 cores), the op count per step and the wall time.
 
   python bench/profile_step.py --config=a --impl=ours
   python bench/profile_step.py --config=b --impl=tfp --top=25
+  python bench/profile_step.py --config=a --impl=ours --log_prob --steps=10
 """
 
 import argparse
@@ -30,6 +31,8 @@ def main():
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--top", type=int, default=20)
   p.add_argument("--recompute", action="store_true")
+  p.add_argument("--log_prob", action="store_true",
+                 help="profile log_prob of the batch (scoring) instead of a training step")
   p.add_argument("--names", default="",
                  help="also list the op names of these types (comma-separated)")
   args = p.parse_args()
@@ -69,6 +72,8 @@ def main():
     optimizer.apply_gradients(zip(grads, variables))
     return loss
 
+  if args.log_prob:
+    train_step = tf.function(log_prob, autograph=False)
   for _ in range(2):
     train_step(x).numpy()
   t = time.perf_counter()
@@ -103,7 +108,8 @@ def main():
           by_name[name] += ev.duration_ps / 1e12
   total = sum(by_type.values())
   n_ops = sum(count.values()) / args.steps
-  print(f"{args.impl} config {args.config}: wall {wall * 1e3:.1f} ms/step, "
+  what = "log_prob" if args.log_prob else "train step"
+  print(f"{args.impl} config {args.config} {what}: wall {wall * 1e3:.1f} ms/step, "
         f"{n_ops:.0f} op events/step, op time {total / args.steps * 1e3:.1f} ms/step")
   print(f"{'op type':32s} {'ms/step':>9s} {'share':>6s} {'count/step':>10s} {'us/op':>8s}")
   for op_type, sec in by_type.most_common(args.top):

@@ -76,6 +76,11 @@ def define_flags(flag_values=flags.FLAGS):
                        flag_values=f)
   flags.DEFINE_enum("strategy", _d("strategy"), list(config_lib.STRATEGIES),
                     "tf.distribute strategy, as train.py's.", flag_values=f)
+  flags.DEFINE_boolean(
+      "download", _d("download"),
+      "Let TFDS download a dataset that is not prepared (--nodownload: stop at once with how to "
+      "get it; without network access TFDS retries for minutes before it gives up).",
+      flag_values=f)
 
 
 def config_from_flags(f: flags.FlagValues) -> ScoreConfig:
@@ -88,4 +93,4 @@ def config_from_flags(f: flags.FlagValues) -> ScoreConfig:
       histogram=f.histogram, overwrite=f.overwrite, n_dequant_samples=f.n_dequant_samples,
       batch_size=f.batch_size, seed=f.seed, typicality_batch=f.typicality_batch,
       typicality_train_images=f.typicality_train_images, strategy=f.strategy,
-      default_logdir=not f["logdir"].present)
+      download=f.download, default_logdir=not f["logdir"].present)

@@ -801,6 +801,7 @@ class ScoreConfig:
   typicality_batch: int = 10
   typicality_train_images: int = 2000
   strategy: str = "auto"
+  download: bool = True
   default_logdir: bool = False  # the user did not choose --logdir: fall back to the shipped model
 
   def __post_init__(self):

@@ -1,7 +1,8 @@
 """Exact likelihoods of images under a trained Glow: per-image bits/dim, tighter estimates, latents.
 
 What `score.py` does after flag parsing. A set of images (a dataset split or
-image files) is scored in batches under a `tf.distribute` strategy; each
+image files) is scored in batches under a `tf.distribute` strategy by a
+`Scorer`, which keeps its traced step for all the sets of a run; each
 image's record (its index, file or label, nats and bits/dim) is streamed to
 a CSV or JSON-lines file, its latents optionally to an `.npz`, and the
 summary (mean, standard error, count, images/s) returned. `nats` in the
@@ -32,7 +33,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from typing import Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Union
 
 import numpy as np
 import tensorflow as tf
@@ -45,18 +46,19 @@ from glow_tf import model as model_lib
 from glow_tf import ood
 from glow_tf import sampling
 
-__all__ = ["ImageSet", "ScoreSummary", "dataset_images", "dequantization_noise", "file_images",
-           "score_images", "OutputWriter", "LatentWriter", "run"]
+__all__ = ["ImageSet", "ScoreSummary", "Scorer", "dataset_images", "dequantization_noise",
+           "file_images", "score_images", "OutputWriter", "LatentWriter", "run"]
 
 
-def dequantization_noise(index: tf.Tensor, image_shape: Sequence[int], seed: int,
-                         draw: int) -> tf.Tensor:
+def dequantization_noise(index: tf.Tensor, image_shape: Sequence[int],
+                         seed: Union[int, tf.Tensor], draw: Union[int, tf.Tensor]) -> tf.Tensor:
   """Uniform `[0, 1)` noise `[batch] + image_shape` for draw `draw` of the images numbered `index`.
 
   Image `i`'s noise is `stateless_uniform(image_shape, seed=[seed * 1000 + draw, i])`: it
   depends on the image alone, not on its batch or replica.
   """
-  seeds = tf.stack([tf.fill(tf.shape(index), tf.cast(seed, tf.int64) * 1000 + draw),
+  first = tf.cast(seed, tf.int64) * 1000 + tf.cast(draw, tf.int64)
+  seeds = tf.stack([tf.fill(tf.shape(index), first),
                     tf.cast(index, tf.int64)], axis=1)
   return tf.map_fn(lambda s: tf.random.stateless_uniform(list(image_shape), s), seeds,
                    fn_output_signature=tf.float32)
@@ -118,37 +120,55 @@ def _expand_paths(paths: Sequence[str]) -> List[str]:
   return out
 
 
+# PIL's modes of 8-bit images and their channels: the values a file holds are the image's.
+_PIL_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+
+def _check_image_file(path: str, h: int, w: int, c: int) -> Optional[str]:
+  """Why the image file at `path` cannot be scored as uint8 `[h, w, c]`, or `None` if it can."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  try:
+    with Image.open(path) as im:
+      if im.mode not in _PIL_MODES:  # palette, 1-bit, 16-bit, float, CMYK, ...
+        return (f"{path} (mode {im.mode}: not 8-bit grey or RGB; convert it, e.g. "
+                f"PIL's im.convert({'L' if c == 1 else 'RGB'!r}))")
+      if im.size != (w, h) or _PIL_MODES[im.mode] != c:
+        return f"{path} ({im.size[0]}x{im.size[1]}x{_PIL_MODES[im.mode]})"
+      im.load()  # decodes it all: a truncated or damaged file is named now, not mid-run
+  except Exception as e:  # noqa: BLE001 - PIL raises many kinds
+    return f"{path} (unreadable: {type(e).__name__}: {e})"
+  return None
+
+
 def file_images(paths: Sequence[str], image_shape: Sequence[int]) -> ImageSet:
   """Image files (paths, folders, globs) of exactly `image_shape`; the others stop it, named.
 
   Images are not resized or converted: a likelihood of a resized image is
-  not the image's. A file of another size or channel count, or one that
-  cannot be read, stops scoring with a message naming the first few (a
-  subset scored silently would misreport the set).
+  not the image's. A file of another size, channel count or pixel format
+  (palette, 16-bit, ...), or one that cannot be read to its end, stops
+  scoring before anything is scored, with a message naming the first few:
+  a subset scored silently would misreport the set.
   """
   from PIL import Image  # pylint: disable=import-outside-toplevel
   files = _expand_paths(paths)
   if not files:
     raise ValueError(f"no image files in --images {list(paths)}.")
   h, w, c = (int(d) for d in image_shape)
-  bad = []
-  for f in files:
-    try:
-      with Image.open(f) as im:
-        channels = len(im.getbands())
-        if im.size != (w, h) or channels != c:
-          bad.append(f"{f} ({im.size[0]}x{im.size[1]}x{channels})")
-    except Exception as e:  # noqa: BLE001 - PIL raises many kinds
-      bad.append(f"{f} (unreadable: {type(e).__name__}: {e})")
+  bad = [why for why in (_check_image_file(f, h, w, c) for f in files) if why]
   if bad:
     raise ValueError(
-        f"{len(bad)} of {len(files)} image files do not fit the model's {h}x{w}x{c} images "
-        f"(nothing was scored): {'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. "
+        f"{len(bad)} of {len(files)} image files do not fit the model's {h}x{w}x{c} 8-bit "
+        f"images, so nothing was scored (a subset would misreport the set): "
+        f"{'; '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. "
         "Resize or convert them first, or remove them.")
 
   def load(path):
-    with Image.open(path.decode()) as im:
-      return np.asarray(im, np.uint8).reshape(h, w, c)
+    path = path.decode()
+    try:
+      with Image.open(path) as im:
+        return np.asarray(im, np.uint8).reshape(h, w, c)
+    except Exception as e:  # noqa: BLE001 - changed since it was checked
+      raise ValueError(f"cannot read {path} ({type(e).__name__}: {e})") from e
 
   def decode(i, path):
     image = tf.numpy_function(load, [path], tf.uint8, stateful=False)
@@ -291,29 +311,161 @@ class ScoreSummary:
             f"over {self.n} images, {self.images_per_sec:.1f} images/s")
 
 
-def _log_prob_fn(model: model_lib.GlowModel, n_draws: int, seed: int, with_labels: bool,
-                 latents: bool) -> Callable:
-  """Per-replica `(images, labels, image indices) -> (log P_K(x) [B] in nats, latents or [])`."""
-  cfg = model.config
+class Scorer:
+  """Scores image sets under one model, strategy and `K`; its traced step is kept across sets.
 
-  def replica(images, labels, index):
-    per_draw = []
-    for k in range(n_draws):
+  The step (dequantisation draws, the flow, the gather of the replicas'
+  results) is a `tf.function` built once per kind of batch (with or without
+  labels, latents, images) and traced once: the seed is a tensor argument,
+  the batch dimension is left open, and the `K` draws run in a
+  `tf.while_loop` (one pass of the flow in the graph for any `K`). So a
+  second set, another seed or a last partial batch costs no retracing, and
+  score.py's in-distribution, out-of-distribution and training sets share
+  the trace of each kind of batch.
+
+  Args:
+    model: the trained model (its variables under `strategy`'s scope when
+      there are several replicas).
+    strategy: a `tf.distribute` strategy (default: the current one); global
+      batches are split over its replicas.
+    n_dequant_samples: `K >= 1` dequantisation draws per image.
+    use_labels: condition a class-conditional model on a set's labels
+      (else its likelihood is marginalised over the classes).
+  """
+
+  def __init__(self, model: model_lib.GlowModel, strategy: Optional[tf.distribute.Strategy] = None,
+               n_dequant_samples: int = 1, use_labels: bool = True):
+    if (isinstance(n_dequant_samples, bool) or not isinstance(n_dequant_samples, int)
+        or n_dequant_samples < 1):
+      raise ValueError(f"--n_dequant_samples must be an integer >= 1, got {n_dequant_samples!r}.")
+    self.model = model
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.n_dequant_samples = n_dequant_samples
+    self.use_labels = use_labels
+    self._steps: Dict[tuple, Callable] = {}
+
+  def _log_prob(self, images: tf.Tensor, labels: Optional[tf.Tensor], index: tf.Tensor,
+                seed: tf.Tensor) -> tf.Tensor:
+    """`log P_K(x)` in nats `[B]` of uint8 images `[B, H, W, C]` numbered `index` `[B]`."""
+    model, cfg = self.model, self.model.config
+
+    def draw(k):  # log p(x + u_k) [B]
       noise = dequantization_noise(index, model.image_shape, seed, k)
-      if cfg.ycond and not with_labels:  # p(x) = mean_y p(x | y), uniform over the classes
+      if cfg.ycond and labels is None:  # p(x) = mean_y p(x | y), uniform over the classes
         by_class = [model.log_prob(images, tf.fill(tf.shape(images)[:1], y), noise=noise)
                     for y in range(cfg.n_classes)]
-        per_draw.append(tf.reduce_logsumexp(tf.stack(by_class), 0) - math.log(cfg.n_classes))
-      else:
-        per_draw.append(model.log_prob(images, labels if cfg.ycond else None, noise=noise))
-    log_p = tf.reduce_logsumexp(tf.stack(per_draw), 0) - math.log(n_draws)
-    if not latents:
-      return log_p, []
-    encode_labels = labels if cfg.ycond and with_labels else (
-        tf.zeros(tf.shape(images)[:1], tf.int32) if cfg.ycond else None)
-    return log_p, model.encode(images, encode_labels)
+        return tf.reduce_logsumexp(tf.stack(by_class), 0) - math.log(cfg.n_classes)
+      return model.log_prob(images, labels if cfg.ycond else None, noise=noise)
 
-  return replica
+    n = self.n_dequant_samples
+    if n == 1:
+      return draw(0)
+    draws = tf.TensorArray(tf.float32, size=n, element_shape=images.shape[:1])
+    _, draws = tf.while_loop(lambda k, _: k < n, lambda k, d: (k + 1, d.write(k, draw(k))),
+                             (tf.constant(0), draws))
+    return tf.reduce_logsumexp(draws.stack(), 0) - math.log(n)
+
+  def _step(self, with_labels: bool, latents: bool, images: bool) -> Callable:
+    """The traced `step(distributed batch, seed) -> gathered {"nll", "index", ...}`."""
+    key = (with_labels, latents, images)
+    if key in self._steps:
+      return self._steps[key]
+    model, strategy = self.model, self.strategy
+
+    def replica(b, seed):
+      labels = b["label"] if with_labels else None
+      out = {"nll": -self._log_prob(b["image"], labels, b["index"], seed), "index": b["index"]}
+      if with_labels:
+        out["label"] = b["label"]
+      if latents:  # encode's mid-bin latents (decode gives the images back exactly)
+        encode_labels = labels if model.config.ycond and with_labels else (
+            tf.zeros(tf.shape(b["image"])[:1], tf.int32) if model.config.ycond else None)
+        out["z"] = model.encode(b["image"], encode_labels)
+      if images:
+        out["image"] = b["image"]
+      return out
+
+    @tf.function(autograph=False, reduce_retracing=True)
+    def step(batch, seed):
+      out = strategy.run(replica, args=(batch, seed))
+      return tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), out)
+
+    self._steps[key] = step
+    return step
+
+  def score(self, image_set: ImageSet, batch_size: int = 100, seed: int = 0,
+            output: Optional[OutputWriter] = None, latents: Optional[LatentWriter] = None,
+            progress: Optional[metrics.Progress] = None, png_bits: bool = False) -> ScoreSummary:
+    """Scores every image of `image_set` once; streams records to `output` and latents to `latents`.
+
+    Args:
+      image_set: what to score.
+      batch_size: global batch size (a multiple of the replicas).
+      seed: seeds the draws (`dequantization_noise`).
+      output, latents: writers (closed by the caller).
+      progress: where the progress bar goes.
+      png_bits: also measure each image's lossless PNG length in bits per
+        dimension (`glow_tf.ood.png_bits_per_dim`), into `summary.png_bits_per_dim`.
+
+    Returns:
+      The `ScoreSummary`; its arrays hold every image's nats and bits/dim by index.
+    """
+    strategy = self.strategy
+    config_lib.check_replica_divisible(batch_size, strategy.num_replicas_in_sync, "--batch_size")
+    with_labels = self.use_labels and "label" in image_set.dataset.element_spec
+    step = self._step(with_labels, latents is not None, latents is not None or png_bits)
+    num_dims = self.model.num_dims
+    # Every worker reads the set and keeps its share of each global batch (sharding by file
+    # would give the workers unequal numbers of batches). No autotuning: an autotuned
+    # iterator took up to 1.3 s to shut down after the last batch (its tuning thread), and
+    # its tuning took CPU from the flow (bench/RESULTS.md, scoring throughput).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.autotune.enabled = False
+    dist = strategy.experimental_distribute_dataset(
+        image_set.dataset.batch(batch_size).prefetch(2).with_options(options))
+    start = time.time()  # (the images/s of the summary include a first trace)
+    seed_t = tf.constant(seed, tf.int64)
+    # Traced for the dataset's spec (batch dimension open): the last, partial batch and the
+    # next set of the same kind reuse this trace.
+    step.get_concrete_function(dist.element_spec, tf.TensorSpec([], tf.int64))
+    nll_all = np.full([image_set.size], np.nan)
+    png_all = np.full([image_set.size], np.nan) if png_bits else None
+    done = 0
+    for batch in dist:
+      out = step(batch, seed_t)
+      index = out["index"].numpy()
+      nll = out["nll"].numpy().astype(np.float64)
+      labels = out["label"].numpy() if with_labels else None
+      if np.any(~np.isnan(nll_all[index])):
+        raise RuntimeError("an image was scored twice: the input pipeline repeats examples.")
+      nll_all[index] = nll
+      if output is not None:
+        bits = nll / (num_dims * math.log(2.))
+        for j, i in enumerate(index):
+          output.write({"index": int(i), "file": image_set.names[i] if image_set.names else None,
+                        "label": int(labels[j]) if labels is not None else None,
+                        "nats": float(nll[j]), "bits_per_dim": float(bits[j])})
+      if latents is not None:
+        latents.write(index, out["image"].numpy(), [z.numpy() for z in out["z"]], labels)
+      if png_all is not None:
+        png_all[index] = ood.png_bits_per_dim(out["image"].numpy())
+      done += len(index)
+      if progress is not None:
+        elapsed = time.time() - start
+        progress.update(f"{done}/{image_set.size} images, {done / max(elapsed, 1e-9):.1f} images/s",
+                        done / image_set.size)
+    if done != image_set.size or np.any(np.isnan(nll_all)):
+      raise RuntimeError(f"scored {done} of {image_set.size} images: the input pipeline lost some.")
+    if not np.all(np.isfinite(nll_all)):
+      bad = np.flatnonzero(~np.isfinite(nll_all))[:5].tolist()
+      raise ValueError(f"non-finite likelihoods for images {bad}: the checkpoint may be damaged.")
+    return ScoreSummary(nll_all / (num_dims * math.log(2.)), nll_all, time.time() - start,
+                        image_set.description, png_all)
+
+  def tracing_count(self) -> int:
+    """How often the steps have been traced (one per kind of batch after warm-up)."""
+    return sum(f.experimental_get_tracing_count() for f in self._steps.values())
 
 
 def score_images(model: model_lib.GlowModel, image_set: ImageSet,
@@ -321,102 +473,37 @@ def score_images(model: model_lib.GlowModel, image_set: ImageSet,
                  n_dequant_samples: int = 1, seed: int = 0, output: Optional[OutputWriter] = None,
                  latents: Optional[LatentWriter] = None, progress: Optional[metrics.Progress] = None,
                  use_labels: bool = True, png_bits: bool = False) -> ScoreSummary:
-  """Scores every image of `image_set` once; streams records to `output` and latents to `latents`.
+  """`Scorer(model, strategy, n_dequant_samples, use_labels).score(image_set, ...)`, once.
 
-  Args:
-    model: the trained model (its variables under `strategy`'s scope when
-      there are several replicas).
-    image_set: what to score.
-    strategy: a `tf.distribute` strategy (default: the current one); global
-      batches of `batch_size` are split over its replicas.
-    batch_size: global batch size (a multiple of the replicas).
-    n_dequant_samples: `K >= 1` dequantisation draws per image.
-    seed: seeds the draws.
-    output, latents: writers (closed by the caller).
-    progress: where the progress bar goes.
-    use_labels: condition a class-conditional model on the set's labels
-      (else its likelihood is marginalised over the classes).
-    png_bits: also measure each image's lossless PNG length in bits per
-      dimension (`glow_tf.ood.png_bits_per_dim`), into `summary.png_bits_per_dim`.
-
-  Returns:
-    The `ScoreSummary`; its arrays hold every image's nats and bits/dim by index.
+  For several sets (or several passes) under one model keep a `Scorer`: it
+  traces its step once.
   """
-  if (isinstance(n_dequant_samples, bool) or not isinstance(n_dequant_samples, int)
-      or n_dequant_samples < 1):
-    raise ValueError(f"--n_dequant_samples must be an integer >= 1, got {n_dequant_samples!r}.")
-  strategy = strategy or tf.distribute.get_strategy()
-  config_lib.check_replica_divisible(batch_size, strategy.num_replicas_in_sync, "--batch_size")
-  with_labels = use_labels and "label" in image_set.dataset.element_spec
-  num_dims = model.num_dims
-  replica = _log_prob_fn(model, n_dequant_samples, seed, with_labels, latents is not None)
-  ds = image_set.dataset.batch(batch_size)
-  dist = strategy.experimental_distribute_dataset(ds.prefetch(tf.data.AUTOTUNE))
-
-  @tf.function(autograph=False)
-  def step(batch):
-    def run(b):
-      labels = b["label"] if with_labels else None
-      log_p, z = replica(b["image"], labels, b["index"])
-      out = {"nll": -log_p, "index": b["index"], "z": z}
-      if with_labels:
-        out["label"] = b["label"]
-      if latents is not None or png_bits:
-        out["image"] = b["image"]
-      return out
-    out = strategy.run(run, args=(batch,))
-    return tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), out)
-
-  nll_all = np.full([image_set.size], np.nan)
-  png_all = np.full([image_set.size], np.nan) if png_bits else None
-  done, start = 0, time.time()
-  for batch in dist:
-    out = step(batch)
-    index = out["index"].numpy()
-    nll = out["nll"].numpy().astype(np.float64)
-    labels = out["label"].numpy() if with_labels else None
-    if np.any(~np.isnan(nll_all[index])):
-      raise RuntimeError("an image was scored twice: the input pipeline repeats examples.")
-    nll_all[index] = nll
-    bits = nll / (num_dims * math.log(2.))
-    if output is not None:
-      for j, i in enumerate(index):
-        output.write({"index": int(i), "file": image_set.names[i] if image_set.names else None,
-                      "label": int(labels[j]) if labels is not None else None,
-                      "nats": float(nll[j]), "bits_per_dim": float(bits[j])})
-    if latents is not None:
-      latents.write(index, out["image"].numpy(), [z.numpy() for z in out["z"]], labels)
-    if png_all is not None:
-      png_all[index] = ood.png_bits_per_dim(out["image"].numpy())
-    done += len(index)
-    if progress is not None:
-      elapsed = time.time() - start
-      progress.update(f"{done}/{image_set.size} images, {done / max(elapsed, 1e-9):.1f} images/s",
-                      done / image_set.size)
-  if done != image_set.size or np.any(np.isnan(nll_all)):
-    raise RuntimeError(f"scored {done} of {image_set.size} images: the input pipeline lost some.")
-  if not np.all(np.isfinite(nll_all)):
-    bad = np.flatnonzero(~np.isfinite(nll_all))[:5].tolist()
-    raise ValueError(f"non-finite likelihoods for images {bad}: the checkpoint may be damaged.")
-  return ScoreSummary(nll_all / (num_dims * math.log(2.)), nll_all, time.time() - start,
-                      image_set.description, png_all)
+  return Scorer(model, strategy, n_dequant_samples, use_labels).score(
+      image_set, batch_size, seed, output, latents, progress, png_bits)
 
 
 # ---- score.py's job ------------------------------------------------------------------
 
 
 def _image_set(loaded: sampling.LoadedModel, dataset: Optional[str], data_dir: Optional[str],
-               split: str, images: Sequence[str], limit: Optional[int]) -> ImageSet:
+               split: str, images: Sequence[str], limit: Optional[int], download: bool,
+               flags: str = "") -> ImageSet:
+  """The set the flags `--{flags}dataset`, `--{flags}data_dir`, ... name (`flags`: "" or "ood_")."""
   shape = loaded.model.image_shape
   if images:
     return file_images(images, shape)
   own = loaded.config.data
   if dataset is None or dataset == own.dataset:
     data = dataclasses.replace(own, data_dir=data_dir or own.data_dir, train_subset=None,
-                               n_test=None)
+                               n_test=None, download=download)
   else:
-    data = config_lib.DataConfig(dataset=dataset, data_dir=data_dir, image_size=shape[0])
-  return dataset_images(data, split, shape, limit)
+    data = config_lib.DataConfig(dataset=dataset, data_dir=data_dir, image_size=shape[0],
+                                 download=download)
+  try:
+    return dataset_images(data, split, shape, limit)
+  except (data_lib.DataError, FileNotFoundError) as e:
+    where = (f" (the data directory of --{flags}dataset is --{flags}data_dir)" if flags else "")
+    raise data_lib.DataError(f"--{flags}dataset={data.dataset} cannot be read{where}: {e}") from e
 
 
 def _derived(path: str, suffix: str) -> str:
@@ -424,17 +511,15 @@ def _derived(path: str, suffix: str) -> str:
   return f"{stem}_{suffix}{ext}"
 
 
-def _score_set(loaded, image_set, config, strategy, progress, output_path, latents_path,
-               png_bits):
-  if not distribute.is_chief(strategy):  # every worker scores its share; the chief writes
+def _score_set(scorer, loaded, image_set, config, progress, output_path, latents_path, png_bits):
+  if not distribute.is_chief(scorer.strategy):  # every worker scores its share; the chief writes
     output_path = latents_path = ""
   output = OutputWriter(output_path, config.overwrite) if output_path else None
   latents = (LatentWriter(latents_path, image_set.size, loaded.model.image_shape,
                           loaded.model.glow.latent_shapes, config.overwrite)
              if latents_path else None)
   try:
-    summary = score_images(loaded.model, image_set, strategy, config.batch_size,
-                           config.n_dequant_samples, config.seed, output, latents, progress,
+    summary = scorer.score(image_set, config.batch_size, config.seed, output, latents, progress,
                            png_bits=png_bits)
   except BaseException:
     for writer in (output, latents):
@@ -445,6 +530,25 @@ def _score_set(loaded, image_set, config, strategy, progress, output_path, laten
   return summary, written
 
 
+def _histogram_path(config: config_lib.ScoreConfig) -> str:
+  return config.histogram or (os.path.splitext(config.output)[0] + "_hist.png" if config.output
+                              else "ood_histogram.png")
+
+
+def _check_outputs(config: config_lib.ScoreConfig) -> None:
+  """Stops before any work if a file the run would write exists (and `--overwrite` is not set)."""
+  if config.overwrite:
+    return
+  planned = [("--output", config.output), ("--latents", config.latents)]
+  if config.has_ood:
+    planned += [("--output", _derived(config.output, "ood") if config.output else ""),
+                ("--latents", _derived(config.latents, "ood") if config.latents else ""),
+                ("--histogram", _histogram_path(config))]
+  for flag, path in planned:
+    if path and os.path.exists(path):
+      raise ValueError(f"{flag} {path!r} exists; pass --overwrite to replace it.")
+
+
 def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> Dict[str, object]:
   """Scores the images `config` names (and an out-of-distribution set), writes what it asks.
 
@@ -452,7 +556,10 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
     `{"in": ScoreSummary, "ood": ScoreSummary or None, "report": dict or None,
     "files": [paths written]}`.
   """
+  _check_outputs(config)
   strategy = distribute.make_strategy(config.strategy)
+  if not distribute.is_chief(strategy):  # the other workers score their shares silently
+    log = lambda *_: None
   with strategy.scope():
     loaded = sampling.load_model(config.logdir, config.restore_path, config.polyak,
                                  fallback_to_shipped=config.default_logdir
@@ -463,11 +570,13 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
       f"{strategy.num_replicas_in_sync} replica(s), K={config.n_dequant_samples}")
   progress = metrics.Progress(distribute.is_chief(strategy))
   in_set = _image_set(loaded, config.dataset, config.data_dir, config.split, config.images,
-                      config.max_images)
+                      config.max_images, config.download)
   ood_set = (_image_set(loaded, config.ood_dataset, config.ood_data_dir, config.ood_split,
-                        config.ood_images, config.max_images) if config.has_ood else None)
+                        config.ood_images, config.max_images, config.download, "ood_")
+             if config.has_ood else None)
   files = []
-  summary, written = _score_set(loaded, in_set, config, strategy, progress, config.output,
+  scorer = Scorer(loaded.model, strategy, config.n_dequant_samples)
+  summary, written = _score_set(scorer, loaded, in_set, config, progress, config.output,
                                 config.latents, png_bits=config.has_ood)
   files += written
   progress.log(summary.line())
@@ -475,7 +584,7 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
   if ood_set is None:
     return result
   ood_summary, written = _score_set(
-      loaded, ood_set, config, strategy, progress,
+      scorer, loaded, ood_set, config, progress,
       _derived(config.output, "ood") if config.output else "",
       _derived(config.latents, "ood") if config.latents else "", png_bits=True)
   files += written
@@ -488,12 +597,11 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
   if min(summary.n, ood_summary.n) >= 2 * m:
     try:
       train_set = _image_set(loaded, None, config.data_dir, "train", (),
-                             config.typicality_train_images)
+                             config.typicality_train_images, config.download)
     except (ValueError, FileNotFoundError) as e:
       log(f"typicality test skipped: the model's training data cannot be read ({e})")
     else:
-      train = score_images(loaded.model, train_set, strategy, config.batch_size,
-                           config.n_dequant_samples, config.seed + 1, progress=progress)
+      train = scorer.score(train_set, config.batch_size, config.seed + 1, progress=progress)
       entropy = ood.entropy_estimate(train.nats)
       report[f"typicality, batches of {m} (Nalisnick et al. 2019)"] = ood.detection_metrics(
           -ood.typicality_scores(summary.nats, entropy, m),
@@ -506,10 +614,7 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
   progress.log("|---|---|---|---|")
   for name, m_ in report.items():
     progress.log(f"| {name} | {m_['auroc']:.4f} | {m_['aupr']:.4f} | {m_['fpr_at_95_tpr']:.4f} |")
-  histogram = config.histogram or (os.path.splitext(config.output)[0] + "_hist.png"
-                                   if config.output else "ood_histogram.png")
-  if os.path.exists(histogram) and not config.overwrite:
-    raise ValueError(f"--histogram {histogram!r} exists; pass --overwrite to replace it.")
+  histogram = _histogram_path(config)
   if not distribute.is_chief(strategy):
     result.update(ood=ood_summary, report=report, files=files)
     return result

@@ -14,6 +14,7 @@ from PIL import Image
 from glow_tf import config as config_lib
 from glow_tf import sampling
 from glow_tf import scoring
+from tests import multi_worker
 from tests.synthetic_data import FASHION_MNIST_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +86,36 @@ def test_two_replicas_score_each_image_once_as_one_device(shipped, test_images, 
   np.testing.assert_allclose(two.bits_per_dim, one.bits_per_dim, rtol=1e-5)
 
 
+def test_two_workers_score_each_image_once_as_one_process(tmp_path):
+  args = DATA + ["--max_images=30", "--batch_size=8", "--n_dequant_samples=2", "--seed=4"]
+  scoring.run(config_lib.ScoreConfig(  # one process (in this one)
+      logdir=sampling.SHIPPED_MODEL, data_dir=FASHION_MNIST_DIR, max_images=30, batch_size=8,
+      n_dequant_samples=2, seed=4, output=str(tmp_path / "one.csv")), log=lambda *_: None)
+  ports = multi_worker.free_ports(2)
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  workers = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "score.py"), "--strategy=multi_worker",
+       f"--output={tmp_path / 'two.csv'}"] + args,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
+      env=dict(env, **multi_worker.tf_config(ports, i))) for i in range(2)]
+  try:
+    outs = [w.communicate(timeout=300) for w in workers]
+  finally:
+    for w in workers:
+      if w.poll() is None:
+        w.kill()
+  assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outs]
+  assert "2 replica(s)" in outs[0][0] and "30 images" in outs[0][0]
+  assert outs[1][0] == ""  # the other worker scores its share and says nothing
+  assert sorted(os.listdir(tmp_path)) == ["one.csv", "two.csv"]  # the chief's file only
+  one_rows, two_rows = _rows(tmp_path / "one.csv"), _rows(tmp_path / "two.csv")
+  assert sorted(int(r["index"]) for r in two_rows) == list(range(30))  # each image once
+  by_index = {int(r["index"]): r for r in two_rows}
+  for r in one_rows:
+    assert by_index[int(r["index"])]["label"] == r["label"]
+    assert float(by_index[int(r["index"])]["nats"]) == pytest.approx(float(r["nats"]), rel=1e-5)
+
+
 def _noise_folder(path, n, shape=(32, 32)):
   os.makedirs(path, exist_ok=True)
   rng = np.random.RandomState(0)
@@ -112,13 +143,50 @@ def test_shipped_model_tells_fashion_mnist_from_noise(tmp_path):
     assert im.size[0] > 400
 
 
+def _one_bad_file(d, kind):
+  """A folder of good 32x32 grey images plus one that does not fit, as `kind` says."""
+  _noise_folder(d, 3)
+  rng = np.random.RandomState(1)
+  grey = rng.randint(0, 256, (32, 32)).astype(np.uint8)
+  if kind == "rgb":
+    Image.fromarray(np.stack([grey] * 3, -1)).save(os.path.join(d, "bad.png"))
+  elif kind == "palette":
+    Image.fromarray(grey).convert("P").save(os.path.join(d, "bad.png"))
+  elif kind == "16-bit":
+    Image.fromarray(grey.astype(np.uint16) * 256).save(os.path.join(d, "bad.png"))
+  elif kind == "truncated":  # a valid header, the pixels cut off
+    Image.fromarray(grey).save(os.path.join(d, "full.png"))
+    with open(os.path.join(d, "full.png"), "rb") as f:
+      head = f.read(120)
+    os.remove(os.path.join(d, "full.png"))
+    with open(os.path.join(d, "bad.png"), "wb") as f:
+      f.write(head)
+
+
+def _touch(path):
+  with open(path, "w") as f:
+    f.write("x")
+
+
 @pytest.mark.parametrize("make, kwargs, message", [
     (lambda d: _noise_folder(d, 3, (28, 28)), dict(images=("{d}",)), "do not fit the model's 32x32x1"),
+    (lambda d: _one_bad_file(d, "rgb"), dict(images=("{d}",)), r"1 of 4 .*bad.png \(32x32x3\)"),
+    (lambda d: _one_bad_file(d, "palette"), dict(images=("{d}",)), r"bad.png \(mode P"),
+    (lambda d: _one_bad_file(d, "16-bit"), dict(images=("{d}",)), r"bad.png \(mode I"),
+    (lambda d: _one_bad_file(d, "truncated"), dict(images=("{d}",)), r"bad.png \(unreadable"),
     (lambda d: open(os.path.join(d, "x.png"), "w").write("not a png"), dict(images=("{d}/x.png",)),
      "unreadable"),
     (lambda d: None, dict(images=("{d}/none/*.png",)), "no image files"),
-    (lambda d: open(os.path.join(d, "out.csv"), "w").write("x"), dict(output="{d}/out.csv"),
+    (lambda d: os.makedirs(os.path.join(d, "empty")), dict(images=("{d}/empty",)), "no image files"),
+    (lambda d: _touch(os.path.join(d, "out.csv")), dict(output="{d}/out.csv"),
      "exists; pass --overwrite"),
+    # (the out-of-distribution set's files: before any scoring, not after the first set's)
+    (lambda d: (_noise_folder(os.path.join(d, "n"), 3), _touch(os.path.join(d, "out_ood.csv"))),
+     dict(output="{d}/out.csv", ood_images=("{d}/n",)), "out_ood.csv' exists"),
+    (lambda d: (_noise_folder(os.path.join(d, "n"), 3), _touch(os.path.join(d, "h.png"))),
+     dict(output="{d}/out.csv", ood_images=("{d}/n",), histogram="{d}/h.png"), "h.png' exists"),
+    (lambda d: _noise_folder(os.path.join(d, "n"), 2), dict(ood_images=("{d}/n/*.jpg",)),
+     "no image files"),
 ])
 def test_bad_input_stops_with_a_message_and_writes_nothing(tmp_path, make, kwargs, message):
   make(str(tmp_path))
@@ -130,6 +198,31 @@ def test_bad_input_stops_with_a_message_and_writes_nothing(tmp_path, make, kwarg
   with pytest.raises(ValueError, match=message):
     scoring.run(config, log=lambda *_: None)
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_mnist_as_the_ood_set_without_its_data_says_how_to_get_it(tmp_path):
+  config = config_lib.ScoreConfig(logdir=sampling.SHIPPED_MODEL, data_dir=FASHION_MNIST_DIR,
+                                  max_images=8, ood_dataset="mnist", download=False,
+                                  ood_data_dir=str(tmp_path / "tfds"),
+                                  output=str(tmp_path / "s.csv"))
+  with pytest.raises(ValueError, match=r"--ood_dataset=mnist cannot be read \(the data directory "
+                     r"of --ood_dataset is --ood_data_dir\).*not prepared.*IDX"):
+    scoring.run(config, log=lambda *_: None)
+  assert not os.path.exists(tmp_path / "s.csv")
+
+
+def test_mnist_as_the_ood_set_with_tfds_mock_data(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  config = config_lib.ScoreConfig(logdir=sampling.SHIPPED_MODEL, data_dir=FASHION_MNIST_DIR,
+                                  max_images=20, ood_dataset="mnist", typicality_batch=5,
+                                  typicality_train_images=20, output=str(tmp_path / "s.csv"))
+  with tfds.testing.mock_data(num_examples=20):  # random 28x28 digits, zero-padded to 32x32
+    result = scoring.run(config, log=lambda *_: None)
+  assert result["ood"].n == 20 and result["ood"].description == "mnist test"
+  assert len(result["report"]) == 3  # bits/dim, complexity-corrected, typicality
+  assert result["report"]["bits/dim"]["auroc"] > 0.9  # random pixels are unlike garments
+  assert sorted(os.listdir(tmp_path)) == ["s.csv", "s_hist.png", "s_ood.csv"]
+  assert len(_rows(tmp_path / "s_ood.csv")) == 20
 
 
 @pytest.mark.parametrize("args, message", [
@@ -167,3 +260,19 @@ def test_csv_records_survive_commas_and_quotes_in_file_names(tmp_path):
   writer.close()
   (row,) = _rows(tmp_path / "r.csv")
   assert row == {"index": "0", "file": name, "label": "", "nats": "1.5", "bits_per_dim": "0.25"}
+
+
+def test_a_scorer_traces_once_and_its_draws_are_the_models(shipped, test_images):
+  scorer = scoring.Scorer(shipped.model, n_dequant_samples=3)
+  first = scorer.score(test_images, batch_size=16, seed=5)  # batches of 16, then 8
+  images = np.stack([e["image"] for e in test_images.dataset.as_numpy_iterator()])
+  index = tf.range(24, dtype=tf.int64)
+  draws = [shipped.model.log_prob(images, noise=scoring.dequantization_noise(index, [32, 32, 1], 5, k))
+           for k in range(3)]
+  expected = -(tf.reduce_logsumexp(tf.stack(draws), 0) - np.log(3.)).numpy()
+  np.testing.assert_allclose(first.nats, expected, rtol=1e-6)
+  again = scorer.score(test_images, batch_size=16, seed=6)  # another seed: other draws
+  assert np.all(again.nats != first.nats)
+  subset = scoring.ImageSet(test_images.dataset.take(5), 5, None, "five")
+  scorer.score(subset, batch_size=16, seed=7)
+  assert scorer.tracing_count() == 1

@@ -19,6 +19,7 @@ from glow_tf import config as config_lib
 from glow_tf import nn
 from glow_tf import rundir
 from glow_tf import train_lib
+from tests import multi_worker
 from tests.synthetic_data import FASHION_MNIST_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,28 +224,16 @@ def test_rollback_policy_recovers_from_an_injected_nan(tmp_path):
     again.train()
 
 
-def _free_ports(n):
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return ports
-
-
 def test_multi_worker_training_keeps_workers_identical_and_stops_together(tmp_path):
   """2 workers train in step; SIGTERM to the non-chief stops both after the same step."""
-  ports = _free_ports(2)
-  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  ports = multi_worker.free_ports(2)
   logdir = tmp_path / "run"
   env_base = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
   procs = [subprocess.Popen(
       [sys.executable, os.path.join(ROOT, "train.py")] + FAULT_ARGS +
       ["--strategy=multi_worker", "--epochs=1000", f"--logdir={logdir}"],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-      env=dict(env_base, TF_CONFIG=json.dumps({"cluster": cluster,
-                                               "task": {"type": "worker", "index": i}})))
+      env=dict(env_base, **multi_worker.tf_config(ports, i)))
       for i in range(2)]
   try:
     _wait_for(lambda: glob.glob(str(logdir / "checkpoints" / "ckpt-*.index")), procs[0])
