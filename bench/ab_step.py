@@ -15,7 +15,11 @@ the base loads the working tree's library and uses the gradient the working
 tree registers for it (a second registration would fail), so both run the
 same kernels; `GLOW_TF_KERNELS=0` compares them on TensorFlow's ops.
 
+`--base=no-kernels` compares the working tree with itself traced without
+the compiled kernels (`glow_tf.kernels.disabled()`): TensorFlow's ops only.
+
   python bench/ab_step.py --base=HEAD --config=a --steps=20
+  python bench/ab_step.py --base=no-kernels --config=a
 """
 
 import argparse
@@ -57,19 +61,23 @@ def export_base(ref, into):
 def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--base", default="HEAD", help="git revision to compare against")
+  p.add_argument("--base", default="HEAD",
+                 help="git revision to compare against, or no-kernels (see above)")
   p.add_argument("--config", default="a")
   p.add_argument("--steps", type=int, default=20, help="timed steps of each")
   args = p.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  tmp = tempfile.mkdtemp()
-  export_base(args.base, tmp)
-  sys.path.insert(0, tmp)
+  no_kernels = args.base == "no-kernels"
+  if not no_kernels:
+    tmp = tempfile.mkdtemp()
+    export_base(args.base, tmp)
+    sys.path.insert(0, tmp)
   import numpy as np
   import tensorflow as tf
   import vs_tfp_glow
   importlib.import_module("glow_tf.nn")  # registers the kernels' gradient for both (see above)
 
+  print(f"CPU: {vs_tfp_glow.cpu_description()}")
   cfg = vs_tfp_glow.CONFIGS[args.config]
   h, w, c = cfg["image_shape"]
   rng = np.random.RandomState(0)
@@ -94,7 +102,12 @@ def main():
     loss = float(step(x))
     return step, loss, time.perf_counter() - t
 
-  base, base_loss, base_first = make("glow_tf_base")
+  if no_kernels:
+    from glow_tf import kernels
+    with kernels.disabled():
+      base, base_loss, base_first = make("glow_tf")
+  else:
+    base, base_loss, base_first = make("glow_tf_base")
   new, new_loss, new_first = make("glow_tf")
   print(f"first step: base {base_first:.1f} s, new {new_first:.1f} s; "
         f"first loss: base {base_loss:.6f}, new {new_loss:.6f}")
