@@ -6,7 +6,8 @@ TensorFlow program, without glow_tf: tf.functions sample(n, temperature,
 seed), log_prob(images), bits_per_dim(images), encode(images) and
 decode(latents), and the serving signatures serving_default (= bits_per_dim)
 and one per function, for TensorFlow Serving and `saved_model_cli run`.
-Polyak-averaged weights by default (--nopolyak: the raw ones).
+By default the weights, raw or Polyak-averaged, with the better test
+bits/dim in the run's latest evaluation (--polyak/--nopolyak force one).
 `train.py --restore_path=<export>` fine-tunes from it.
 """
 

@@ -13,7 +13,6 @@ them, and under `tf.function`, with glow_tf's compiled kernels where built).
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,9 +44,8 @@ def main():
   from glow_tf import export as export_lib
   from glow_tf import kernels
   from glow_tf import sampling
-  cpu = subprocess.run("grep -m1 'model name' /proc/cpuinfo", shell=True, capture_output=True,
-                       text=True).stdout.split(":")[-1].strip()
-  print(f"CPU: {cpu}; {os.cpu_count()} cores; kernels: "
+  import vs_tfp_glow
+  print(f"CPU: {vs_tfp_glow.cpu_description()}; kernels: "
         f"{'on' if kernels.available() else kernels.unavailable_reason()}; batch {args.batch}")
   work = tempfile.mkdtemp(prefix="export_speed_")
   try:

@@ -24,7 +24,6 @@ compiled kernels (`glow_tf.kernels`) are used where available; run with
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,9 +47,7 @@ def main():
   import vs_tfp_glow
   from glow_tf import kernels
   from glow_tf import scoring
-  cpu = subprocess.run("grep -m1 'model name' /proc/cpuinfo", shell=True, capture_output=True,
-                       text=True).stdout.split(":")[-1].strip()
-  print(f"CPU: {cpu}; {args.n_images} images per pass; compiled kernels: "
+  print(f"CPU: {vs_tfp_glow.cpu_description()}; {args.n_images} images per pass; compiled kernels: "
         f"{'yes' if kernels.available() else 'no (' + str(kernels.unavailable_reason()) + ')'}")
   out_dir = tempfile.mkdtemp(prefix="score_bench_")
   for name in args.configs.split(","):
