@@ -227,7 +227,7 @@ def test_mnist_as_the_ood_set_with_tfds_mock_data(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--n_dequant_samples=0"], "n_dequant_samples must be an integer >= 1"),
-    (["--output=out.txt"], "use a .csv or .jsonl"),
+    pytest.param(["--output=out.txt"], "use a .csv or .jsonl", marks=pytest.mark.slow),
 ])
 def test_bad_flags_exit_2_before_loading_anything(tmp_path, args, message):
   out = run_cli(args, cwd=str(tmp_path))

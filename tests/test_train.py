@@ -154,6 +154,7 @@ def test_one_replica_equals_two_replicas(tmp_path, two_replicas):
     np.testing.assert_array_equal(copies[0], copies[1])
 
 
+@pytest.mark.slow  # an option off by default; a short run under XLA
 def test_jit_compiled_training_steps(tmp_path):
   trainer = train_lib.prepare(small_config(tmp_path / "run", max_steps=3, epochs=1,
                                            jit_compile=True))
@@ -322,9 +323,13 @@ def test_help_documents_every_flag():
 
 @pytest.mark.parametrize("args, message", [  # (the others: tests/test_config.py, in process)
     (["--dataset=svhn"], "dataset"),
-    (["--image_size=28", "--n_levels=3"], "not divisible by 2^n_levels = 8"),
-    (["--restore_path=/nonexistent/ckpt-7"], "does not exist"),
-    (["--dal=2"], "--dal=2 (flips, rotations, zoom, shear) is the original's CIFAR-10"),
+    # (each case is a process: the others are slow-marked; tests/test_config.py
+    # and tests/test_schedule.py check the same errors in process)
+    pytest.param(["--image_size=28", "--n_levels=3"], "not divisible by 2^n_levels = 8",
+                 marks=pytest.mark.slow),
+    pytest.param(["--restore_path=/nonexistent/ckpt-7"], "does not exist", marks=pytest.mark.slow),
+    pytest.param(["--dal=2"], "--dal=2 (flips, rotations, zoom, shear) is the original's CIFAR-10",
+                 marks=pytest.mark.slow),
     (["--image_size=256", "--n_levels=2", "--n_batch_train=8"], "is 0.125 images of 256x256"),
 ])
 def test_bad_flags_exit_nonzero_and_write_nothing(tmp_path, args, message):
@@ -404,6 +409,29 @@ def test_sigterm_checkpoints_the_last_step_and_resumes_exactly(tmp_path, referen
     np.testing.assert_array_equal(weights[k], ref_weights[k], err_msg=k)
 
 
+def test_a_damaged_newest_checkpoint_and_a_mistyped_resume_in_process(tmp_path):
+  logdir = tmp_path / "run"
+  config = small_config(logdir, epochs=2, n_train=160, epochs_full_valid=100,
+                        epochs_full_sample=100, quick_valid_batches=1)  # checkpoints at 5, 10
+  trainer = train_lib.prepare(config, stream=io.StringIO())
+  trainer.train()
+  trainer.release_lock()
+  before = _snapshot(logdir)
+  wider = dataclasses.replace(config, model=dataclasses.replace(config.model, width=24))
+  with pytest.raises(config_lib.ConfigError, match="model.width: 16 in config.json, 24 now"):
+    train_lib.prepare(wider, stream=io.StringIO())
+  assert _snapshot(logdir) == before
+  with open(logdir / "checkpoints" / "ckpt-10.data-00000-of-00001", "r+b") as f:
+    f.truncate(64)
+  stream = io.StringIO()
+  resumed = train_lib.prepare(dataclasses.replace(
+      config, train=dataclasses.replace(config.train, epochs=3)), stream=stream)
+  assert int(resumed.step.numpy()) == 5
+  assert "could not read" in stream.getvalue() and "resumed from" in stream.getvalue()
+  resumed.release_lock()
+
+
+@pytest.mark.slow  # three train.py runs; the same faults in process: the test above
 def test_damaged_checkpoints_and_a_mistyped_resume(tmp_path):
   logdir = tmp_path / "run"
   first = run_cli(FAULT_ARGS + ["--epochs=2", f"--logdir={logdir}"])  # checkpoints at 5, 10
@@ -435,6 +463,26 @@ def test_damaged_checkpoints_and_a_mistyped_resume(tmp_path):
   assert _snapshot(logdir) == before
 
 
+def test_a_stale_lock_is_taken_over(tmp_path):
+  run = rundir.RunDir(str(tmp_path / "run")).make()
+  dead = subprocess.Popen(["true"])
+  dead.wait()
+  with open(os.path.join(run.path, "lock"), "w") as f:
+    json.dump({"host": socket.gethostname(), "pid": dead.pid, "since": "earlier"}, f)
+  lock = run.lock()
+  note = lock.acquire()
+  assert "took over a stale lock" in note and f"pid {dead.pid}" in note
+  assert lock.holder()["pid"] == os.getpid()
+  lock.release()
+  assert not os.path.exists(os.path.join(run.path, "lock"))
+  # A live holder (here our parent process): refused, named.
+  with open(os.path.join(run.path, "lock"), "w") as f:
+    json.dump({"host": socket.gethostname(), "pid": os.getppid(), "since": "now"}, f)
+  with pytest.raises(rundir.RunDirLocked, match=f"in use by another train.py \\(pid {os.getppid()}"):
+    run.lock().acquire()
+
+
+@pytest.mark.slow  # two train.py processes; the lock itself: the test above
 def test_a_second_trainer_on_a_logdir_stops_at_once(tmp_path):
   logdir = tmp_path / "run"
   first = _start(FAULT_ARGS + ["--epochs=1000"], logdir)
