@@ -11,6 +11,10 @@ reports the time to its first finished step and its median step afterwards:
 * `glow`: `glow_tf.optim.GlowOptimizer("adam", polyak=False)`, TF's fused
   Adam kernels, one op per variable.
 
+`--build` creates each optimiser's slots (`optimizer.build(variables)`)
+before the first step; without it they are created inside the first
+`tf.function` call, which makes TensorFlow trace the step twice.
+
   python bench/library_first_step.py --config=a --optimizers=keras,tf_keras,glow
 """
 
@@ -25,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def child(config: str, optimizer_name: str, steps: int) -> dict:
+def child(config: str, optimizer_name: str, steps: int, build: bool) -> dict:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   sys.path.insert(0, os.path.dirname(HERE))
   sys.path.insert(0, HERE)
@@ -48,6 +52,9 @@ def child(config: str, optimizer_name: str, steps: int) -> dict:
     optimizer = tf_keras.optimizers.Adam(1e-4)
   else:
     optimizer = optim.GlowOptimizer("adam", 1e-4, polyak=False)
+
+  if build:
+    optimizer.build(variables)
 
   @tf.function
   def step(x):
@@ -73,17 +80,20 @@ def main():
   p.add_argument("--config", default="a")
   p.add_argument("--optimizers", default="keras,tf_keras,glow")
   p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--build", action="store_true", help="build the slots before the first step")
   p.add_argument("--child", default="")
   args = p.parse_args()
   if args.child:
-    print(json.dumps(child(args.config, args.child, args.steps)))
+    print(json.dumps(child(args.config, args.child, args.steps, args.build)))
     return
   sys.path.insert(0, HERE)
   import vs_tfp_glow
-  print(f"CPU: {vs_tfp_glow.cpu_description()}; config {args.config}")
+  print(f"CPU: {vs_tfp_glow.cpu_description()}; config {args.config}; slots built "
+        f"{'before the first step' if args.build else 'in it'}")
   for name in args.optimizers.split(","):
     out = subprocess.run([sys.executable, __file__, f"--config={args.config}", f"--child={name}",
-                          f"--steps={args.steps}"], capture_output=True, text=True, check=True)
+                          f"--steps={args.steps}"] + (["--build"] if args.build else []),
+                         capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{name:9s} first step {result['first']:6.1f} s, then {result['step'] * 1e3:6.1f} ms a "
           f"step ({result['variables']} variables)")

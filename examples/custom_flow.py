@@ -3,6 +3,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 import glow_tf.bijectors as gb
+from glow_tf.optim import GlowOptimizer
 
 tfd, tfb = tfp.distributions, tfp.bijectors
 
@@ -18,7 +19,10 @@ z = gb.Squeeze(2).inverse(images)
 for step in steps:                                   # data-dependent init
   z = step.initialize(z)
 
-optimizer = tf.optimizers.Adam(1e-3)
+# glow_tf's optimiser (Adam on TF's fused kernels): build its slots before the
+# first step, so that a tf.function step is traced once.
+optimizer = GlowOptimizer("adam", 1e-3, polyak=False)
+optimizer.build(model.trainable_variables)
 for _ in range(3):
   with tf.GradientTape() as tape:
     loss = -tf.reduce_mean(model.log_prob(images))
