@@ -74,9 +74,13 @@ class WarmupSchedule:
 class GlowOptimizer(tf.Module):
   """Adamax or Adam exactly as the original's `optim.py`, plus Polyak averages of the weights.
 
-  Slots (`m`, `u`, `polyak`) are created by `build(variables)` (call it after
-  the data-dependent initialisation, so the averages start there) and are
-  checkpointed with the optimiser. `polyak_values(variables)` are the
+  Slots (`m`, `u`, `polyak`) are created by `build(variables)` and are
+  checkpointed with the optimiser. Call it before the first `tf.function`
+  step (after the data-dependent initialisation): slots created inside a
+  function's first call make TensorFlow trace it twice. It is the optimiser
+  to use with glow_tf's bijectors in any TFP model (`polyak=False` for plain
+  Adam/Adamax): one fused kernel per variable, so a step traces in seconds
+  where Keras' optimisers take tens of seconds (`bench/library_first_step.py`). `polyak_values(variables)` are the
   averaged weights; `with optimizer.averaged_weights(variables):` evaluates
   and samples with them and restores the raw weights exactly afterwards.
   """
