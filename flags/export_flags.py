@@ -2,6 +2,7 @@
 
 from absl import flags
 
+from flags import glow_flags
 from glow_tf.config import ExportConfig, default_of
 
 __all__ = ["define_flags", "config_from_flags"]
@@ -16,15 +17,10 @@ def define_flags(flag_values=flags.FLAGS):
   f = flag_values
   flags.DEFINE_string("logdir", _d("logdir"), "train.py's logdir (its latest checkpoint and "
                       "config.json), or an exported model directory.", flag_values=f)
-  flags.DEFINE_string("restore_path", _d("restore_path"), "A checkpoint prefix or directory "
-                      "(overrides --logdir), e.g. logs/checkpoints/ckpt-1200.", flag_values=f)
+  glow_flags.define_checkpoint_flags(ExportConfig, f, __name__, weights_help="export the")
   flags.DEFINE_string("output", _d("output"), "The SavedModel directory to write (default: "
                       "<logdir>/export); config.json and export.json are written beside "
                       "saved_model.pb.", flag_values=f)
-  flags.DEFINE_boolean("polyak", _d("polyak"), "--polyak / --nopolyak: export the "
-                       "Polyak-averaged / the raw weights of the last step; default: the ones "
-                       "with the better test bits/dim in the run's latest evaluation.",
-                       flag_values=f)
   flags.DEFINE_boolean("overwrite", _d("overwrite"), "Replace a non-empty --output (an earlier "
                        "export; never a training run).", flag_values=f)
 

@@ -17,7 +17,7 @@ from absl import logging
 from glow_tf import config as config_lib
 from glow_tf.config import DataConfig, ModelConfig, TrainConfig, default_of
 
-__all__ = ["define_flags", "config_from_flags", "run_app"]
+__all__ = ["define_flags", "config_from_flags", "define_checkpoint_flags", "run_app"]
 
 
 def run_app(main, define, flag_module):
@@ -38,6 +38,28 @@ def run_app(main, define, flag_module):
     sys.exit(0)
   logging.set_verbosity(logging.WARNING)
   app.run(main)
+
+
+def define_checkpoint_flags(config_cls: type, flag_values: flags.FlagValues, module_name: str,
+                            weights_help: str = "the") -> None:
+  """`--restore_path` and `--[no]polyak`, as every entry point that loads a trained model has them.
+
+  Args:
+    config_cls: the entry point's config dataclass (the defaults).
+    flag_values: where to define them.
+    module_name: the flag module they belong to (its `--help` lists them).
+    weights_help: how the polyak help starts ("the", or e.g. "export the").
+  """
+  flags.DEFINE_string(
+      "restore_path", default_of(config_cls, "restore_path"),
+      "A checkpoint prefix or directory (overrides --logdir), e.g. logs/checkpoints/ckpt-1200; "
+      "best: --logdir's checkpoint with the best full test bits/dim.", flag_values=flag_values,
+      module_name=module_name)
+  flags.DEFINE_boolean(
+      "polyak", default_of(config_cls, "polyak"),
+      f"--polyak / --nopolyak: {weights_help} Polyak-averaged / the raw weights of a training "
+      "checkpoint; default: the ones with the better test bits/dim in the run's latest "
+      "evaluation.", flag_values=flag_values, module_name=module_name)
 
 
 def _unset_as(value, unset):

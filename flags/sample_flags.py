@@ -4,6 +4,7 @@ from typing import List, Sequence
 
 from absl import flags
 
+from flags import glow_flags
 from glow_tf import config as config_lib
 from glow_tf.config import SampleConfig, default_of
 
@@ -23,9 +24,7 @@ def define_flags(flag_values=flags.FLAGS):
                       "directory) to load the latest checkpoint and config.json from. With no "
                       "model in the default ./logs, the model shipped in pretrained/fashion_mnist "
                       "is used.", flag_values=f)
-  flags.DEFINE_string("restore_path", d("restore_path"), "A checkpoint prefix or directory "
-                      "(overrides --logdir); best: --logdir's checkpoint with the best full "
-                      "test bits/dim.", flag_values=f)
+  glow_flags.define_checkpoint_flags(SampleConfig, f, __name__)
   flags.DEFINE_list("temperature", [str(t) for t in d("temperatures")], "One temperature or a "
                     "comma-separated list (one grid row each), >= 0.", flag_values=f)
   flags.DEFINE_integer("n_samples", d("n_samples"), "Images per row.", flag_values=f)
@@ -51,9 +50,6 @@ def define_flags(flag_values=flags.FLAGS):
                        "model).", flag_values=f)
   flags.DEFINE_string("data_dir", d("data_dir"), "Override the data_dir saved in the model's "
                       "config.", flag_values=f)
-  flags.DEFINE_boolean("polyak", d("polyak"), "--polyak / --nopolyak: the Polyak-averaged / the raw weights of a "
-                       "training checkpoint; default: the ones with the better test bits/dim in "
-                       "the run's latest evaluation.", flag_values=f)
   flags.DEFINE_integer("zoom", d("zoom"), "Integer upscaling of each image (0: enough to make "
                        "it >= 64 pixels).", flag_values=f)
 

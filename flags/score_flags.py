@@ -2,6 +2,7 @@
 
 from absl import flags
 
+from flags import glow_flags
 from glow_tf import config as config_lib
 from glow_tf.config import ScoreConfig, default_of
 
@@ -20,13 +21,7 @@ def define_flags(flag_values=flags.FLAGS):
       "train.py's logdir (or an exported model directory) to load the model from. With no model "
       "in the default ./logs, the model shipped in pretrained/fashion_mnist is used.",
       flag_values=f)
-  flags.DEFINE_string("restore_path", _d("restore_path"),
-                      "A checkpoint prefix or directory (overrides --logdir); best: --logdir's "
-                      "checkpoint with the best full test bits/dim.", flag_values=f)
-  flags.DEFINE_boolean("polyak", _d("polyak"), "--polyak / --nopolyak: the Polyak-averaged / the raw weights of a "
-                       "training checkpoint; default: the ones with the better test bits/dim in "
-                       "the run's latest evaluation.",
-                       flag_values=f)
+  glow_flags.define_checkpoint_flags(ScoreConfig, f, __name__)
   flags.DEFINE_enum("dataset", _d("dataset"), list(config_lib.DATASETS),
                     "Dataset to score (any that train.py reads); default: the model's own.",
                     flag_values=f)
