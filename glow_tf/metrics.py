@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from glow_tf.rundir import RunDir
 
-__all__ = ["Progress", "RunLog", "TrainWindow", "weights_digest"]
+__all__ = ["Evaluation", "Progress", "RunLog", "TrainWindow", "weights_digest"]
 
 
 def weights_digest(variables: Iterable[tf.Variable]) -> str:
@@ -148,3 +148,51 @@ class RunLog:
   def flush(self) -> None:
     if self._writer is not None:
       self._writer.flush()
+
+
+class Evaluation(tf.Module):
+  """The latest test bits/dim of the raw and of the Polyak-averaged weights, checkpointed with them.
+
+  train.py records one at every evaluation; `glow_tf.sampling.load_model`
+  restores it with the weights to pick the better ones (`use_polyak`).
+  `full` says whether the figures are of the whole test set (a quick
+  estimate never replaces a full one); `best` is the best full figure so
+  far, which the kept best checkpoint has. NaN: not evaluated yet.
+  """
+
+  def __init__(self):
+    super().__init__(name="evaluation")
+    only_first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    var = lambda value, name, dtype=tf.float64: tf.Variable(
+        value, dtype=dtype, trainable=False, name=name, aggregation=only_first)
+    self.raw_bits = var(float("nan"), "raw_bits")
+    self.polyak_bits = var(float("nan"), "polyak_bits")
+    self.full = var(False, "full", tf.bool)
+    self.step = var(-1, "step", tf.int64)
+    self.best = var(float("inf"), "best")
+
+  def record(self, raw: float, polyak: float, full: bool, step: int) -> bool:
+    """Stores an evaluation; returns whether it is a new best full test figure."""
+    if not full and bool(self.full.numpy()):
+      return False
+    self.raw_bits.assign(raw)
+    self.polyak_bits.assign(polyak)
+    self.full.assign(full)
+    self.step.assign(step)
+    if full and min(raw, polyak) < float(self.best.numpy()):
+      self.best.assign(min(raw, polyak))
+      return True
+    return False
+
+  def use_polyak(self) -> Optional[bool]:
+    """Whether the Polyak averages did better (`None`: not evaluated yet, or not in the checkpoint)."""
+    raw, polyak = float(self.raw_bits.numpy()), float(self.polyak_bits.numpy())
+    if np.isnan(raw) or np.isnan(polyak):
+      return None
+    return polyak < raw
+
+  def describe(self) -> str:
+    """The latest figures in words: `test at step N: P bits/dim with the Polyak averages, R raw`."""
+    kind = "test" if bool(self.full.numpy()) else "quick test estimate"
+    return (f"{kind} at step {int(self.step.numpy())}: {float(self.polyak_bits.numpy()):.4f} "
+            f"bits/dim with the Polyak averages, {float(self.raw_bits.numpy()):.4f} raw")

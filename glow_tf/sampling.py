@@ -17,6 +17,7 @@ import tensorflow as tf
 from glow_tf import config as config_lib
 from glow_tf import data as data_lib
 from glow_tf import images as images_lib
+from glow_tf import metrics
 from glow_tf import model as model_lib
 from glow_tf import optim
 from glow_tf import rundir as rundir_lib
@@ -83,10 +84,12 @@ def load_model(logdir: str = "./logs", restore_path: str = "", polyak: Optional[
   if not any(k.startswith("model/glow/") for k in keys):
     raise NoCheckpointError(f"{checkpoint} holds no glow_tf model weights.")
   if any(k.startswith("optimizer/") for k in keys):  # training: model, optimiser, step
-    polyak, weights = weights_choice(reader, polyak)
     optimizer = optim.GlowOptimizer(beta2=_polyak_decay(reader, config))
     optimizer.build(list(model.trainable_variables))
-    tf.train.Checkpoint(model=model, optimizer=optimizer).restore(checkpoint).expect_partial()
+    evaluation = metrics.Evaluation()  # stays NaN where the checkpoint has none
+    tf.train.Checkpoint(model=model, optimizer=optimizer, evaluation=evaluation
+                        ).restore(checkpoint).expect_partial()
+    polyak, weights = weights_choice(evaluation, polyak)
     if polyak:
       optimizer.assign_polyak(list(model.trainable_variables))
   else:  # an exported model: weights only (chosen at export)
@@ -95,11 +98,7 @@ def load_model(logdir: str = "./logs", restore_path: str = "", polyak: Optional[
   return LoadedModel(model, config, checkpoint, polyak, run_dir, weights)
 
 
-def _evaluation_key(name: str) -> str:
-  return f"evaluation/{name}/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def weights_choice(reader: Any, polyak: Optional[bool] = None
+def weights_choice(evaluation: metrics.Evaluation, polyak: Optional[bool] = None
                    ) -> Tuple[bool, str]:
   """Which weights of a training checkpoint to use, and a sentence saying which and why.
 
@@ -110,28 +109,20 @@ def weights_choice(reader: Any, polyak: Optional[bool] = None
   end) the Polyak averages, glow-tf's earlier default.
 
   Args:
-    reader: `tf.train.load_checkpoint`'s reader of the checkpoint.
+    evaluation: the checkpoint's `glow_tf.metrics.Evaluation`, restored.
     polyak: `True`/`False` force the averages/the raw weights.
 
   Returns:
     (use the Polyak averages, the sentence).
   """
-  figures = ""
-  if reader.has_tensor(_evaluation_key("raw_bits")):
-    raw = float(reader.get_tensor(_evaluation_key("raw_bits")))
-    averaged = float(reader.get_tensor(_evaluation_key("polyak_bits")))
-    if not (np.isnan(raw) or np.isnan(averaged)):
-      full = bool(reader.get_tensor(_evaluation_key("full")))
-      step = int(reader.get_tensor(_evaluation_key("step")))
-      figures = (f"{'test' if full else 'quick test estimate'} at step {step}: {averaged:.4f} "
-                 f"bits/dim with the Polyak averages, {raw:.4f} raw")
-      if polyak is None:
-        polyak = averaged < raw
-        return polyak, f"the {'Polyak-averaged' if polyak else 'raw'} weights (better {figures})"
+  better = evaluation.use_polyak()
   if polyak is None:
-    return True, "the Polyak-averaged weights (the run has no test evaluation to choose by)"
-  return polyak, (f"the {'Polyak-averaged' if polyak else 'raw'} weights (as asked"
-                  f"{'; ' + figures if figures else ''})")
+    if better is None:
+      return True, "the Polyak-averaged weights (the run has no test evaluation to choose by)"
+    return better, (f"the {'Polyak-averaged' if better else 'raw'} weights (better "
+                    f"{evaluation.describe()})")
+  figures = "" if better is None else f"; {evaluation.describe()}"
+  return polyak, f"the {'Polyak-averaged' if polyak else 'raw'} weights (as asked{figures})"
 
 
 _POLYAK_DECAY_KEY = "optimizer/polyak_decay/.ATTRIBUTES/VARIABLE_VALUE"

@@ -70,47 +70,6 @@ class _Recovery(tf.Module):
                                  aggregation=only_first)
 
 
-class Evaluation(tf.Module):
-  """The latest test bits/dim of the raw and of the Polyak-averaged weights, checkpointed with them.
-
-  What `glow_tf.sampling.load_model` reads to pick the better weights
-  (`weights_choice`). `full` says whether the figures are of the whole test
-  set (a quick estimate never replaces a full one); `best` is the best full
-  figure so far, which the kept best checkpoint has. NaN: not evaluated yet.
-  """
-
-  def __init__(self):
-    super().__init__(name="evaluation")
-    only_first = tf.VariableAggregation.ONLY_FIRST_REPLICA
-    var = lambda value, name, dtype=tf.float64: tf.Variable(
-        value, dtype=dtype, trainable=False, name=name, aggregation=only_first)
-    self.raw_bits = var(float("nan"), "raw_bits")
-    self.polyak_bits = var(float("nan"), "polyak_bits")
-    self.full = var(False, "full", tf.bool)
-    self.step = var(-1, "step", tf.int64)
-    self.best = var(float("inf"), "best")
-
-  def record(self, raw: float, polyak: float, full: bool, step: int) -> bool:
-    """Stores an evaluation; returns whether it is a new best full test figure."""
-    if not full and bool(self.full.numpy()):
-      return False
-    self.raw_bits.assign(raw)
-    self.polyak_bits.assign(polyak)
-    self.full.assign(full)
-    self.step.assign(step)
-    if full and min(raw, polyak) < float(self.best.numpy()):
-      self.best.assign(min(raw, polyak))
-      return True
-    return False
-
-  def use_polyak(self) -> Optional[bool]:
-    """Whether the Polyak averages did better (`None`: not evaluated yet)."""
-    raw, polyak = float(self.raw_bits.numpy()), float(self.polyak_bits.numpy())
-    if np.isnan(raw) or np.isnan(polyak):
-      return None
-    return polyak < raw
-
-
 class Trainer:
   """One training run: its data, model, optimiser, checkpoints and loop.
 
@@ -149,7 +108,7 @@ class Trainer:
     with self.strategy.scope():
       self.model = model_lib.GlowModel(model_config)
       self.recovery = _Recovery()
-      self.evaluation = Evaluation()
+      self.evaluation = metrics.Evaluation()
       self.optimizer = optim.make_optimizer(
           train.optimizer, train.lr, train.beta1, self.schedule.warmup_steps, self.schedule.beta2,
           train.weight_decay, lr_scale=self.recovery.lr_scale)
