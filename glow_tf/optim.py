@@ -26,9 +26,13 @@ before the data-dependent initialisation) and those keep the weight
 so it is the exponentially weighted mean of the weights after each update
 and nothing else.
 
-Each variable is updated by TensorFlow's fused kernels (`ResourceApplyAdaMax`,
-`ResourceApplyAdam`): one op per variable instead of a dozen, which keeps
-the traced training step small and quick to build. Under `tf.distribute`,
+On CPUs with glow_tf's compiled kernels (`glow_tf.kernels`), one op updates
+every weight, moment and average of a device (`kernels.optimizer_update`,
+multi-threaded); elsewhere each variable is updated by TensorFlow's fused
+kernels (`ResourceApplyAdaMax`, `ResourceApplyAdam`), one op per variable
+instead of a dozen. Both paths do the same float32 arithmetic in the same
+order and give the same bits (tested), and both keep one `m`, `u` and
+`polyak` variable per weight, so checkpoints are the same either way. Under `tf.distribute`,
 `apply_gradients` is called in replica context with gradients already summed
 over replicas; the update then runs once per device copy of each variable
 (`strategy.extended.update`), so replicas stay identical.
@@ -39,7 +43,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from glow_tf import tracing
+from glow_tf import kernels, tracing
 
 __all__ = ["GlowOptimizer", "WarmupSchedule", "make_optimizer"]
 
@@ -79,8 +83,11 @@ class GlowOptimizer(tf.Module):
   step (after the data-dependent initialisation): slots created inside a
   function's first call make TensorFlow trace it twice. It is the optimiser
   to use with glow_tf's bijectors in any TFP model (`polyak=False` for plain
-  Adam/Adamax): one fused kernel per variable, so a step traces in seconds
-  where Keras' optimisers take tens of seconds (`bench/library_first_step.py`). `polyak_values(variables)` are the
+  Adam/Adamax): one op updates all weights on a CPU (one fused kernel per
+  variable elsewhere), so a step traces in seconds where Keras' optimisers
+  take tens of seconds, and the update costs a few percent of a step where
+  theirs cost about ten (`bench/library_first_step.py`,
+  `bench/optimizer_update.py`). `polyak_values(variables)` are the
   averaged weights; `with optimizer.averaged_weights(variables):` evaluates
   and samples with them and restores the raw weights exactly afterwards.
   """
@@ -88,7 +95,7 @@ class GlowOptimizer(tf.Module):
   def __init__(self, kind: str = "adamax",
                learning_rate: Union[float, Callable[[tf.Tensor], tf.Tensor]] = 1e-3,
                beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, polyak: bool = True,
-               weight_decay: float = 1., name: str = "glow_optimizer"):
+               weight_decay: float = 1., fused: bool = True, name: str = "glow_optimizer"):
     """Creates the optimiser.
 
     Args:
@@ -99,6 +106,9 @@ class GlowOptimizer(tf.Module):
         Adam/Adamax (no `polyak` slots; `polyak_values` are the weights).
       weight_decay: the original's: each update starts from
         `weight_decay * w` (1: none).
+      fused: update all weights in one op where the compiled kernels can
+        (`glow_tf.kernels.optimizer_update`); `False`: TensorFlow's
+        per-variable kernels always. The same bits either way.
       name: Python `str`.
     """
     super().__init__(name=name)
@@ -113,6 +123,7 @@ class GlowOptimizer(tf.Module):
     if not 0 < weight_decay <= 1:
       raise ValueError(f"weight_decay must be in (0, 1], got {weight_decay!r}.")
     self.weight_decay = float(weight_decay)
+    self.fused = bool(fused)
     self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     # Checkpointed so that a restored optimiser debiases its averages correctly.
@@ -208,10 +219,51 @@ class GlowOptimizer(tf.Module):
       tf.raw_ops.ResourceApplyGradientDescent(
           var=avg.handle, alpha=h["polyak_rate"], delta=tf.raw_ops.Sub(x=read(avg), y=read(var)))
 
-    for grad, var in grads_and_vars:
-      m, u, avg = self._slots(var)
-      strategy.extended.update(var, update, args=(grad, m, u, avg), group=False)
+    groups = self._fused_groups(strategy, grads_and_vars)
+    if groups is None:
+      for grad, var in grads_and_vars:
+        m, u, avg = self._slots(var)
+        strategy.extended.update(var, update, args=(grad, m, u, avg), group=False)
+    else:
+      for device, (variables, grads, m, u, averages) in groups.items():
+        h = hyper(tf.float32, device)
+        with tf.device(device):
+          kernels.optimizer_update(
+              kind, variables, m, u, averages, grads,
+              lr=h["lr_adamax"] if kind == "adamax" else h["lr"],
+              beta1_power=h["beta1_power"], beta2_power=h["beta2_power"], beta1=h["beta1"],
+              beta2=h["beta2"], epsilon=h["epsilon"], polyak_rate=h["polyak_rate"],
+              weight_decay=h["weight_decay"])
     return self.iterations.assign_add(1)
+
+  def _fused_groups(self, strategy, grads_and_vars):
+    """Per device, the variables, gradients and slots for one fused update; `None` if it cannot run.
+
+    The fused op (`glow_tf.kernels.optimizer_update`) needs the compiled
+    kernels, float32 weights on CPUs and dense gradients; otherwise each
+    variable gets TensorFlow's per-variable kernels (the same arithmetic).
+    """
+    if not (self.fused and kernels.available()):
+      return None
+    groups = {}
+    for grad, var in grads_and_vars:
+      if var.dtype != tf.float32:
+        return None
+      m, u, avg = self._slots(var)
+      components = strategy.experimental_local_results(var)
+      grads = strategy.experimental_local_results(grad)
+      if len(grads) != len(components) or not all(isinstance(g, tf.Tensor) for g in grads):
+        return None
+      for component, g in zip(components, grads):
+        if "CPU" not in component.device.upper():
+          return None
+        group = groups.setdefault(component.device, ([], [], [], [], []))
+        group[0].append(component)
+        group[1].append(g)
+        for slots, slot in zip(group[2:], (m, u, avg)):
+          if slot is not None:
+            slots.append(_on_device_of(slot, component))
+    return groups
 
   def polyak_values(self, variables: Sequence[tf.Variable]) -> List[tf.Tensor]:
     """The (debiased) Polyak averages of `variables`, in order; the weights before any update."""

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glow_tf import optim
+from glow_tf import kernels, optim
 
 
 def reference(kind, grads, w0, lr_fn, beta1, beta2, eps=1e-8, weight_decay=1.):
@@ -105,6 +105,9 @@ def test_identical_under_two_replicas(two_replicas):
 
   step()
   step()
+  if kernels.available():  # one fused update per replica's device
+    ops = [op.type for op in step.get_concrete_function().graph.get_operations()]
+    assert ops.count("GlowOptimizerUpdate") == 2
   values = [v.numpy() for v in two_replicas.experimental_local_results(var)]
   np.testing.assert_array_equal(values[0], values[1])
   single = tf.Variable(w0)
@@ -114,3 +117,98 @@ def test_identical_under_two_replicas(two_replicas):
     ref.apply_gradients([(tf.fill([2, 3], 3.), single)])
   np.testing.assert_allclose(values[0], single.numpy(), rtol=1e-6)
   assert int(opt.iterations.numpy()) == 2
+
+
+# Shapes with a tail that is not a multiple of 8 floats and one longer than
+# the fused op's unit of work (8192 floats).
+_SHAPES = [(3, 3, 16, 128), (128,), (1, 1, 24, 24), (7,), (3, 3, 96, 5), (1,)]
+
+
+def _train(kind, weight_decay, polyak, fused, steps=5, strategy=None):
+  """Weights, Polyak values and the traced op types after `steps` updates of fixed gradients."""
+  rng = np.random.RandomState(3)
+  w0 = [rng.randn(*s).astype(np.float32) for s in _SHAPES]
+  grads = [[rng.randn(*s).astype(np.float32) for s in _SHAPES] for _ in range(steps)]
+  variables = [tf.Variable(w) for w in w0]
+  opt = optim.make_optimizer(kind, lr=0.01, beta1=0.9, warmup_steps=2, beta2=0.95,
+                             weight_decay=weight_decay)
+  opt.fused = fused
+  if not polyak:
+    opt = optim.GlowOptimizer(kind, 0.01, beta2=0.95, weight_decay=weight_decay, polyak=False,
+                              fused=fused)
+  opt.build(variables)
+  step = tf.function(lambda gs: opt.apply_gradients(zip(gs, variables)))
+  op_types = {op.type for op in step.get_concrete_function(
+      [tf.TensorSpec(s, tf.float32) for s in _SHAPES]).graph.get_operations()}
+  for gs in grads:
+    step([tf.constant(g) for g in gs])
+  return ([v.numpy() for v in variables],
+          [p.numpy() for p in opt.polyak_values(variables)], op_types)
+
+
+needs_kernels = pytest.mark.skipif(not kernels.available(),
+                                   reason=f"compiled kernels: {kernels.unavailable_reason()}")
+
+
+@needs_kernels
+@pytest.mark.parametrize("kind,weight_decay,polyak", [
+    ("adamax", 1., True), ("adamax", 0.99, True), ("adam", 1., True), ("adam", 0.95, False),
+    ("adamax", 1., False)])
+def test_the_one_op_update_gives_the_same_bits_as_tensorflows_kernels(kind, weight_decay, polyak):
+  fused_w, fused_avg, fused_ops = _train(kind, weight_decay, polyak, fused=True)
+  plain_w, plain_avg, plain_ops = _train(kind, weight_decay, polyak, fused=False)
+  assert "GlowOptimizerUpdate" in fused_ops and "ResourceApplyAdaMax" not in fused_ops
+  assert "GlowOptimizerUpdate" not in plain_ops
+  for a, b in zip(fused_w + fused_avg, plain_w + plain_avg):
+    np.testing.assert_array_equal(a, b)
+  lag = max(np.abs(w - a).max() for w, a in zip(fused_w, fused_avg))
+  assert lag > 0 if polyak else lag == 0  # the averages are kept, or are the weights
+  assert min(np.abs(w - w0).max() for w, w0 in zip(fused_w, _train(kind, weight_decay, polyak,
+                                                                    True, steps=0)[0])) > 1e-3
+
+
+@needs_kernels
+def test_the_one_op_update_keeps_values_read_before_it():
+  var = tf.Variable(tf.ones([3, 5]))
+  opt = optim.GlowOptimizer("adam", 0.1)
+  opt.build([var])
+  before = var.read_value()  # shares the variable's buffer until it changes
+  opt.apply_gradients([(tf.ones([3, 5]), var)])
+  np.testing.assert_array_equal(before.numpy(), np.ones([3, 5]))
+  assert np.all(var.numpy() < 1)
+
+
+@needs_kernels
+def test_the_one_op_update_refuses_a_gradient_of_another_shape():
+  var, m, u = (tf.Variable(tf.zeros([4])) for _ in range(3))
+  one = tf.constant(1.)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"variable 0 .*\[4\].*gradient is \[5\]"):
+    kernels.optimizer_update("adam", [var], [m], [u], [], [tf.ones([5])],
+                             one, one, one, one, one, one, one, one)
+
+
+def test_checkpoints_restore_across_the_two_update_paths(tmp_path):
+  """The slots are the same variables either way: a run checkpointed on one path resumes on the other."""
+  rng = np.random.RandomState(5)
+  w0 = rng.randn(4, 9).astype(np.float32)
+  grads = [tf.constant(rng.randn(4, 9).astype(np.float32)) for _ in range(6)]
+
+  def make(fused):
+    var = tf.Variable(w0)
+    opt = optim.GlowOptimizer("adamax", 0.01, beta2=0.9, fused=fused)
+    opt.build([var])
+    return var, opt, tf.train.Checkpoint(var=var, optimizer=opt)
+
+  var, opt, ckpt = make(True)
+  for g in grads[:3]:
+    opt.apply_gradients([(g, var)])
+  path = ckpt.save(str(tmp_path / "ckpt"))
+  for g in grads[3:]:
+    opt.apply_gradients([(g, var)])
+  resumed_var, resumed_opt, resumed = make(False)
+  resumed.restore(path).assert_consumed()
+  for g in grads[3:]:
+    resumed_opt.apply_gradients([(g, resumed_var)])
+  np.testing.assert_array_equal(resumed_var.numpy(), var.numpy())
+  np.testing.assert_array_equal(resumed_opt.polyak_values([resumed_var])[0],
+                                opt.polyak_values([var])[0])

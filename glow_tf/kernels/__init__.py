@@ -32,24 +32,26 @@ paths compute the same function (tested).
 import contextlib
 import os
 import threading
-from typing import Iterator, Optional, Set
+from typing import Iterator, Optional, Sequence, Set
 
 import tensorflow as tf
 from absl import logging
 
 __all__ = ["available", "conv3x3", "disabled", "conv3x3_backprop_filter", "conv3x3_backprop_input",
-           "cpu_can_run", "cpu_flags", "library_path", "needs_build", "unavailable_reason"]
+           "cpu_can_run", "cpu_flags", "library_path", "needs_build", "optimizer_update",
+           "unavailable_reason"]
 
 LIBRARY_NAME = "_glow_kernels.so"
 ENV_SWITCH = "GLOW_TF_KERNELS"
 
-_OPS = ("glow_conv3x3", "glow_conv3x3_backprop_filter", "glow_conv3x3_backprop_input")  # what the library must hold
+_OPS = ("glow_conv3x3", "glow_conv3x3_backprop_filter", "glow_conv3x3_backprop_input",
+        "glow_optimizer_update")  # what the library must hold
 _LOCK = threading.Lock()
 _state = {"loaded": False, "lib": None, "reason": None, "needs_build": False}
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE_PATH = os.path.join(_HERE, "conv3x3.cc")
+SOURCES = tuple(os.path.join(_HERE, name) for name in ("conv3x3.cc", "optimizer_update.cc"))
 
 
 def library_path() -> str:
@@ -81,6 +83,14 @@ def cpu_can_run(flags: Optional[Set[str]] = None) -> bool:
   return bool(flags) and {"avx2", "fma"} <= flags
 
 
+def _newer_source(path):
+  """A source file changed after the library at `path` was built, or `None`."""
+  for source in SOURCES:
+    if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(path):
+      return source
+  return None
+
+
 def _load():
   """Loads the library once; records why not where it cannot."""
   if _state["loaded"]:
@@ -106,8 +116,8 @@ def _decide():
                         "(scripts/setup.sh does) for faster CPU training")
     _state["needs_build"] = True
     logging.info("glow_tf: %s. Using TensorFlow's convolutions.", _state["reason"])
-  elif os.path.exists(SOURCE_PATH) and os.path.getmtime(SOURCE_PATH) > os.path.getmtime(path):
-    _state["reason"] = (f"{path} is older than {SOURCE_PATH}; rebuild it with "
+  elif _newer_source(path):
+    _state["reason"] = (f"{path} is older than {_newer_source(path)}; rebuild it with "
                         "`python -m glow_tf.kernels.build`")
     _state["needs_build"] = True
   else:
@@ -199,6 +209,38 @@ def conv3x3_backprop_input(dy: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     RuntimeError: if not `available()`, with the reason.
   """
   return _library().glow_conv3x3_backprop_input(dy, kernel)
+
+
+def optimizer_update(kind: str, variables: Sequence[tf.Variable], m: Sequence[tf.Variable],
+                     u: Sequence[tf.Variable], averages: Sequence[tf.Variable],
+                     grads: Sequence[tf.Tensor], lr: tf.Tensor, beta1_power: tf.Tensor,
+                     beta2_power: tf.Tensor, beta1: tf.Tensor, beta2: tf.Tensor, epsilon: tf.Tensor,
+                     polyak_rate: tf.Tensor, weight_decay: tf.Tensor) -> tf.Operation:
+  """One Adamax or Adam step of all `variables`, with weight decay and Polyak averages, in one op.
+
+  The arithmetic of TensorFlow's `ResourceApplyAdaMax` / `ResourceApplyAdam`
+  (`lr` is the one each would take) and `ResourceApplyGradientDescent` for
+  the averages, element by element in float32, so the result has the same
+  bits as those per-variable ops (see `optimizer_update.cc` and
+  `glow_tf.optim`). All variables float32 on this CPU, unpartitioned.
+
+  Args:
+    kind: `"adamax"` or `"adam"`.
+    variables, m, u: the weights and their two moments, equal shapes pairwise.
+    averages: the weights' Polyak averages, or `[]` for none.
+    grads: float32 tensors of the weights' shapes.
+    lr, beta1_power, beta2_power, beta1, beta2, epsilon, polyak_rate, weight_decay:
+      float32 scalars.
+  Returns:
+    The op (no outputs).
+  Raises:
+    RuntimeError: if not `available()`, with the reason.
+  """
+  handles = lambda vs: [v.handle for v in vs]
+  return _library().glow_optimizer_update(
+      var=handles(variables), m=handles(m), u=handles(u), avg=handles(averages), grad=list(grads),
+      lr=lr, beta1_power=beta1_power, beta2_power=beta2_power, beta1=beta1, beta2=beta2,
+      epsilon=epsilon, polyak_rate=polyak_rate, weight_decay=weight_decay, kind=kind)
 
 
 @contextlib.contextmanager

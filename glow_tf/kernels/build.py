@@ -1,6 +1,6 @@
 """Builds glow_tf's compiled CPU kernels: `python -m glow_tf.kernels.build`.
 
-Compiles `conv3x3.cc` against the installed TensorFlow's headers into
+Compiles `conv3x3.cc` and `optimizer_update.cc` against the installed TensorFlow's headers into
 `glow_tf/kernels/_glow_kernels.so` (see `glow_tf/kernels/__init__.py`). Needs
 g++ (Debian: `apt-get install g++`), or the compiler named by `$CXX`. Rebuild
 after upgrading TensorFlow. On a machine where the kernels cannot run (no
@@ -22,7 +22,7 @@ def compile_command(output):
   """The compiler command line (a list) that builds the library into `output`."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   cxx = shlex.split(os.environ.get("CXX", "g++"))  # e.g. "ccache g++"
-  return (cxx + ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-w", kernels.SOURCE_PATH,
+  return (cxx + ["-std=c++17", "-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-w", *kernels.SOURCES,
            "-o", output] + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
 
 
@@ -48,7 +48,7 @@ def build(output=None):
     cmd = compile_command(tmp)
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-      raise RuntimeError(f"compiling {kernels.SOURCE_PATH} failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}")
+      raise RuntimeError(f"compiling {', '.join(kernels.SOURCES)} failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}")
     os.chmod(tmp, 0o755)
     os.replace(tmp, output)
   finally:
