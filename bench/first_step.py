@@ -29,13 +29,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def child(config: str, optimizer_name: str) -> dict:
+def child(config: str, optimizer_name: str, grappler: dict) -> dict:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   sys.path.insert(0, os.path.dirname(HERE))
   sys.path.insert(0, HERE)
   t0 = time.perf_counter()
   import numpy as np
   import tensorflow as tf
+  if grappler:
+    tf.config.optimizer.set_experimental_options(grappler)
   import vs_tfp_glow
   from glow_tf import optim, steps
   times = {"import": time.perf_counter() - t0}
@@ -93,8 +95,13 @@ def child(config: str, optimizer_name: str) -> dict:
     step(iterator)
   times["step afterwards (mean of 5)"] = (time.perf_counter() - start) / 5
   return {"times": times, "first_step": first_step,
-          "ops": {"compute": len(compute.get_concrete_function(iterator, vote).graph.get_operations()),
-                  "apply": len(apply.get_concrete_function(grads).graph.get_operations())}}
+          "ops": {"compute": _ops(compute.get_concrete_function(iterator, vote)),
+                  "apply": _ops(apply.get_concrete_function(grads))}}
+
+
+def _ops(concrete):
+  """Ops of a traced function other than its inputs (each captured variable is a Placeholder)."""
+  return sum(op.type != "Placeholder" for op in concrete.graph.get_operations())
 
 
 def main():
@@ -102,17 +109,22 @@ def main():
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default="a")
   p.add_argument("--optimizers", default="fused,per_variable")
+  p.add_argument("--grappler", default="",
+                 help="JSON options for tf.config.optimizer.set_experimental_options, e.g. "
+                      "'{\"disable_meta_optimizer\": true}': what each graph pass costs")
   p.add_argument("--child", default="")
   args = p.parse_args()
   if args.child:
-    print(json.dumps(child(args.config, args.child)))
+    print(json.dumps(child(args.config, args.child, json.loads(args.grappler or "{}"))))
     return
   sys.path.insert(0, HERE)
   import vs_tfp_glow
-  print(f"CPU: {vs_tfp_glow.cpu_description()}; config {args.config}, train.py's step")
+  print(f"CPU: {vs_tfp_glow.cpu_description()}; config {args.config}, train.py's step"
+        + (f"; grappler {args.grappler}" if args.grappler else ""))
   results = {}
   for name in args.optimizers.split(","):
-    out = subprocess.run([sys.executable, __file__, f"--config={args.config}", f"--child={name}"],
+    out = subprocess.run([sys.executable, __file__, f"--config={args.config}", f"--child={name}",
+                          f"--grappler={args.grappler}"],
                          capture_output=True, text=True, check=True)
     results[name] = json.loads(out.stdout.strip().splitlines()[-1])
   names = list(results)
@@ -122,7 +134,7 @@ def main():
   print(f"{'first finished step (trace + first call)':40s}"
         + "".join(f"{results[n]['first_step']:14.3f}" for n in names))
   for fn in ("compute", "apply"):
-    print(f"{'ops in ' + fn:40s}" + "".join(f"{results[n]['ops'][fn]:14d}" for n in names))
+    print(f"{'ops in ' + fn + ' (not counting inputs)':40s}" + "".join(f"{results[n]['ops'][fn]:14d}" for n in names))
 
 
 if __name__ == "__main__":

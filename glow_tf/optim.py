@@ -225,15 +225,16 @@ class GlowOptimizer(tf.Module):
         m, u, avg = self._slots(var)
         strategy.extended.update(var, update, args=(grad, m, u, avg), group=False)
     else:
-      for device, (variables, grads, m, u, averages) in groups.items():
+      for device, group in groups.items():
         h = hyper(tf.float32, device)
-        with tf.device(device):
-          kernels.optimizer_update(
-              kind, variables, m, u, averages, grads,
-              lr=h["lr_adamax"] if kind == "adamax" else h["lr"],
-              beta1_power=h["beta1_power"], beta2_power=h["beta2_power"], beta1=h["beta1"],
-              beta2=h["beta2"], epsilon=h["epsilon"], polyak_rate=h["polyak_rate"],
-              weight_decay=h["weight_decay"])
+        for variables, grads, m, u, averages in _buckets(*group):
+          with tf.device(device):
+            kernels.optimizer_update(
+                kind, variables, m, u, averages, grads,
+                lr=h["lr_adamax"] if kind == "adamax" else h["lr"],
+                beta1_power=h["beta1_power"], beta2_power=h["beta2_power"], beta1=h["beta1"],
+                beta2=h["beta2"], epsilon=h["epsilon"], polyak_rate=h["polyak_rate"],
+                weight_decay=h["weight_decay"])
     return self.iterations.assign_add(1)
 
   def _fused_groups(self, strategy, grads_and_vars):
@@ -288,6 +289,24 @@ class GlowOptimizer(tf.Module):
     finally:
       for var, value in zip(variables, backup):
         var.assign(value)
+
+
+# Floats per fused update op. In one `tf.function` with the backward pass, each
+# op starts as soon as its own gradients are ready, so a few ops overlap the
+# update with the rest of the backward pass where one op would wait for all.
+_BUCKET_FLOATS = 1 << 17
+
+
+def _buckets(variables, grads, m, u, averages):
+  """`(variables, grads, m, u, averages)` split into runs of about `_BUCKET_FLOATS` floats, in order."""
+  out, start, size = [], 0, 0
+  for i, var in enumerate(variables):
+    size += var.shape.num_elements()
+    if size >= _BUCKET_FLOATS or i == len(variables) - 1:
+      cut = slice(start, i + 1)
+      out.append((variables[cut], grads[cut], m[cut], u[cut], averages[cut] if averages else []))
+      start, size = i + 1, 0
+  return out
 
 
 def _on_device_of(slot, var):

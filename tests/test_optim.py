@@ -119,9 +119,10 @@ def test_identical_under_two_replicas(two_replicas):
   assert int(opt.iterations.numpy()) == 2
 
 
-# Shapes with a tail that is not a multiple of 8 floats and one longer than
-# the fused op's unit of work (8192 floats).
-_SHAPES = [(3, 3, 16, 128), (128,), (1, 1, 24, 24), (7,), (3, 3, 96, 5), (1,)]
+# Shapes with a tail that is not a multiple of 8 floats, some longer than the
+# fused op's unit of work (8192 floats), and more floats than one fused op
+# takes (the update is split into a few ops, in order).
+_SHAPES = [(3, 3, 128, 128), (3, 3, 16, 128), (128,), (1, 1, 24, 24), (7,), (3, 3, 96, 5), (1,)]
 
 
 def _train(kind, weight_decay, polyak, fused, steps=5, strategy=None):

@@ -1,4 +1,4 @@
-"""Compiled CPU kernels: direct 3x3 convolutions for Glow's thin layers.
+"""Compiled CPU kernels: direct 3x3 convolutions for Glow's thin layers, and the optimiser's update.
 
 TensorFlow's CPU convolutions are built for wide layers. Two of the three
 layers of each coupling network are thin, and TF runs them slowly:
@@ -20,6 +20,11 @@ Measured on an AMD EPYC (AVX2) against TF's ops (`bench/kernels.py`,
 them; slower at some others, where it uses TF's. The gradient of `conv3x3` is
 registered in `glow_tf.nn`. The two gradient ops have no gradients of their
 own, so second derivatives through these paths need `GLOW_TF_KERNELS=0`.
+
+`GlowOptimizerUpdate` (`optimizer_update.cc`, `optimizer_update()` here)
+applies the original's Adamax or Adam step, weight decay and Polyak
+averaging to many variables in one op, with TensorFlow's arithmetic
+(`glow_tf.optim`).
 
 Building is explicit: `python -m glow_tf.kernels.build`, which
 `scripts/setup.sh` runs. It needs g++ and TensorFlow's headers, which ship
