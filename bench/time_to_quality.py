@@ -17,6 +17,10 @@ whole test set.
   python bench/time_to_quality.py                  # 15 minutes each
   python bench/time_to_quality.py --minutes=2 --n_test_partial=500   # a quick look
   python bench/time_to_quality.py --jit=tfp        # tfp in its XLA mode
+  python bench/time_to_quality.py --impls=ours,ours-bf16   # float32 vs mixed_bfloat16
+
+`ours-bf16` is ours with `precision="mixed_bfloat16"` (what `--precision=auto`
+picks on CPUs with AVX-512 BF16 or AMX).
 
 Data: Fashion-MNIST from Debian's `dataset-fashion-mnist` (or `--data_dir`).
 """
@@ -44,6 +48,7 @@ def main():
   p.add_argument("--eval_every", type=float, default=1 / 3, help="fraction of the budget")
   p.add_argument("--n_test_partial", type=int, default=2000)
   p.add_argument("--data_dir", default=None)
+  p.add_argument("--impls", default="ours,tfp", help="comma-separated: ours, ours-bf16, tfp")
   p.add_argument("--jit", default="",
                  help="comma-separated implementations (ours, tfp) whose training step is "
                       "compiled with XLA (jit_compile=True): compare each in its faster mode, "
@@ -87,7 +92,9 @@ def main():
       self.diverged = None  # the step whose loss was not finite
       t0 = time.perf_counter()
       cfg = dict(image_shape=shape, n_levels=args.n_levels, depth=args.depth, width=args.width)
-      if name == "ours":
+      if name in ("ours", "ours-bf16"):
+        if name == "ours-bf16":
+          cfg["precision"] = "mixed_bfloat16"
         model = vs_tfp_glow.build_ours(cfg)
         model.glow.initialize(x_init)
         self.dist = model.distribution
@@ -142,7 +149,7 @@ def main():
   print(f"budget {args.minutes:g} min each; {args.n_levels} levels x depth {args.depth}, "
         f"width {args.width}, batch {args.batch}, Adam lr {args.lr}; training steps under "
         f"XLA: {', '.join(sorted(jit)) or 'none'}", flush=True)
-  runners = [Runner("ours"), Runner("tfp")]
+  runners = [Runner(name) for name in args.impls.split(",")]
   for r in runners:
     print(f"{r.name}: {r.n_params:,} parameters, built in {r.clock:.1f} s", flush=True)
   marks = [budget * min(1., args.eval_every * k) for k in range(1, int(math.ceil(1 / args.eval_every)) + 1)]
@@ -160,7 +167,7 @@ def main():
         continue
       value = r.evaluate(n)
       r.history.append((r.clock, r.steps, value))
-      print(f"{r.name:4s} after {r.clock / 60:5.1f} min, {r.steps:6d} steps "
+      print(f"{r.name:9s} after {r.clock / 60:5.1f} min, {r.steps:6d} steps "
             f"({r.steps * args.batch / r.clock:5.1f} img/s incl. start-up): test bits/dim "
             f"{value:.4f} on {n} images (train batch loss {r.last_loss:.3f})", flush=True)
   print(f"\nafter {args.minutes:g} min each:")
