@@ -211,7 +211,7 @@ def conv2d_3x3(x: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor] = None
     image of at least 8x8 (Glow's zero convolutions), matmul gradients
     (`thin_output_conv2d`), with a matmul forward pass from a sixteenth,
     else the compiled kernel's forward pass (`glow_tf.kernels`) where
-    available;
+    available (on CPUs with AVX-512 only below 16x16 images);
   - where at most 32 input channels widen at least fourfold to at least 16
     outputs (the coupling network's first convolution), the compiled
     kernels, which add the bias and apply the ReLU in the same pass;
@@ -248,14 +248,17 @@ def _thin_output(kernel_shape, height, width):
 
 
 def conv2d_3x3_path(kernel_shape: Union[tf.TensorShape, Sequence[int]], height: Dim, width: Dim,
-                    dtype: tf.DType = tf.float32) -> str:
+                    dtype: tf.DType = tf.float32, wide_vectors: Optional[bool] = None) -> str:
   """Which computation `conv2d_3x3` uses for a kernel `[kh, kw, C, out]` on `H x W` images.
 
   Returns `"conv2d"`, `"matmul gradients"`, `"matmul forward and gradients"`,
   `"compiled kernel, matmul gradients"` or `"compiled kernel"` (the rule in
   `conv2d_3x3`'s docstring; the compiled kernel only where
   `glow_tf.kernels.available()`, for float32 with static `H`, `W`, and not
-  in a function XLA compiles, which has no kernel for it).
+  in a function XLA compiles, which has no kernel for it). `wide_vectors`:
+  whether TensorFlow's convolutions run AVX-512 here (`None`: this CPU,
+  `glow_tf.kernels.wide_vectors()`); there the thin-output forward kernel
+  is used only below 16x16 images, where it measured faster.
   """
   kh, kw, in_c, out_c = kernel_shape
   compiled = (kh == 3 and kw == 3 and isinstance(height, int) and isinstance(width, int)
@@ -264,10 +267,37 @@ def conv2d_3x3_path(kernel_shape: Union[tf.TensorShape, Sequence[int]], height: 
   if _thin_output(kernel_shape, height, width):
     if 16 * out_c <= in_c:
       return "matmul forward and gradients"
-    return "compiled kernel, matmul gradients" if compiled else "matmul gradients"
+    if wide_vectors is None:
+      wide_vectors = kernels.wide_vectors()
+    if compiled and not (wide_vectors and height * width >= 256):
+      return "compiled kernel, matmul gradients"
+    return "matmul gradients"
   if compiled and in_c <= 32 and out_c >= max(16, 4 * in_c):
     return "compiled kernel"
   return "conv2d"
+
+
+def conv3x3_gradient_paths(kernel_shape: Union[tf.TensorShape, Sequence[int]], height: int,
+                           width: int, wide_vectors: Optional[bool] = None) -> Tuple[str, str]:
+  """Which ops compute the input and kernel gradients of a `"compiled kernel"` convolution.
+
+  Each is `"compiled kernel"` or `"conv2d"` (TensorFlow's backprop op), by
+  where each measured faster (`bench/kernels.py`): the input gradient from
+  16x16 images, or from 8x8 with at most 4 input channels; the kernel
+  gradient from 8x8 images, and where TensorFlow's convolutions run AVX-512
+  (`wide_vectors`, `None`: this CPU) only for at most 2 input channels.
+  Both `"conv2d"` where the kernels are unavailable.
+
+  Returns:
+    (input gradient's path, kernel gradient's path).
+  """
+  in_c = kernel_shape[2] or 99
+  pixels = (height or 0) * (width or 0) if kernels.available() else 0
+  if wide_vectors is None:
+    wide_vectors = kernels.wide_vectors()
+  dx = pixels >= 256 or (pixels >= 64 and in_c <= 4)
+  dk = pixels >= 64 and (in_c <= 2 or not wide_vectors)
+  return tuple("compiled kernel" if use else "conv2d" for use in (dx, dk))
 
 
 @tf.RegisterGradient("GlowConv3x3")
@@ -281,14 +311,14 @@ def _glow_conv3x3_grad(op, dy):
     dx, dk = _thin_output_grads(x, kernel, dy)
   else:  # each compiled kernel where it measured faster (bench/kernels.py)
     # (none if the kernels were switched off after the forward pass was traced)
-    pixels = (x.shape[1] or 0) * (x.shape[2] or 0) if kernels.available() else 0
-    if pixels >= 256 or (pixels >= 64 and (kernel.shape[2] or 99) <= 4):
+    dx_path, dk_path = conv3x3_gradient_paths(kernel.shape, x.shape[1], x.shape[2])
+    if dx_path == "compiled kernel":
       dx = kernels.conv3x3_backprop_input(dy, kernel)
     else:
       dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel,
                                           out_backprop=dy, strides=[1, 1, 1, 1],
                                           padding="SAME")
-    if pixels >= 64:
+    if dk_path == "compiled kernel":
       dk = kernels.conv3x3_backprop_filter(x, dy)
     else:
       dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),

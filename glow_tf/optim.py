@@ -246,6 +246,8 @@ class GlowOptimizer(tf.Module):
     """
     if not (self.fused and kernels.available()):
       return None
+    if len({v.ref() for _, v in grads_and_vars}) != len(grads_and_vars):
+      return None  # a variable twice: updated twice, one after the other
     groups = {}
     for grad, var in grads_and_vars:
       if var.dtype != tf.float32:

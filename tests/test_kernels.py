@@ -176,7 +176,15 @@ def test_bad_shapes_are_errors():
 
 @needs_kernels
 def test_conv2d_3x3_paths_use_the_kernel():
-  assert nn.conv2d_3x3_path((3, 3, 128, 12), 16, 16) == "compiled kernel, matmul gradients"
+  path = lambda shape, h, wide: nn.conv2d_3x3_path(shape, h, h, wide_vectors=wide)
+  assert path((3, 3, 128, 12), 16, False) == "compiled kernel, matmul gradients"
+  # Where TensorFlow's convolutions run AVX-512 they win the thin forward pass at 16x16.
+  assert path((3, 3, 128, 12), 16, True) == "matmul gradients"
+  assert path((3, 3, 128, 24), 8, True) == "compiled kernel, matmul gradients"
+  assert nn.conv2d_3x3_path((3, 3, 128, 12), 16, 16) == path(
+      (3, 3, 128, 12), 16, kernels.wide_vectors())  # this CPU's rule by default
+  for wide in (False, True):
+    assert path((3, 3, 6, 128), 16, wide) == "compiled kernel"
   assert nn.conv2d_3x3_path((3, 3, 6, 128), 16, 16) == "compiled kernel"
   assert nn.conv2d_3x3_path((3, 3, 6, 128), 16, 16, tf.bfloat16) == "conv2d"
   assert nn.conv2d_3x3_path((3, 3, 256, 4), 16, 16) == "matmul forward and gradients"
@@ -185,11 +193,29 @@ def test_conv2d_3x3_paths_use_the_kernel():
   assert nn.conv2d_3x3_path((3, 3, 6, 128), None, None) == "conv2d"
 
 
+@needs_kernels
+def test_gradient_paths_by_shape_and_cpu():
+  grads = lambda shape, h, wide: nn.conv3x3_gradient_paths(shape, h, h, wide_vectors=wide)
+  assert grads((3, 3, 6, 128), 16, False) == ("compiled kernel", "compiled kernel")
+  assert grads((3, 3, 6, 128), 16, True) == ("compiled kernel", "conv2d")
+  assert grads((3, 3, 2, 256), 16, True) == ("compiled kernel", "compiled kernel")
+  assert grads((3, 3, 12, 128), 8, False) == ("conv2d", "compiled kernel")
+  assert grads((3, 3, 4, 256), 8, True) == ("compiled kernel", "conv2d")
+  assert grads((3, 3, 24, 128), 4, False) == ("conv2d", "conv2d")
+
+
+def test_wide_vectors_reads_avx512f():
+  assert kernels.wide_vectors({"avx2", "fma", "avx512f"})
+  assert not kernels.wide_vectors({"avx2", "fma"})
+  assert not kernels.wide_vectors(set())
+
+
 def test_paths_without_kernels(no_kernels):  # pylint: disable=unused-argument,redefined-outer-name
   assert not kernels.available() and not kernels.needs_build()
   assert "GLOW_TF_KERNELS=0" in kernels.unavailable_reason()
   assert nn.conv2d_3x3_path((3, 3, 128, 12), 16, 16) == "matmul gradients"
   assert nn.conv2d_3x3_path((3, 3, 6, 128), 16, 16) == "conv2d"
+  assert nn.conv3x3_gradient_paths((3, 3, 6, 128), 16, 16) == ("conv2d", "conv2d")
   with pytest.raises(RuntimeError, match="GLOW_TF_KERNELS=0"):
     kernels.conv3x3(*_inputs((1, 4, 4, 3), 8))
 

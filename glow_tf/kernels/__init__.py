@@ -35,6 +35,7 @@ paths compute the same function (tested).
 """
 
 import contextlib
+import functools
 import os
 import threading
 from typing import Iterator, Optional, Sequence, Set
@@ -44,7 +45,7 @@ from absl import logging
 
 __all__ = ["available", "conv3x3", "disabled", "conv3x3_backprop_filter", "conv3x3_backprop_input",
            "cpu_can_run", "cpu_flags", "library_path", "needs_build", "optimizer_update",
-           "unavailable_reason"]
+           "unavailable_reason", "wide_vectors"]
 
 LIBRARY_NAME = "_glow_kernels.so"
 ENV_SWITCH = "GLOW_TF_KERNELS"
@@ -86,6 +87,26 @@ def cpu_can_run(flags: Optional[Set[str]] = None) -> bool:
   """Whether a CPU with these flags (`cpu_flags()` when `None`) runs the kernels: AVX2 and FMA."""
   flags = cpu_flags() if flags is None else flags
   return bool(flags) and {"avx2", "fma"} <= flags
+
+
+def wide_vectors(flags: Optional[Set[str]] = None) -> bool:
+  """Whether TensorFlow's own CPU kernels run 16-float vectors here (AVX-512), twice this library's 8.
+
+  `glow_tf.nn` then uses fewer of the compiled convolution kernels: on such
+  CPUs TensorFlow's oneDNN convolutions win at more of Glow's shapes
+  (`bench/kernels.py`, `bench/RESULTS.md`).
+
+  Args:
+    flags: the CPU's flags (`cpu_flags()` when `None`).
+  """
+  flags = _this_cpu_flags() if flags is None else flags
+  return bool(flags) and "avx512f" in flags
+
+
+@functools.lru_cache(maxsize=1)
+def _this_cpu_flags():
+  """`cpu_flags()`, read once (the kernel rules ask for every convolution they trace)."""
+  return cpu_flags()
 
 
 def _newer_source(path):
