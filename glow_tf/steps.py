@@ -4,8 +4,9 @@ A training step draws one global batch, each replica computes the loss and
 the gradients of its shard, the gradients and metric sums are summed across
 replicas, and the update is applied only when the loss and every gradient
 are finite (checked once, on the loss and the gradients' global norm). The
-loss of a replica is its share of the global mean: its sum divided by the global batch, so that summing over replicas gives the
-gradient of the mean over the whole batch on any number of replicas.
+loss of a replica is its share of the global mean: its sum divided by the
+global batch, so that summing over replicas gives the gradient of the mean
+over the whole batch on any number of replicas.
 
 Dequantisation noise is drawn in the input pipeline, per global batch, from
 `(seed, stream, batch index)`: it does not depend on how the batch is split
