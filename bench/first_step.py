@@ -1,8 +1,8 @@
 """Where the time to train.py's first finished step goes: build, initialise, trace, optimise, run.
 
-train.py's step is `glow_tf.steps.build_train_step`: two `tf.function`s,
-`compute` (draw the batch, loss, gradients, all-reduce) and `apply` (the
-optimiser's update). This builds configuration `--config` of
+train.py's step is `glow_tf.steps.build_train_step`: with the fused update
+one `tf.function` (batch, loss, gradients, all-reduce, the update gated on
+their finiteness), otherwise two (`step` computes, `apply` updates). This builds configuration `--config` of
 `vs_tfp_glow.py` as train.py does (a `GlowModel`, the data-dependent
 initialisation, `GlowOptimizer` built first, the default strategy) on
 synthetic uint8 images, and times each phase separately:
@@ -10,7 +10,7 @@ synthetic uint8 images, and times each phase separately:
 * the model's construction and its initialisation pass;
 * per function: tracing (`get_concrete_function`: Python builds the graph),
   then its first call (TensorFlow's graph optimisations, grappler, and the
-  first execution), then a second call (execution only, for comparison);
+  first execution); then the mean of 5 whole steps;
 
 Each `--optimizer` runs in a fresh process (`fused`: the one-op update, the
 default; `per_variable`: `GlowOptimizer(fused=False)`), so each pays its
@@ -65,38 +65,32 @@ def child(config: str, optimizer_name: str, grappler: dict) -> dict:
                           .batch(cfg["batch"], drop_remainder=True), seed=0, stream=0)
   iterator = iter(strategy.experimental_distribute_dataset(data))
   next(iterator)  # the pipeline's own start-up is not the step's
-  compute, apply = step._compute, step._apply  # pylint: disable=protected-access
+  # One function where the fused update skips non-finite steps itself;
+  # else `step` (compute) then `apply` (glow_tf.steps.TrainStep).
+  fns = {"step": step._step, "apply": step._apply}  # pylint: disable=protected-access
   vote = tf.constant(0., tf.float32)
-  start = time.perf_counter()
-  compute.get_concrete_function(iterator, vote)
-  times["compute: trace"] = time.perf_counter() - start
-  start = time.perf_counter()
-  grads, _, _, _ = compute(iterator, vote)
-  float(counter.numpy())
-  times["compute: first call (optimise + run)"] = time.perf_counter() - start
-  start = time.perf_counter()
-  apply.get_concrete_function(grads)
-  times["apply: trace"] = time.perf_counter() - start
-  start = time.perf_counter()
-  apply(grads)
-  int(optimizer.iterations.numpy())
-  times["apply: first call (optimise + run)"] = time.perf_counter() - start
-  first_step = sum(v for k, v in times.items() if k.startswith(("compute", "apply")))
-  start = time.perf_counter()
-  grads, _, _, _ = compute(iterator, vote)
-  float(counter.numpy())
-  times["compute: second call"] = time.perf_counter() - start
-  start = time.perf_counter()
-  apply(grads)
-  int(optimizer.iterations.numpy())
-  times["apply: second call"] = time.perf_counter() - start
+  ops = {}
+
+  def run(name, args):
+    start = time.perf_counter()
+    concrete = fns[name].get_concrete_function(*args)
+    times[f"{name}: trace"] = time.perf_counter() - start
+    ops[name] = _ops(concrete)
+    start = time.perf_counter()
+    out = fns[name](*args)
+    int(optimizer.iterations.numpy())
+    times[f"{name}: first call (optimise + run)"] = time.perf_counter() - start
+    return out
+
+  out = run("step", (iterator, vote))
+  if fns["apply"] is not None:
+    run("apply", (out[0],))
+  first_step = sum(v for k, v in times.items() if k.startswith(("step:", "apply:")))
   start = time.perf_counter()
   for _ in range(5):
     step(iterator)
   times["step afterwards (mean of 5)"] = (time.perf_counter() - start) / 5
-  return {"times": times, "first_step": first_step,
-          "ops": {"compute": _ops(compute.get_concrete_function(iterator, vote)),
-                  "apply": _ops(apply.get_concrete_function(grads))}}
+  return {"times": times, "first_step": first_step, "ops": ops}
 
 
 def _ops(concrete):
@@ -128,13 +122,16 @@ def main():
                          capture_output=True, text=True, check=True)
     results[name] = json.loads(out.stdout.strip().splitlines()[-1])
   names = list(results)
+  keys = list(dict.fromkeys(k for n in names for k in results[n]["times"]))
+  cell = lambda n, key, fmt: fmt.format(results[n][key[0]][key[1]]) if key[1] in results[n][key[0]] else "-"
   print(f"{'phase (s)':40s}" + "".join(f"{n:>14s}" for n in names))
-  for key in results[names[0]]["times"]:
-    print(f"{key:40s}" + "".join(f"{results[n]['times'][key]:14.3f}" for n in names))
-  print(f"{'first finished step (trace + first call)':40s}"
+  for key in keys:
+    print(f"{key:40s}" + "".join(f"{cell(n, ('times', key), '{:.3f}'):>14s}" for n in names))
+  print(f"{'first finished step (traces + first calls)':40s}"
         + "".join(f"{results[n]['first_step']:14.3f}" for n in names))
-  for fn in ("compute", "apply"):
-    print(f"{'ops in ' + fn + ' (not counting inputs)':40s}" + "".join(f"{results[n]['ops'][fn]:14d}" for n in names))
+  for fn in ("step", "apply"):
+    print(f"{'ops in ' + fn + ' (not counting inputs)':40s}"
+          + "".join(f"{cell(n, ('ops', fn), '{:d}'):>14s}" for n in names))
 
 
 if __name__ == "__main__":

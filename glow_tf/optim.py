@@ -159,17 +159,24 @@ class GlowOptimizer(tf.Module):
     i = self._index[var.ref()]
     return self.m[i], self.u[i], self.polyak[i] if self.use_polyak else None
 
-  def apply_gradients(self, grads_and_vars: Iterable[Tuple[tf.Tensor, tf.Variable]]
-                      ) -> Union[tf.Tensor, tf.Variable]:
-    """Applies one update. Gradients must already be summed over replicas."""
+  def apply_gradients(self, grads_and_vars: Iterable[Tuple[tf.Tensor, tf.Variable]],
+                      apply_if: Optional[tf.Tensor] = None) -> Union[tf.Tensor, tf.Variable]:
+    """Applies one update. Gradients must already be summed over replicas.
+
+    Args:
+      grads_and_vars: pairs of a gradient and its variable.
+      apply_if: optional bool scalar (in replica context, this replica's):
+        where False nothing changes, not even `iterations` (a skipped step,
+        decided inside the traced step; train.py's finiteness check).
+    """
     grads_and_vars = [(g, v) for g, v in grads_and_vars]
     self.build([v for _, v in grads_and_vars])
     if tf.distribute.in_cross_replica_context():
-      return self._apply(tf.distribute.get_strategy(), grads_and_vars)
+      return self._apply(tf.distribute.get_strategy(), grads_and_vars, apply_if)
     return tf.distribute.get_replica_context().merge_call(
-        self._apply, args=(grads_and_vars,))
+        self._apply, args=(grads_and_vars, apply_if))
 
-  def _apply(self, strategy, grads_and_vars):
+  def _apply(self, strategy, grads_and_vars, apply_if=None):
     t = tf.cast(self.iterations + 1, tf.float64)  # scalars in float64, cast per variable
     lr = self.schedule(t)
     beta1_power = tf.pow(tf.constant(self.beta1, tf.float64), t)
@@ -219,13 +226,9 @@ class GlowOptimizer(tf.Module):
       tf.raw_ops.ResourceApplyGradientDescent(
           var=avg.handle, alpha=h["polyak_rate"], delta=tf.raw_ops.Sub(x=read(avg), y=read(var)))
 
-    groups = self._fused_groups(strategy, grads_and_vars)
-    if groups is None:
-      for grad, var in grads_and_vars:
-        m, u, avg = self._slots(var)
-        strategy.extended.update(var, update, args=(grad, m, u, avg), group=False)
-    else:
-      for device, group in groups.items():
+    groups = self._device_groups(strategy, grads_and_vars, apply_if)
+    if groups is not None and self._can_fuse(groups):
+      for device, (group, apply) in groups.items():
         h = hyper(tf.float32, device)
         for variables, grads, m, u, averages in _buckets(*group):
           with tf.device(device):
@@ -234,33 +237,75 @@ class GlowOptimizer(tf.Module):
                 lr=h["lr_adamax"] if kind == "adamax" else h["lr"],
                 beta1_power=h["beta1_power"], beta2_power=h["beta2_power"], beta1=h["beta1"],
                 beta2=h["beta2"], epsilon=h["epsilon"], polyak_rate=h["polyak_rate"],
-                weight_decay=h["weight_decay"])
-    return self.iterations.assign_add(1)
+                weight_decay=h["weight_decay"], apply=apply)
+    elif apply_if is None:
+      for grad, var in grads_and_vars:
+        m, u, avg = self._slots(var)
+        strategy.extended.update(var, update, args=(grad, m, u, avg), group=False)
+    elif groups is None:
+      raise ValueError("apply_if needs dense gradients, one copy per replica.")
+    else:  # one cond per device around its variables' updates
+      for device, ((variables, grads, m, u, averages), apply) in groups.items():
+        for var in variables:  # the scalars outside the cond, shared by its branch
+          hyper(var.dtype, var.device)
+        averages = averages or [None] * len(variables)
 
-  def _fused_groups(self, strategy, grads_and_vars):
-    """Per device, the variables, gradients and slots for one fused update; `None` if it cannot run.
+        def update_all(args=(variables, grads, m, u, averages)):
+          for each in zip(*args):
+            update(*each)
 
-    The fused op (`glow_tf.kernels.optimizer_update`) needs the compiled
-    kernels, float32 weights on CPUs and dense gradients; otherwise each
-    variable gets TensorFlow's per-variable kernels (the same arithmetic).
+        with tf.device(device):
+          tf.cond(tf.convert_to_tensor(apply), update_all, lambda: None)
+    if apply_if is None:
+      return self.iterations.assign_add(1)
+    first = strategy.experimental_local_results(apply_if)[0]
+    return self.iterations.assign_add(tf.cast(first, tf.int64))
+
+  def fuses(self, variables: Sequence[tf.Variable]) -> bool:
+    """Whether the update of `variables` (created in the current strategy) runs in the fused op.
+
+    There `apply_gradients(apply_if=...)` costs nothing; elsewhere it adds a
+    `tf.cond` per device around TensorFlow's per-variable kernels.
+    """
+    strategy = tf.distribute.get_strategy()
+    groups = {}
+    for var in variables:
+      for component in strategy.experimental_local_results(var):
+        groups.setdefault(component.device, (([],), None))[0][0].append(component)
+    return self._can_fuse(groups)
+
+  def _can_fuse(self, groups):
+    """Whether the fused op (`glow_tf.kernels.optimizer_update`) can run the update of `groups`.
+
+    It needs the compiled kernels and float32 weights on CPUs, each once;
+    otherwise each variable gets TensorFlow's per-variable kernels (the same
+    arithmetic).
     """
     if not (self.fused and kernels.available()):
-      return None
-    if len({v.ref() for _, v in grads_and_vars}) != len(grads_and_vars):
-      return None  # a variable twice: updated twice, one after the other
+      return False
+    variables = [v for (group, _) in groups.values() for v in group[0]]
+    return (all(v.dtype == tf.float32 and "CPU" in v.device.upper() for v in variables)
+            and len({v.ref() for v in variables}) == len(variables))
+
+  def _device_groups(self, strategy, grads_and_vars, apply_if):
+    """`{device: ((variables, grads, m, u, averages), apply_if's value there)}`, per device copy.
+
+    `None` where the gradients are not one dense tensor per copy.
+    """
+    applies = (None if apply_if is None
+               else strategy.experimental_local_results(apply_if))
     groups = {}
     for grad, var in grads_and_vars:
-      if var.dtype != tf.float32:
-        return None
       m, u, avg = self._slots(var)
       components = strategy.experimental_local_results(var)
       grads = strategy.experimental_local_results(grad)
       if len(grads) != len(components) or not all(isinstance(g, tf.Tensor) for g in grads):
         return None
-      for component, g in zip(components, grads):
-        if "CPU" not in component.device.upper():
-          return None
-        group = groups.setdefault(component.device, ([], [], [], [], []))
+      if applies is not None and len(applies) not in (1, len(components)):
+        return None
+      for i, (component, g) in enumerate(zip(components, grads)):
+        apply = True if applies is None else applies[i if len(applies) > 1 else 0]
+        group, _ = groups.setdefault(component.device, (([], [], [], [], []), apply))
         group[0].append(component)
         group[1].append(g)
         for slots, slot in zip(group[2:], (m, u, avg)):

@@ -13,7 +13,7 @@ Dequantisation noise is drawn in the input pipeline, per global batch, from
 over replicas, and a resumed run draws the noise it would have drawn.
 """
 
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
 
 import tensorflow as tf
 
@@ -61,30 +61,38 @@ class TrainStep:
   """One training step: `step(iterator, stop_requested) -> StepResult`.
 
   Built by `build_train_step`. The update is applied only when the loss and
-  all gradients are finite; the decision is taken in Python between two
-  `tf.function`s, since a `tf.cond` around per-device updates cannot be
-  placed across devices. `stop_requested` is this worker's vote to stop
+  all gradients are finite. Where the optimiser updates in its fused op
+  (`GlowOptimizer.fuses`), the step is one `tf.function` and the op itself
+  skips a non-finite step (`apply_gradients(apply_if=...)`). Elsewhere (a
+  GPU, no compiled kernels) the decision is taken in Python between two
+  `tf.function`s, computing and applying, since gating TensorFlow's
+  per-variable updates in the graph costs a `tf.cond` whose tracing
+  doubles the first step. `stop_requested` is this worker's vote to stop
   after the step (`glow_tf.preemption`); the votes of all workers are summed
   with the metrics, so every worker reads the same `stop`.
   """
 
-  def __init__(self, compute: Callable, apply: Callable):
-    self._compute = compute
+  def __init__(self, step: Callable, apply: Optional[Callable] = None):
+    self._step = step
     self._apply = apply
 
   def __call__(self, iterator: tf.distribute.DistributedIterator, stop_requested: bool = False) -> StepResult:
-    grads, sums, finite, grad_norm = self._compute(
-        iterator, tf.constant(1. if stop_requested else 0., tf.float32))
+    out = self._step(iterator, tf.constant(1. if stop_requested else 0., tf.float32))
+    if self._apply is None:
+      sums, finite, grad_norm = out
+      finite = bool(finite)
+    else:
+      grads, sums, finite, grad_norm = out
+      finite = bool(finite)
+      if finite:
+        self._apply(grads)
     sums = dict(sums)
     stop = float(sums.pop(_STOP_VOTES)) > 0
-    finite = bool(finite)
-    if finite:
-      self._apply(grads)
     return StepResult(sums, finite, grad_norm, stop)
 
   def tracing_counts(self) -> List[int]:
-    """How often each of the step's two functions has been traced (1 each after warm-up)."""
-    return [f.experimental_get_tracing_count() for f in (self._compute, self._apply)]
+    """How often each of the step's functions has been traced (1 each after warm-up)."""
+    return [f.experimental_get_tracing_count() for f in (self._step, self._apply) if f is not None]
 
 
 def build_train_step(model: "GlowModel", optimizer: "GlowOptimizer", strategy: tf.distribute.Strategy,
@@ -123,31 +131,40 @@ def build_train_step(model: "GlowModel", optimizer: "GlowOptimizer", strategy: t
       ctx = tf.distribute.get_replica_context()
       grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, sums)
-    return grads, sums
+    grad_norm = tf.linalg.global_norm(grads)
+    # The norm is finite exactly when every gradient is (and none is so large,
+    # above 1e19, that its square overflows): one check instead of one per
+    # gradient. Every replica computes it from the same summed values.
+    finite = tf.logical_and(tf.math.is_finite(sums["loss"]), tf.math.is_finite(grad_norm))
+    return grads, sums, finite, grad_norm
 
-  def replica_apply(grads):
-    optimizer.apply_gradients(zip(grads, variables))
+  def replica_step(batch, stop_vote):
+    grads, sums, finite, grad_norm = replica_compute(batch, stop_vote)
+    optimizer.apply_gradients(zip(grads, variables), apply_if=finite)
+    return sums, finite, grad_norm
+
+  # Every replica holds the same reduced values: read the first.
+  first = lambda v: strategy.experimental_local_results(v)[0]
+
+  @tf.function(autograph=False)
+  def train_step(iterator, stop_vote):
+    sums, finite, grad_norm = strategy.run(replica_step, args=(next(iterator), stop_vote))
+    step_counter.assign_add(1)
+    return {k: first(v) for k, v in sums.items()}, first(finite), first(grad_norm)
 
   @tf.function(autograph=False)
   def compute_step(iterator, stop_vote):
-    batch = next(iterator)
-    grads, sums = strategy.run(replica_compute, args=(batch, stop_vote))
-    # Every replica holds the same reduced values: read the first.
-    first = lambda v: strategy.experimental_local_results(v)[0]
-    sums = {k: first(v) for k, v in sums.items()}
-    grad_norm = tf.linalg.global_norm(first(grads))
-    # The norm is finite exactly when every gradient is (and none is so large,
-    # above 1e19, that its square overflows): one check instead of one per
-    # gradient, which made most of this function's ops.
-    finite = tf.logical_and(tf.math.is_finite(sums["loss"]), tf.math.is_finite(grad_norm))
+    grads, sums, finite, grad_norm = strategy.run(replica_compute, args=(next(iterator), stop_vote))
     step_counter.assign_add(1)
-    return grads, sums, finite, grad_norm
+    return grads, {k: first(v) for k, v in sums.items()}, first(finite), first(grad_norm)
 
   @tf.function(autograph=False)
   def apply_step(grads):
-    strategy.run(replica_apply, args=(grads,))
+    strategy.run(lambda g: optimizer.apply_gradients(zip(g, variables)), args=(grads,))
 
-  return TrainStep(compute_step, apply_step)
+  with strategy.scope():
+    fused = optimizer.fuses(variables)
+  return TrainStep(train_step) if fused else TrainStep(compute_step, apply_step)
 
 
 def build_eval_step(model: "GlowModel", strategy: tf.distribute.Strategy) -> Callable:

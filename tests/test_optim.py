@@ -213,3 +213,51 @@ def test_checkpoints_restore_across_the_two_update_paths(tmp_path):
   np.testing.assert_array_equal(resumed_var.numpy(), var.numpy())
   np.testing.assert_array_equal(resumed_opt.polyak_values([resumed_var])[0],
                                 opt.polyak_values([var])[0])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_apply_if_false_changes_nothing_and_true_is_a_normal_update(fused):
+  rng = np.random.RandomState(6)
+  w0 = rng.randn(3, 10).astype(np.float32)
+  grads = [tf.constant(rng.randn(3, 10).astype(np.float32)) for _ in range(4)]
+  var, plain = tf.Variable(w0), tf.Variable(w0)
+  opt = optim.GlowOptimizer("adamax", 0.01, beta2=0.9, fused=fused)
+  ref = optim.GlowOptimizer("adamax", 0.01, beta2=0.9, fused=fused)
+  opt.build([var])
+  ref.build([plain])
+  step = tf.function(lambda g, ok: opt.apply_gradients([(g, var)], apply_if=ok))
+  for g, ok in zip(grads, [True, False, True, False]):
+    before = [v.numpy() for v in opt.variables]
+    step(g, tf.constant(ok))
+    if ok:
+      ref.apply_gradients([(g, plain)])
+    else:  # weights, moments, averages and the step count as they were
+      for a, b in zip(before, [v.numpy() for v in opt.variables]):
+        np.testing.assert_array_equal(a, b)
+  assert int(opt.iterations.numpy()) == 2
+  np.testing.assert_array_equal(var.numpy(), plain.numpy())
+  np.testing.assert_array_equal(opt.polyak_values([var])[0], ref.polyak_values([plain])[0])
+
+
+def test_apply_if_under_two_replicas(two_replicas):
+  w0 = np.arange(6, dtype=np.float32).reshape(2, 3)
+  with two_replicas.scope():
+    var = tf.Variable(w0)
+    opt = optim.GlowOptimizer("adam", 0.1, beta2=0.99)
+    opt.build([var])
+
+  @tf.function
+  def step(ok):
+    def replica_fn():
+      opt.apply_gradients([(tf.ones_like(var), var)], apply_if=tf.identity(ok))
+    two_replicas.run(replica_fn)
+
+  step(tf.constant(False))
+  assert int(opt.iterations.numpy()) == 0
+  for value in two_replicas.experimental_local_results(var):
+    np.testing.assert_array_equal(value.numpy(), w0)
+  step(tf.constant(True))
+  assert int(opt.iterations.numpy()) == 1
+  values = [v.numpy() for v in two_replicas.experimental_local_results(var)]
+  np.testing.assert_array_equal(values[0], values[1])
+  assert np.all(values[0] < w0)

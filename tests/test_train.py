@@ -1,5 +1,6 @@
 """Training: real runs on Fashion-MNIST, replicas, workers, kill-and-resume, the CLI."""
 
+import contextlib
 import dataclasses
 import glob
 import io
@@ -16,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from glow_tf import config as config_lib
+from glow_tf import kernels
 from glow_tf import nn
 from glow_tf import rundir
 from glow_tf import train_lib
@@ -62,8 +64,12 @@ def test_short_real_training_lowers_test_bits_per_dim(tmp_path):
   steps = trainer.train()
   after, _ = trainer.evaluate()
   assert steps == 40
-  # The step functions were traced once, not per step (evaluation included).
-  assert trainer.train_step().tracing_counts() == [1, 1]
+  # The step functions were traced once, not per step (evaluation included):
+  # one function where the fused update skips non-finite steps itself, else two.
+  with trainer.strategy.scope():
+    fused = trainer.optimizer.fuses(trainer.variables)
+  assert fused == kernels.available()
+  assert trainer.train_step().tracing_counts() == ([1] if fused else [1, 1])
   assert after["bits_x"] < before["bits_x"] - 0.3, (before, after)
   logdir = str(tmp_path / "run")
   assert tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints")).endswith("ckpt-40")
@@ -184,17 +190,25 @@ def test_mixed_bfloat16_training_lowers_the_loss_and_restores(tmp_path, monkeypa
     np.testing.assert_array_equal(a, b)
 
 
-def test_nonfinite_steps_are_skipped_then_stop_without_bad_checkpoints(tmp_path):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_nonfinite_steps_are_skipped_then_stop_without_bad_checkpoints(tmp_path, compiled):
+  """With the compiled kernels the fused update skips the step in the graph; without, Python does."""
   config = small_config(tmp_path / "run", epochs=100, max_nonfinite_steps=3)
-  trainer = train_lib.prepare(config)
-  trainer.save_checkpoint()
-  before = trainer.manager.checkpoints
-  actnorm = trainer.model.glow.levels[0][0].actnorm
-  actnorm.shift.assign(tf.fill(actnorm.shift.shape, np.nan))
-  with pytest.raises(train_lib.TrainingError, match="3 consecutive steps"):
-    trainer.train()
+  with contextlib.nullcontext() if compiled else kernels.disabled():
+    trainer = train_lib.prepare(config)
+    trainer.save_checkpoint()
+    before = trainer.manager.checkpoints
+    actnorm = trainer.model.glow.levels[0][0].actnorm
+    weights = [v.numpy() for v in trainer.variables]
+    actnorm.shift.assign(tf.fill(actnorm.shift.shape, np.nan))
+    with pytest.raises(train_lib.TrainingError, match="3 consecutive steps"):
+      trainer.train()
+    assert len(trainer.train_step().tracing_counts()) == (1 if compiled and kernels.available() else 2)
   assert trainer.manager.checkpoints == before
   assert int(trainer.optimizer.iterations.numpy()) == 0  # no update was applied
+  for w, v in zip(weights, trainer.variables):  # the weights as they were (the NaNs injected)
+    if v is not actnorm.shift:
+      np.testing.assert_array_equal(w, v.numpy())
   with pytest.raises(train_lib.TrainingError, match="non-finite"):
     trainer.save_checkpoint()
 

@@ -38,7 +38,7 @@ import contextlib
 import functools
 import os
 import threading
-from typing import Iterator, Optional, Sequence, Set
+from typing import Iterator, Optional, Sequence, Set, Union
 
 import tensorflow as tf
 from absl import logging
@@ -241,7 +241,8 @@ def optimizer_update(kind: str, variables: Sequence[tf.Variable], m: Sequence[tf
                      u: Sequence[tf.Variable], averages: Sequence[tf.Variable],
                      grads: Sequence[tf.Tensor], lr: tf.Tensor, beta1_power: tf.Tensor,
                      beta2_power: tf.Tensor, beta1: tf.Tensor, beta2: tf.Tensor, epsilon: tf.Tensor,
-                     polyak_rate: tf.Tensor, weight_decay: tf.Tensor) -> tf.Operation:
+                     polyak_rate: tf.Tensor, weight_decay: tf.Tensor,
+                     apply: Union[bool, tf.Tensor] = True) -> tf.Operation:
   """One Adamax or Adam step of all `variables`, with weight decay and Polyak averages, in one op.
 
   The arithmetic of TensorFlow's `ResourceApplyAdaMax` / `ResourceApplyAdam`
@@ -257,6 +258,7 @@ def optimizer_update(kind: str, variables: Sequence[tf.Variable], m: Sequence[tf
     grads: float32 tensors of the weights' shapes.
     lr, beta1_power, beta2_power, beta1, beta2, epsilon, polyak_rate, weight_decay:
       float32 scalars.
+    apply: a bool scalar: where False the op changes nothing (a skipped step).
   Returns:
     The op (no outputs).
   Raises:
@@ -266,7 +268,8 @@ def optimizer_update(kind: str, variables: Sequence[tf.Variable], m: Sequence[tf
   return _library().glow_optimizer_update(
       var=handles(variables), m=handles(m), u=handles(u), avg=handles(averages), grad=list(grads),
       lr=lr, beta1_power=beta1_power, beta2_power=beta2_power, beta1=beta1, beta2=beta2,
-      epsilon=epsilon, polyak_rate=polyak_rate, weight_decay=weight_decay, kind=kind)
+      epsilon=epsilon, polyak_rate=polyak_rate, weight_decay=weight_decay,
+      apply=tf.convert_to_tensor(apply, tf.bool), kind=kind)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,8 @@
 //           alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
 //   avg -= (avg - w) * polyak_rate             (only with averages)
 //
+// and nothing at all where the input `apply` is false (a skipped step).
+//
 // Floating-point contraction is off in this file: a fused multiply-add would
 // round differently from TensorFlow's kernels. Division and square root are
 // the IEEE ones (no reciprocal approximations). Variables are locked and
@@ -152,6 +154,10 @@ class GlowOptimizerUpdateOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
+    const Tensor& apply = ctx->input(4 * n_ + n_avg_ + 8);
+    OP_REQUIRES(ctx, apply.NumElements() == 1,
+                absl::InvalidArgumentError("GlowOptimizerUpdate: apply must be a scalar"));
+    if (!apply.flat<bool>()(0)) return;  // a skipped step: nothing changes
     Hyper h;
     OP_REQUIRES_OK(ctx, ReadHyper(ctx, &h));
     // Inputs: var[N], m[N], u[N], avg[M], grad[N], then the scalars.
@@ -263,6 +269,7 @@ REGISTER_OP("GlowOptimizerUpdate")
     .Input("epsilon: float")
     .Input("polyak_rate: float")
     .Input("weight_decay: float")
+    .Input("apply: bool")
     .Attr("N: int >= 1")
     .Attr("M: int >= 0")
     .Attr("kind: {'adamax', 'adam'}")
