@@ -87,12 +87,18 @@ def test_bad_kind_and_weight_decay():
     optim.GlowOptimizer("adam", weight_decay=1.5)
 
 
-def test_identical_under_two_replicas(two_replicas):
+def _mirrored(strategy, kind):
+  """A mirrored `[2, 3]` variable, its initial value and a built optimiser of `kind`."""
   w0 = np.arange(6, dtype=np.float32).reshape(2, 3)
-  with two_replicas.scope():
+  with strategy.scope():
     var = tf.Variable(w0)
-    opt = optim.GlowOptimizer("adamax", 0.1, beta2=0.99)
+    opt = optim.GlowOptimizer(kind, 0.1, beta2=0.99)
     opt.build([var])
+  return w0, var, opt
+
+
+def test_identical_under_two_replicas(two_replicas):
+  w0, var, opt = _mirrored(two_replicas, "adamax")
 
   @tf.function
   def step():
@@ -240,11 +246,7 @@ def test_apply_if_false_changes_nothing_and_true_is_a_normal_update(fused):
 
 
 def test_apply_if_under_two_replicas(two_replicas):
-  w0 = np.arange(6, dtype=np.float32).reshape(2, 3)
-  with two_replicas.scope():
-    var = tf.Variable(w0)
-    opt = optim.GlowOptimizer("adam", 0.1, beta2=0.99)
-    opt.build([var])
+  w0, var, opt = _mirrored(two_replicas, "adam")
 
   @tf.function
   def step(ok):
