@@ -227,7 +227,8 @@ class GlowOptimizer(tf.Module):
           var=avg.handle, alpha=h["polyak_rate"], delta=tf.raw_ops.Sub(x=read(avg), y=read(var)))
 
     groups = self._device_groups(strategy, grads_and_vars, apply_if)
-    if groups is not None and self._can_fuse(groups):
+    if groups is not None and self._can_fuse(
+        [v for (group, _) in groups.values() for v in group[0]]):
       for device, (group, apply) in groups.items():
         h = hyper(tf.float32, device)
         for variables, grads, m, u, averages in _buckets(*group):
@@ -268,14 +269,10 @@ class GlowOptimizer(tf.Module):
     `tf.cond` per device around TensorFlow's per-variable kernels.
     """
     strategy = tf.distribute.get_strategy()
-    groups = {}
-    for var in variables:
-      for component in strategy.experimental_local_results(var):
-        groups.setdefault(component.device, (([],), None))[0][0].append(component)
-    return self._can_fuse(groups)
+    return self._can_fuse([c for v in variables for c in strategy.experimental_local_results(v)])
 
-  def _can_fuse(self, groups):
-    """Whether the fused op (`glow_tf.kernels.optimizer_update`) can run the update of `groups`.
+  def _can_fuse(self, variables):
+    """Whether the fused op (`glow_tf.kernels.optimizer_update`) can update these device copies.
 
     It needs the compiled kernels and float32 weights on CPUs, each once;
     otherwise each variable gets TensorFlow's per-variable kernels (the same
@@ -283,7 +280,6 @@ class GlowOptimizer(tf.Module):
     """
     if not (self.fused and kernels.available()):
       return False
-    variables = [v for (group, _) in groups.values() for v in group[0]]
     return (all(v.dtype == tf.float32 and "CPU" in v.device.upper() for v in variables)
             and len({v.ref() for v in variables}) == len(variables))
 

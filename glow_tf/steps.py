@@ -80,12 +80,11 @@ class TrainStep:
     out = self._step(iterator, tf.constant(1. if stop_requested else 0., tf.float32))
     if self._apply is None:
       sums, finite, grad_norm = out
-      finite = bool(finite)
     else:
       grads, sums, finite, grad_norm = out
-      finite = bool(finite)
-      if finite:
-        self._apply(grads)
+    finite = bool(finite)
+    if self._apply is not None and finite:
+      self._apply(grads)
     sums = dict(sums)
     stop = float(sums.pop(_STOP_VOTES)) > 0
     return StepResult(sums, finite, grad_norm, stop)

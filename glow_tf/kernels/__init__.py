@@ -142,8 +142,8 @@ def _decide():
                         "(scripts/setup.sh does) for faster CPU training")
     _state["needs_build"] = True
     logging.info("glow_tf: %s. Using TensorFlow's convolutions.", _state["reason"])
-  elif _newer_source(path):
-    _state["reason"] = (f"{path} is older than {_newer_source(path)}; rebuild it with "
+  elif newer := _newer_source(path):
+    _state["reason"] = (f"{path} is older than {newer}; rebuild it with "
                         "`python -m glow_tf.kernels.build`")
     _state["needs_build"] = True
   else:
