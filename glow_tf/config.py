@@ -229,7 +229,7 @@ class ModelConfig:
       activation memory in depth; costs about one extra forward pass).
     precision: `"float32"`, or `"mixed_bfloat16"`: coupling networks
       compute in bfloat16 with float32 weights (`--precision`); `"auto"`:
-      `mixed_bfloat16` where the hardware computes bfloat16 natively, else
+      `mixed_bfloat16` where bfloat16 pays (a GPU, a CPU with AMX), else
       `float32` (`glow_tf.nn.resolve_precision`; train.py saves the choice).
     seed: seed of the random initialisation.
   """

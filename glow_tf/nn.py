@@ -83,24 +83,35 @@ def native_bfloat16(cpuinfo: Optional[str] = None) -> Optional[bool]:
 
 
 def resolve_precision(precision: str, cpuinfo: Optional[str] = None) -> Tuple[str, str]:
-  """`"auto"` -> `"mixed_bfloat16"` where bfloat16 is native (`native_bfloat16`), else `"float32"`.
+  """`"auto"` -> `"mixed_bfloat16"` where bfloat16 pays for its rounding, else `"float32"`.
 
+  bfloat16 pays on a GPU and on a CPU with AMX, whose bfloat16 convolutions
+  run 3-5x faster than float32 (1.3-1.5x faster training steps). A CPU with
+  AVX-512 BF16 but no AMX runs bfloat16 natively too, but gained only 1.06x
+  a step there, so `auto` keeps float32 on it (`bench/RESULTS.md`); a CPU
+  without either emulates bfloat16, slower than float32.
   Other precisions are returned as they are.
 
   Args:
     precision: one of `glow_tf.config.PRECISIONS`.
-    cpuinfo: the text of `/proc/cpuinfo` (read when `None`).
+    cpuinfo: the text of `/proc/cpuinfo` (read when `None`; then a GPU counts).
 
   Returns:
     (the precision, a few words on why).
   """
   if precision != "auto":
     return precision, "as asked"
-  native = native_bfloat16(cpuinfo)
-  if native:
-    return "mixed_bfloat16", "bfloat16 runs natively here: a GPU, or a CPU with AVX-512 BF16 or AMX"
-  return "float32", ("this CPU has no AVX-512 BF16 or AMX (bfloat16 would be emulated, slower)"
-                     if native is False else "this CPU's bfloat16 support is unknown")
+  if cpuinfo is None and tf.config.list_physical_devices("GPU"):
+    return "mixed_bfloat16", "a GPU: bfloat16 runs natively"
+  flags = kernels.cpu_flags(cpuinfo)
+  if flags is None:
+    return "float32", "this CPU's bfloat16 support is unknown"
+  if "amx_bf16" in flags:
+    return "mixed_bfloat16", "this CPU has AMX: bfloat16 convolutions run several times faster"
+  if "avx512_bf16" in flags:
+    return "float32", ("this CPU has AVX-512 BF16 but no AMX: bfloat16 trained only 1.06x "
+                       "faster on such a CPU, too little for its rounding")
+  return "float32", "this CPU has no AVX-512 BF16 or AMX (bfloat16 would be emulated, slower)"
 
 
 def deinterleaved(num_channels: int) -> Tuple[int, ...]:
