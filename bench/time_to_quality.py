@@ -18,9 +18,14 @@ whole test set.
   python bench/time_to_quality.py --minutes=2 --n_test_partial=500   # a quick look
   python bench/time_to_quality.py --jit=tfp        # tfp in its XLA mode
   python bench/time_to_quality.py --impls=ours,ours-bf16   # float32 vs mixed_bfloat16
+  python bench/time_to_quality.py --impls=ours,ours-bf16 --steps=3500 --eval_every=0.1
+      # the same number of steps each (step-matched, not time-matched)
 
 `ours-bf16` is ours with `precision="mixed_bfloat16"` (what `--precision=auto`
-picks on CPUs with AVX-512 BF16 or AMX).
+picks on a GPU or a CPU with AMX). With `--steps` each trains that many steps
+instead of a time budget and is evaluated every `--eval_every` of them; the
+lines then also give the mean training loss since the last evaluation, where
+a loss spike shows.
 
 Data: Fashion-MNIST from Debian's `dataset-fashion-mnist` (or `--data_dir`).
 """
@@ -39,6 +44,8 @@ def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--minutes", type=float, default=15.)
+  p.add_argument("--steps", type=int, default=0,
+                 help="train this many steps each instead of --minutes (step-matched)")
   p.add_argument("--n_levels", type=int, default=2)
   p.add_argument("--depth", type=int, default=8)
   p.add_argument("--width", type=int, default=128)
@@ -89,6 +96,7 @@ def main():
       self.steps = 0
       self.iterator = iter(ds.train_dataset(args.batch, seed=0))  # same seed: same batches
       self.history = []
+      self.losses = []  # training losses since the last evaluation
       self.diverged = None  # the step whose loss was not finite
       t0 = time.perf_counter()
       cfg = dict(image_shape=shape, n_levels=args.n_levels, depth=args.depth, width=args.width)
@@ -125,9 +133,10 @@ def main():
       self.clock += time.perf_counter() - t0
       self.n_params = int(sum(np.prod(v.shape) for v in variables))
 
-    def train_for(self, seconds):
+    def train_for(self, seconds, until_step=None):
       t0 = time.perf_counter()
-      while time.perf_counter() - t0 < seconds:
+      while (self.steps < until_step if until_step is not None
+             else time.perf_counter() - t0 < seconds):
         batch = next(self.iterator)
         loss = float(self.train_step(batch["image"], tf.constant([1, self.steps])))
         self.steps += 1
@@ -137,6 +146,7 @@ def main():
                 flush=True)
           break
         self.last_loss = loss
+        self.losses.append(loss)
       self.clock += time.perf_counter() - t0
 
     def evaluate(self, n):
@@ -145,8 +155,10 @@ def main():
         total += float(self.eval_step(test[i:i + 500], tf.constant([2, i])))
       return total / n
 
-  budget = args.minutes * 60.
-  print(f"budget {args.minutes:g} min each; {args.n_levels} levels x depth {args.depth}, "
+  by_steps = args.steps > 0
+  budget = args.steps if by_steps else args.minutes * 60.
+  print(f"budget {f'{args.steps} steps' if by_steps else f'{args.minutes:g} min'} each; "
+        f"{args.n_levels} levels x depth {args.depth}, "
         f"width {args.width}, batch {args.batch}, Adam lr {args.lr}; training steps under "
         f"XLA: {', '.join(sorted(jit)) or 'none'}", flush=True)
   runners = [Runner(name) for name in args.impls.split(",")]
@@ -154,8 +166,12 @@ def main():
     print(f"{r.name}: {r.n_params:,} parameters, built in {r.clock:.1f} s", flush=True)
   marks = [budget * min(1., args.eval_every * k) for k in range(1, int(math.ceil(1 / args.eval_every)) + 1)]
   for mark in marks:
+    if by_steps:
+      for r in runners:
+        if r.diverged is None:
+          r.train_for(None, until_step=int(round(mark)))
     live = lambda r: r.clock < mark and r.diverged is None
-    while any(live(r) for r in runners):
+    while not by_steps and any(live(r) for r in runners):
       for r in runners:
         if live(r):
           r.train_for(min(args.slice_seconds, mark - r.clock))
@@ -167,10 +183,13 @@ def main():
         continue
       value = r.evaluate(n)
       r.history.append((r.clock, r.steps, value))
+      since = (f", mean training loss since the last evaluation {sum(r.losses) / len(r.losses):.3f}"
+               if by_steps and r.losses else "")
+      r.losses = []
       print(f"{r.name:9s} after {r.clock / 60:5.1f} min, {r.steps:6d} steps "
             f"({r.steps * args.batch / r.clock:5.1f} img/s incl. start-up): test bits/dim "
-            f"{value:.4f} on {n} images (train batch loss {r.last_loss:.3f})", flush=True)
-  print(f"\nafter {args.minutes:g} min each:")
+            f"{value:.4f} on {n} images (train batch loss {r.last_loss:.3f}{since})", flush=True)
+  print(f"\nafter {f'{args.steps} steps' if by_steps else f'{args.minutes:g} min'} each:")
   for r in runners:
     last = f"{r.history[-1][2]:.4f} bits/dim" if r.history else "no evaluation"
     state = f", diverged at step {r.diverged}" if r.diverged else ""
