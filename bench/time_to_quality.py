@@ -24,8 +24,8 @@ whole test set.
 `ours-bf16` is ours with `precision="mixed_bfloat16"` (what `--precision=auto`
 picks on a GPU or a CPU with AMX). With `--steps` each trains that many steps
 instead of a time budget and is evaluated every `--eval_every` of them; the
-lines then also give the mean training loss since the last evaluation, where
-a loss spike shows.
+lines then also give the mean and the largest training loss since the last
+evaluation, where a loss spike shows.
 
 Data: Fashion-MNIST from Debian's `dataset-fashion-mnist` (or `--data_dir`).
 """
@@ -183,8 +183,8 @@ def main():
         continue
       value = r.evaluate(n)
       r.history.append((r.clock, r.steps, value))
-      since = (f", mean training loss since the last evaluation {sum(r.losses) / len(r.losses):.3f}"
-               if by_steps and r.losses else "")
+      since = (f", training loss since the last evaluation: mean {sum(r.losses) / len(r.losses):.3f},"
+               f" max {max(r.losses):.3f}" if by_steps and r.losses else "")
       r.losses = []
       print(f"{r.name:9s} after {r.clock / 60:5.1f} min, {r.steps:6d} steps "
             f"({r.steps * args.batch / r.clock:5.1f} img/s incl. start-up): test bits/dim "

@@ -25,10 +25,13 @@ activation, `(conv(x, K) + e + b) * s = conv(x, K * s) + (e + b) * s`, and the
 of the same variables (to float32 rounding) with fewer passes over the
 activations, forward and backward.
 
-Mixed precision: with `compute_dtype=tf.bfloat16` the layers keep float32
-variables (and fold the scales in float32) but convolve and multiply in
-bfloat16, which CPUs with AMX (and recent GPUs) run several times faster. The
-coupling networks are the only place it is used: each coupling inverts itself
+Mixed precision: with `compute_dtype=tf.bfloat16` the hidden layers keep
+float32 variables (and fold the scales in float32) but convolve and multiply
+in bfloat16, which CPUs with AMX (and recent GPUs) run several times faster.
+The zero convolution after them stays float32: its outputs are the shift and
+log-scale of the coupling, and with them rounded to bfloat16 the 15-minute
+Fashion-MNIST recipe's gradient norm spiked to 1e4-1e5 and its loss with it
+(`bench/RESULTS.md`). The coupling networks are the only place it is used: each coupling inverts itself
 exactly whatever precision its network computes in, since encoding and
 decoding evaluate the same network on the same input. A whole flow's round
 trip is exact to float32 rounding except where float32 rounding in other
@@ -509,7 +512,8 @@ class CouplingNetwork(tf.Module):
       out_order: `None` or a permutation of the output channels (see
         `ZeroConv2D.apply`); the variables keep the original's layout.
       compute_dtype: `None` (compute in `dtype`) or `tf.bfloat16` (mixed
-        precision: float32 variables and output, bfloat16 arithmetic).
+        precision: float32 variables and output, bfloat16 arithmetic in the
+        two hidden layers, float32 in the zero convolution).
       name: Python `str`.
     """
     super().__init__(name=name)
@@ -533,9 +537,16 @@ class CouplingNetwork(tf.Module):
             "conv_out": self.conv_out.params()}
 
   def apply(self, params: dict, x: tf.Tensor) -> tf.Tensor:
-    """x: `[B, H, W, in]` -> `[B, H, W, out]`, with the variables `params` (as `params()`)."""
+    """x: `[B, H, W, in]` -> `[B, H, W, out]`, with the variables `params` (as `params()`).
+
+    Under mixed precision the hidden layers compute in bfloat16 and the zero
+    convolution in float32: its outputs are the coupling's shift and
+    log-scale, and rounded to bfloat16 they made training diverge in spikes.
+    """
     h = self.conv1.apply(params["conv1"], x, tf.nn.relu)
     h = self.conv2.apply(params["conv2"], h, tf.nn.relu)
+    if h.dtype != self.conv_out.kernel.dtype:
+      h = tf.cast(h, self.conv_out.kernel.dtype)
     return self.conv_out.apply(params["conv_out"], h, self._out_order)
 
   def __call__(self, x: tf.Tensor) -> tf.Tensor:

@@ -194,3 +194,21 @@ def test_precision_auto_follows_the_hardware():
   assert nn.compute_dtype("auto") == nn.compute_dtype(here)
   if not tf.config.list_physical_devices("GPU") and os.path.exists("/proc/cpuinfo"):
     assert here == nn.resolve_precision("auto", open("/proc/cpuinfo").read())[0]
+
+
+def test_mixed_bfloat16_network_keeps_its_zero_convolution_in_float32():
+  """Hidden layers in bfloat16; the shift/log-scale layer sees their output in float32, unrounded."""
+  rng = np.random.RandomState(5)
+  net = nn.CouplingNetwork(3, 16, 6, seed=0, compute_dtype=tf.bfloat16)
+  for v in net.trainable_variables:
+    v.assign(rng.randn(*v.shape).astype(np.float32) * .3)
+  x = tf.constant(rng.randn(2, 8, 8, 3).astype(np.float32))
+  hidden = net.conv2(net.conv1(x, tf.nn.relu), tf.nn.relu)
+  assert hidden.dtype == tf.bfloat16
+  want = net.conv_out(tf.cast(hidden, tf.float32))
+  got = net(x)
+  assert got.dtype == tf.float32
+  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+  # The same layer in bfloat16 is visibly different: the test can tell the two apart.
+  low = tf.cast(nn.ZeroConv2D(16, 6).apply(net.conv_out.params(), hidden), tf.float32)
+  assert np.max(np.abs(low.numpy() - want.numpy())) > 1e-3 * np.max(np.abs(want.numpy()))
