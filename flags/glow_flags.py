@@ -179,10 +179,11 @@ def define_flags(flag_values=flags.FLAGS):
   d.DEFINE_enum("precision", _model("precision"), list(config_lib.PRECISIONS),
                 "Arithmetic of the coupling networks: float32, or mixed_bfloat16 (bfloat16 "
                 "convolutions with float32 weights: 1.3-1.5x faster training steps measured on a "
-                "CPU with AMX, but 2-4x slower on CPUs without AVX-512 BF16/AMX, which emulate "
-                "bfloat16 (train.py warns); each coupling stays exactly invertible; in a "
-                "15-minute Fashion-MNIST run it ended 20% worse in bits/dim than float32 on a CPU "
-                "with AVX-512 BF16 and no AMX, bench/RESULTS.md); auto: "
+                "CPU with AMX before the zero convolution went float32, but 2-4x slower on CPUs "
+                "without AVX-512 BF16/AMX, which emulate "
+                "bfloat16 (train.py warns); each coupling stays exactly invertible; the zero "
+                "convolution stays float32; 2% from float32's bits/dim after 3,500 Fashion-MNIST "
+                "steps, bench/RESULTS.md); auto: "
                 "mixed_bfloat16 where bfloat16 pays (a GPU, a CPU with AMX), float32 elsewhere "
                 "(also on AVX-512 BF16 without AMX: 1.06x measured), printed at start and saved "
                 "in config.json.",

@@ -29,11 +29,12 @@ Mixed precision: with `compute_dtype=tf.bfloat16` the hidden layers keep
 float32 variables (and fold the scales in float32) but convolve and multiply
 in bfloat16, which CPUs with AMX (and recent GPUs) run several times faster.
 The zero convolution after them stays float32: its outputs are the shift and
-log-scale of the coupling, and with them rounded to bfloat16 the 15-minute
-Fashion-MNIST recipe's gradient norm spiked to 1e4-1e5 and its loss with it
-(`bench/RESULTS.md`). The coupling networks are the only place it is used: each coupling inverts itself
-exactly whatever precision its network computes in, since encoding and
-decoding evaluate the same network on the same input. A whole flow's round
+log-scale of the coupling, and with them rounded to bfloat16 the gradient
+norm of the 15-minute Fashion-MNIST recipe spiked to 1e4-1e5 within 3,500
+steps, and its loss with it (`bench/RESULTS.md`). The coupling networks are
+the only place mixed precision is used: each coupling inverts itself exactly
+whatever precision its network computes in, since encoding and decoding
+evaluate the same network on the same input. A whole flow's round
 trip is exact to float32 rounding except where float32 rounding in other
 layers moves a network input across a bfloat16 rounding boundary: then to
 bfloat16 resolution (about 1e-3 on images in [-0.5, 0.5]).
