@@ -463,11 +463,16 @@ class ZeroConv2D(tf.Module):
     return (edge_term(params["edge_kernel"], height, width) + params["bias"]) * scale
 
   def apply(self, params: dict, x: tf.Tensor, out_order: Optional[Sequence[int]] = None) -> tf.Tensor:
-    """x: `[B, H, W, C]` -> `[B, H, W, out]`.
+    """x: `[B, H, W, C]` -> `[B, H, W, out]`, computed in the variables' dtype.
+
+    A bfloat16 `x` (a mixed-precision coupling network's hidden layer) is
+    cast up first: this layer's outputs are a coupling's shift and log-scale
+    (or a prior's mean and log-scale), and rounded to bfloat16 they made
+    training diverge in spikes (`bench/RESULTS.md`).
 
     Args:
       params: the variables' structure, as `params()`.
-      x: `[B, H, W, C]`.
+      x: `[B, H, W, C]`, any float dtype.
       out_order: `None` or a permutation of the output channels (Python ints):
         output channel `i` is then the layer's channel `out_order[i]`. The
         permutation is applied to the small kernel, not to the output.
@@ -481,9 +486,7 @@ class ZeroConv2D(tf.Module):
       perm = tf.constant(np.eye(len(out_order))[:, list(out_order)], kernel.dtype)
       kernel = matmul_channels(kernel, perm)
       bias_map = matmul_channels(bias_map, perm)
-    if x.dtype != kernel.dtype:  # mixed precision: convolve in x's dtype, add in float32
-      return tf.cast(conv2d_3x3(x, tf.cast(kernel, x.dtype)), kernel.dtype) + bias_map
-    return conv2d_3x3(x, kernel, bias_map)
+    return conv2d_3x3(tf.cast(x, kernel.dtype), kernel, bias_map)
 
   def __call__(self, x: tf.Tensor, out_order: Optional[Sequence[int]] = None) -> tf.Tensor:
     """`apply` with this layer's variables."""
@@ -541,13 +544,10 @@ class CouplingNetwork(tf.Module):
     """x: `[B, H, W, in]` -> `[B, H, W, out]`, with the variables `params` (as `params()`).
 
     Under mixed precision the hidden layers compute in bfloat16 and the zero
-    convolution in float32: its outputs are the coupling's shift and
-    log-scale, and rounded to bfloat16 they made training diverge in spikes.
+    convolution in float32 (`ZeroConv2D.apply`).
     """
     h = self.conv1.apply(params["conv1"], x, tf.nn.relu)
     h = self.conv2.apply(params["conv2"], h, tf.nn.relu)
-    if h.dtype != self.conv_out.kernel.dtype:
-      h = tf.cast(h, self.conv_out.kernel.dtype)
     return self.conv_out.apply(params["conv_out"], h, self._out_order)
 
   def __call__(self, x: tf.Tensor) -> tf.Tensor:

@@ -209,6 +209,6 @@ def test_mixed_bfloat16_network_keeps_its_zero_convolution_in_float32():
   got = net(x)
   assert got.dtype == tf.float32
   np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
-  # The same layer in bfloat16 is visibly different: the test can tell the two apart.
-  low = tf.cast(nn.ZeroConv2D(16, 6).apply(net.conv_out.params(), hidden), tf.float32)
+  # Rounding the output to bfloat16 moves it beyond the tolerance above: the test would see it.
+  low = tf.cast(tf.cast(want, tf.bfloat16), tf.float32)
   assert np.max(np.abs(low.numpy() - want.numpy())) > 1e-3 * np.max(np.abs(want.numpy()))
