@@ -133,10 +133,9 @@ def main():
       self.clock += time.perf_counter() - t0
       self.n_params = int(sum(np.prod(v.shape) for v in variables))
 
-    def train_for(self, seconds, until_step=None):
+    def train_for(self, seconds, until_step=math.inf):
       t0 = time.perf_counter()
-      while (self.steps < until_step if until_step is not None
-             else time.perf_counter() - t0 < seconds):
+      while time.perf_counter() - t0 < seconds and self.steps < until_step:
         batch = next(self.iterator)
         loss = float(self.train_step(batch["image"], tf.constant([1, self.steps])))
         self.steps += 1
@@ -157,7 +156,8 @@ def main():
 
   by_steps = args.steps > 0
   budget = args.steps if by_steps else args.minutes * 60.
-  print(f"budget {f'{args.steps} steps' if by_steps else f'{args.minutes:g} min'} each; "
+  budget_text = f"{args.steps} steps" if by_steps else f"{args.minutes:g} min"
+  print(f"budget {budget_text} each; "
         f"{args.n_levels} levels x depth {args.depth}, "
         f"width {args.width}, batch {args.batch}, Adam lr {args.lr}; training steps under "
         f"XLA: {', '.join(sorted(jit)) or 'none'}", flush=True)
@@ -169,7 +169,7 @@ def main():
     if by_steps:
       for r in runners:
         if r.diverged is None:
-          r.train_for(None, until_step=int(round(mark)))
+          r.train_for(math.inf, until_step=int(round(mark)))
     live = lambda r: r.clock < mark and r.diverged is None
     while not by_steps and any(live(r) for r in runners):
       for r in runners:
@@ -189,7 +189,7 @@ def main():
       print(f"{r.name:9s} after {r.clock / 60:5.1f} min, {r.steps:6d} steps "
             f"({r.steps * args.batch / r.clock:5.1f} img/s incl. start-up): test bits/dim "
             f"{value:.4f} on {n} images (train batch loss {r.last_loss:.3f}{since})", flush=True)
-  print(f"\nafter {f'{args.steps} steps' if by_steps else f'{args.minutes:g} min'} each:")
+  print(f"\nafter {budget_text} each:")
   for r in runners:
     last = f"{r.history[-1][2]:.4f} bits/dim" if r.history else "no evaluation"
     state = f", diverged at step {r.diverged}" if r.diverged else ""
