@@ -20,6 +20,8 @@ whole test set.
   python bench/time_to_quality.py --impls=ours,ours-bf16   # float32 vs mixed_bfloat16
   python bench/time_to_quality.py --impls=ours,ours-bf16 --steps=3500 --eval_every=0.1
       # the same number of steps each (step-matched, not time-matched)
+  python bench/time_to_quality.py --impls=ours,ours-bf16 --steps=3500 --seed=1
+      # another draw of the batches' order, the noise and ours' initial weights
 
 `ours-bf16` is ours with `precision="mixed_bfloat16"` (what `--precision=auto`
 picks on a GPU or a CPU with AMX). With `--steps` each trains that many steps
@@ -55,6 +57,9 @@ def main():
   p.add_argument("--eval_every", type=float, default=1 / 3, help="fraction of the budget")
   p.add_argument("--n_test_partial", type=int, default=2000)
   p.add_argument("--data_dir", default=None)
+  p.add_argument("--seed", type=int, default=0,
+                 help="seeds the batches' order, the dequantisation noise, the initialisation "
+                      "batch and ours' initial weights (the same for every implementation)")
   p.add_argument("--impls", default="ours,tfp", help="comma-separated: ours, ours-bf16, tfp")
   p.add_argument("--jit", default="",
                  help="comma-separated implementations (ours, tfp) whose training step is "
@@ -77,7 +82,7 @@ def main():
   shape = ds.image_shape
   d = int(np.prod(shape))
   test = np.concatenate([b["image"].numpy() for b in ds.test_dataset(1000)])
-  init_images = ds.init_batch(256, seed=0)["image"]
+  init_images = ds.init_batch(256, seed=args.seed)["image"]
 
   def preprocess(images, seed):
     x = tf.cast(images, tf.float32)
@@ -87,19 +92,20 @@ def main():
   def bpd(log_prob_nats):  # continuous density on [-0.5, 0.5) -> discrete bits/dim
     return -(log_prob_nats - d * math.log(256.)) / (d * math.log(2.))
 
-  x_init = preprocess(init_images, [0, 0])
+  x_init = preprocess(init_images, [0, 3 * args.seed])
 
   class Runner:
     def __init__(self, name):
       self.name = name
       self.clock = 0.
       self.steps = 0
-      self.iterator = iter(ds.train_dataset(args.batch, seed=0))  # same seed: same batches
+      self.iterator = iter(ds.train_dataset(args.batch, seed=args.seed))  # the same batches
       self.history = []
       self.losses = []  # training losses since the last evaluation
       self.diverged = None  # the step whose loss was not finite
       t0 = time.perf_counter()
-      cfg = dict(image_shape=shape, n_levels=args.n_levels, depth=args.depth, width=args.width)
+      cfg = dict(image_shape=shape, n_levels=args.n_levels, depth=args.depth, width=args.width,
+                 seed=args.seed)
       if name in ("ours", "ours-bf16"):
         if name == "ours-bf16":
           cfg["precision"] = "mixed_bfloat16"
@@ -137,7 +143,7 @@ def main():
       t0 = time.perf_counter()
       while time.perf_counter() - t0 < seconds and self.steps < until_step:
         batch = next(self.iterator)
-        loss = float(self.train_step(batch["image"], tf.constant([1, self.steps])))
+        loss = float(self.train_step(batch["image"], tf.constant([1 + 3 * args.seed, self.steps])))
         self.steps += 1
         if not math.isfinite(loss):  # its weights are now broken: it stops here
           self.diverged = self.steps
@@ -160,7 +166,7 @@ def main():
   print(f"budget {budget_text} each; "
         f"{args.n_levels} levels x depth {args.depth}, "
         f"width {args.width}, batch {args.batch}, Adam lr {args.lr}; training steps under "
-        f"XLA: {', '.join(sorted(jit)) or 'none'}", flush=True)
+        f"XLA: {', '.join(sorted(jit)) or 'none'}; seed {args.seed}", flush=True)
   runners = [Runner(name) for name in args.impls.split(",")]
   for r in runners:
     print(f"{r.name}: {r.n_params:,} parameters, built in {r.clock:.1f} s", flush=True)

@@ -71,7 +71,8 @@ def build_ours(cfg, package="glow_tf"):
                             depth=cfg["depth"], width=cfg["width"], flow_coupling=1,
                             lu_decomposed=True, learntop=False,
                             recompute_gradients=cfg.get("recompute", False),
-                            precision=cfg.get("precision", "float32"))
+                            precision=cfg.get("precision", "float32"),
+                            seed=cfg.get("seed", 0))
   return model
 
 
