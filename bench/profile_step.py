@@ -8,6 +8,7 @@ can exceed wall time on 2 cores), the op count per step and the wall time.
   python bench/profile_step.py --config=a --impl=ours
   python bench/profile_step.py --config=b --impl=tfp --top=25
   python bench/profile_step.py --config=a --impl=ours --log_prob --steps=10
+  python bench/profile_step.py --config=a --batch=1   # the step's fixed cost: ~no arithmetic
 """
 
 import argparse
@@ -31,6 +32,9 @@ def main():
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--top", type=int, default=20)
   p.add_argument("--recompute", action="store_true")
+  p.add_argument("--batch", type=int, default=0,
+                 help="images per step instead of the configuration's (1: what a step "
+                      "costs beyond its arithmetic, e.g. the per-op overhead)")
   p.add_argument("--log_prob", action="store_true",
                  help="profile log_prob of the batch (scoring) instead of a training step")
   p.add_argument("--names", default="",
@@ -45,6 +49,7 @@ def main():
 
   cfg = dict(vs_tfp_glow.CONFIGS[args.config])
   cfg["recompute"] = args.recompute
+  cfg["batch"] = args.batch or cfg["batch"]
   h, w, c = cfg["image_shape"]
   d = h * w * c
   rng = np.random.RandomState(0)
@@ -109,7 +114,7 @@ def main():
   total = sum(by_type.values())
   n_ops = sum(count.values()) / args.steps
   what = "log_prob" if args.log_prob else "train step"
-  print(f"{args.impl} config {args.config} {what}: wall {wall * 1e3:.1f} ms/step, "
+  print(f"{args.impl} config {args.config} (batch {cfg['batch']}) {what}: wall {wall * 1e3:.1f} ms/step, "
         f"{n_ops:.0f} op events/step, op time {total / args.steps * 1e3:.1f} ms/step")
   print(f"{'op type':32s} {'ms/step':>9s} {'share':>6s} {'count/step':>10s} {'us/op':>8s}")
   for op_type, sec in by_type.most_common(args.top):
