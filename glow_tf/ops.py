@@ -72,6 +72,12 @@ def matmul_channels(x: tf.Tensor, kernel: tf.Tensor, transpose_kernel: bool = Fa
   as `tf.nn.relu`) are applied to the `[N, out]` product before it is
   reshaped back, where TensorFlow fuses them into the matmul (`_FusedMatMul`:
   no separate passes over the output).
+
+  In bfloat16 the bias is added with `+`, not `tf.nn.bias_add`: the gradient
+  of `bias_add` is `BiasAddGrad`, whose CPU kernel sums bfloat16 in
+  bfloat16, so that a sum over thousands of rows stalls (8,192 rows of 1.0
+  sum to 512), where the gradient of `+` is a `Sum`, which accumulates in
+  float32.
   """
   c, out = kernel.shape[0], kernel.shape[-1]
   if transpose_kernel:
@@ -79,7 +85,7 @@ def matmul_channels(x: tf.Tensor, kernel: tf.Tensor, transpose_kernel: bool = Fa
   shape = x.shape
   y = tf.matmul(tf.reshape(x, [-1, c]), kernel, transpose_b=transpose_kernel)
   if bias is not None:
-    y = tf.nn.bias_add(y, bias)
+    y = tf.nn.bias_add(y, bias) if y.dtype != tf.bfloat16 else y + bias
   if activation is not None:
     y = activation(y)
   if shape.is_fully_defined():
