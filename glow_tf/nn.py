@@ -31,7 +31,10 @@ in bfloat16, which CPUs with AMX (and recent GPUs) run several times faster.
 The zero convolution after them stays float32: its outputs are the shift and
 log-scale of the coupling, and with them rounded to bfloat16 the gradient
 norm of the 15-minute Fashion-MNIST recipe spiked to 1e4-1e5 within 3,500
-steps, and its loss with it (`bench/RESULTS.md`). The coupling networks are
+steps, and its loss with it (`bench/RESULTS.md`). The 1x1 layer's bias
+gradient sums in float32 (`glow_tf.ops.matmul_channels`): TensorFlow's CPU
+`BiasAddGrad` sums bfloat16 in bfloat16 and got the hidden actnorm's
+gradients 40-47% wrong. The coupling networks are
 the only place mixed precision is used: each coupling inverts itself exactly
 whatever precision its network computes in, since encoding and decoding
 evaluate the same network on the same input. A whole flow's round
