@@ -1,6 +1,8 @@
 """Time to quality: test bits/dim reached by glow_tf and tfp.bijectors.Glow in the same wall-clock budget.
 
-A run that produces a non-finite loss is reported as diverged and stops.
+A step whose loss or gradients are not finite makes no update, as in
+train.py (`glow_tf.steps.finite_and_norm`), and is counted as skipped; a run
+with `--max_nonfinite_steps` skipped in a row is reported as diverged and stops.
 
 Both train the same architecture (32x32x1 Fashion-MNIST, `--n_levels`
 levels of `--depth` steps, coupling networks of `--width`, affine coupling,
@@ -60,6 +62,9 @@ def main():
   p.add_argument("--seed", type=int, default=0,
                  help="seeds the batches' order, the dequantisation noise, the initialisation "
                       "batch and ours' initial weights (the same for every implementation)")
+  p.add_argument("--max_nonfinite_steps", type=int, default=10,
+                 help="consecutive skipped (non-finite) steps before a run is reported as "
+                      "diverged and stops (train.py's default)")
   p.add_argument("--impls", default="ours,tfp", help="comma-separated: ours, ours-bf16, tfp")
   p.add_argument("--jit", default="",
                  help="comma-separated implementations (ours, tfp) whose training step is "
@@ -74,7 +79,7 @@ def main():
   import tensorflow as tf
   import tf_keras
   from glow_tf import data as data_lib
-  from glow_tf import optim
+  from glow_tf import optim, steps as steps_lib
   import vs_tfp_glow
 
   # dal=0: the recipe measured in RESULTS.md trains on the images as they are.
@@ -102,7 +107,8 @@ def main():
       self.iterator = iter(ds.train_dataset(args.batch, seed=args.seed))  # the same batches
       self.history = []
       self.losses = []  # training losses since the last evaluation
-      self.diverged = None  # the step whose loss was not finite
+      self.diverged = None  # the step at which it stopped: too many non-finite steps in a row
+      self.skipped = []  # the (1-based) steps whose loss or gradients were not finite
       t0 = time.perf_counter()
       cfg = dict(image_shape=shape, n_levels=args.n_levels, depth=args.depth, width=args.width,
                  seed=args.seed)
@@ -120,6 +126,7 @@ def main():
         self.dist = vs_tfp_glow.build_tfp(cfg, x_init)
         self.variables = list(self.dist.trainable_variables)
         self.optimizer = tf_keras.optimizers.Adam(args.lr, jit_compile=False)
+        self.optimizer.build(self.variables)  # its slots exist before the update's tf.cond
       dist, variables, optimizer = self.dist, self.variables, self.optimizer
 
       @tf.function(jit_compile=name in jit)
@@ -128,8 +135,15 @@ def main():
         with tf.GradientTape() as tape:
           loss = tf.reduce_mean(bpd(dist.log_prob(x)))
         grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables))
-        return loss
+        finite, _ = steps_lib.finite_and_norm(loss, grads)
+        if isinstance(optimizer, optim.GlowOptimizer):  # skips inside its op
+          optimizer.apply_gradients(zip(grads, variables), apply_if=finite)
+        else:
+          def apply():
+            optimizer.apply_gradients(zip(grads, variables))
+            return tf.constant(True)
+          tf.cond(finite, apply, lambda: tf.constant(False))
+        return loss, finite
 
       @tf.function
       def eval_step(images, seed):
@@ -143,13 +157,22 @@ def main():
       t0 = time.perf_counter()
       while time.perf_counter() - t0 < seconds and self.steps < until_step:
         batch = next(self.iterator)
-        loss = float(self.train_step(batch["image"], tf.constant([1 + 3 * args.seed, self.steps])))
+        loss, finite = self.train_step(batch["image"],
+                                       tf.constant([1 + 3 * args.seed, self.steps]))
         self.steps += 1
-        if not math.isfinite(loss):  # its weights are now broken: it stops here
-          self.diverged = self.steps
-          print(f"{self.name}: loss {loss} at step {self.steps}: diverged, stops training",
-                flush=True)
-          break
+        if not bool(finite):  # no update was made
+          self.skipped.append(self.steps)
+          in_a_row = self.skipped[-args.max_nonfinite_steps:]
+          print(f"{self.name}: loss {float(loss)} or its gradients not finite at step "
+                f"{self.steps}: update skipped", flush=True)
+          if (len(in_a_row) == args.max_nonfinite_steps
+              and in_a_row[-1] - in_a_row[0] == args.max_nonfinite_steps - 1):
+            self.diverged = self.steps
+            print(f"{self.name}: {args.max_nonfinite_steps} non-finite steps in a row: "
+                  "diverged, stops training", flush=True)
+            break
+          continue
+        loss = float(loss)
         self.last_loss = loss
         self.losses.append(loss)
       self.clock += time.perf_counter() - t0
@@ -199,6 +222,8 @@ def main():
   for r in runners:
     last = f"{r.history[-1][2]:.4f} bits/dim" if r.history else "no evaluation"
     state = f", diverged at step {r.diverged}" if r.diverged else ""
+    if r.skipped:
+      state += f", {len(r.skipped)} non-finite step(s) skipped: {r.skipped[:10]}"
     print(f"  {r.name}: {last} ({r.steps} steps{state})")
 
 

@@ -13,7 +13,7 @@ Dequantisation noise is drawn in the input pipeline, per global batch, from
 over replicas, and a resumed run draws the noise it would have drawn.
 """
 
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 
@@ -21,12 +21,25 @@ if TYPE_CHECKING:  # for annotations only: at run time this module imports nothi
   from glow_tf.model import GlowModel
   from glow_tf.optim import GlowOptimizer
 
-__all__ = ["StepResult", "TrainStep", "build_eval_step", "build_train_step", "with_noise",
-           "TRAIN_NOISE_STREAM", "TEST_NOISE_STREAM"]
+__all__ = ["StepResult", "TrainStep", "build_eval_step", "build_train_step", "finite_and_norm",
+           "with_noise", "TRAIN_NOISE_STREAM", "TEST_NOISE_STREAM"]
 
 TRAIN_NOISE_STREAM = 0
 TEST_NOISE_STREAM = 1
 _STOP_VOTES = "_stop_votes"
+
+
+def finite_and_norm(loss: tf.Tensor, grads: List[tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
+  """(whether `loss` and every gradient are finite: bool scalar, the gradients' global norm).
+
+  One check on the global norm instead of one per gradient: the norm is
+  finite exactly when every gradient is, and when none is so large (above
+  about 1e19) that its square overflows, which counts as non-finite too. A
+  step that sees False skips its update (`GlowOptimizer.apply_gradients`'s
+  `apply_if`).
+  """
+  grad_norm = tf.linalg.global_norm(grads)
+  return tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm)), grad_norm
 
 
 def with_noise(dataset: tf.data.Dataset, seed: int, stream: int, first_batch: int = 0
@@ -130,11 +143,8 @@ def build_train_step(model: "GlowModel", optimizer: "GlowOptimizer", strategy: t
       ctx = tf.distribute.get_replica_context()
       grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, sums)
-    grad_norm = tf.linalg.global_norm(grads)
-    # The norm is finite exactly when every gradient is (and none is so large,
-    # above 1e19, that its square overflows): one check instead of one per
-    # gradient. Every replica computes it from the same summed values.
-    finite = tf.logical_and(tf.math.is_finite(sums["loss"]), tf.math.is_finite(grad_norm))
+    # Every replica computes it from the same summed values.
+    finite, grad_norm = finite_and_norm(sums["loss"], grads)
     return grads, sums, finite, grad_norm
 
   def replica_step(batch, stop_vote):

@@ -190,6 +190,22 @@ def test_mixed_bfloat16_training_lowers_the_loss_and_restores(tmp_path, monkeypa
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("loss, grads, finite", [
+    (1., [[3., 0.], [[4.]]], True),
+    (np.inf, [[3., 0.], [[4.]]], False),  # an overflowed loss (a -inf log-density)
+    (1., [[3., np.nan], [[4.]]], False),
+    (1., [[3., 0.], [[-np.inf]]], False),
+    (1., [[1e20, 0.], [[4.]]], False),  # its square overflows float32: counted as non-finite
+])
+def test_finite_and_norm_is_the_steps_check(loss, grads, finite):
+  from glow_tf import steps  # pylint: disable=import-outside-toplevel
+  ok, norm = steps.finite_and_norm(tf.constant(loss, tf.float32),
+                                   [tf.constant(g, tf.float32) for g in grads])
+  assert bool(ok) is finite
+  if finite:
+    assert float(norm) == pytest.approx(5.)
+
+
 @pytest.mark.parametrize("compiled", [True, False])
 def test_nonfinite_steps_are_skipped_then_stop_without_bad_checkpoints(tmp_path, compiled):
   """With the compiled kernels the fused update skips the step in the graph; without, Python does."""
