@@ -352,15 +352,15 @@ class Scorer:
     def draw(k):  # log p(x + u_k) [B]
       noise = dequantization_noise(index, model.image_shape, seed, k)
       if cfg.ycond and labels is None:  # p(x) = mean_y p(x | y), uniform over the classes
-        by_class = [model.log_prob(images, tf.fill(tf.shape(images)[:1], y), noise=noise)
-                    for y in range(cfg.n_classes)]
+        by_class = [model.log_prob(images, tf.fill(tf.shape(images)[:1], y), noise=noise,
+                                   dtype=tf.float64) for y in range(cfg.n_classes)]
         return tf.reduce_logsumexp(tf.stack(by_class), 0) - math.log(cfg.n_classes)
-      return model.log_prob(images, labels if cfg.ycond else None, noise=noise)
+      return model.log_prob(images, labels if cfg.ycond else None, noise=noise, dtype=tf.float64)
 
     n = self.n_dequant_samples
     if n == 1:
       return draw(0)
-    draws = tf.TensorArray(tf.float32, size=n, element_shape=images.shape[:1])
+    draws = tf.TensorArray(tf.float64, size=n, element_shape=images.shape[:1])
     _, draws = tf.while_loop(lambda k, _: k < n, lambda k, d: (k + 1, d.write(k, draw(k))),
                              (tf.constant(0), draws))
     return tf.reduce_logsumexp(draws.stack(), 0) - math.log(n)
@@ -459,7 +459,10 @@ class Scorer:
       raise RuntimeError(f"scored {done} of {image_set.size} images: the input pipeline lost some.")
     if not np.all(np.isfinite(nll_all)):
       bad = np.flatnonzero(~np.isfinite(nll_all))[:5].tolist()
-      raise ValueError(f"non-finite likelihoods for images {bad}: the checkpoint may be damaged.")
+      raise ValueError(
+          f"non-finite likelihoods for images {bad}: the checkpoint may be damaged (NaN "
+          "weights), or the model maps these images to latents beyond float32's range "
+          "(above ~3.4e38, e.g. a split prior's log-scale below about -88).")
     return ScoreSummary(nll_all / (num_dims * math.log(2.)), nll_all, time.time() - start,
                         image_set.description, png_all)
 

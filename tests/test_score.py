@@ -276,3 +276,21 @@ def test_a_scorer_traces_once_and_its_draws_are_the_models(shipped, test_images)
   subset = scoring.ImageSet(test_images.dataset.take(5), 5, None, "five")
   scorer.score(subset, batch_size=16, seed=7)
   assert scorer.tracing_count() == 1
+
+
+def test_an_image_beyond_float32s_density_range_still_gets_its_exact_score(test_images):
+  """A split prior's log-scale of -53 makes latents of ~1e24: float32's log-density is -inf."""
+  model = sampling.load_model(sampling.SHIPPED_MODEL).model  # a copy of its own to change
+  prior = model.glow.priors[0].conv
+  prior.bias.assign(tf.fill(prior.bias.shape, -53.))  # mean and log-scale -53 everywhere
+  subset = scoring.ImageSet(test_images.dataset.take(4), 4, None, "four")
+  images = np.stack([e["image"] for e in subset.dataset.as_numpy_iterator()])
+  noise = scoring.dequantization_noise(tf.range(4, dtype=tf.int64), model.image_shape, 3, 0)
+  assert np.all(model.log_prob(images, noise=noise).numpy() == -np.inf)
+  summary = scoring.score_images(model, subset, batch_size=4, seed=3)
+  eps, _, ildj = model.glow.encode(model.preprocess(images, noise))
+  square = sum(np.sum(np.square(z.numpy().astype(np.float64)), axis=(1, 2, 3)) for z in eps)
+  d = model.num_dims
+  expected = 0.5 * square + 0.5 * d * np.log(2 * np.pi) - ildj.numpy() + d * np.log(model.n_bins)
+  assert np.all(np.isfinite(summary.nats)) and np.all(summary.nats > 1e40)
+  np.testing.assert_allclose(summary.nats, expected, rtol=1e-6)
