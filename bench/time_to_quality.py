@@ -62,9 +62,9 @@ def main():
   p.add_argument("--seed", type=int, default=0,
                  help="seeds the batches' order, the dequantisation noise, the initialisation "
                       "batch and ours' initial weights (the same for every implementation)")
-  p.add_argument("--max_nonfinite_steps", type=int, default=10,
+  p.add_argument("--max_nonfinite_steps", type=int, default=None,
                  help="consecutive skipped (non-finite) steps before a run is reported as "
-                      "diverged and stops (train.py's default)")
+                      "diverged and stops (default: train.py's)")
   p.add_argument("--impls", default="ours,tfp", help="comma-separated: ours, ours-bf16, tfp")
   p.add_argument("--jit", default="",
                  help="comma-separated implementations (ours, tfp) whose training step is "
@@ -79,7 +79,12 @@ def main():
   import tensorflow as tf
   import tf_keras
   from glow_tf import data as data_lib
+  from glow_tf import config as config_lib
   from glow_tf import optim, steps as steps_lib
+  if args.max_nonfinite_steps is None:
+    args.max_nonfinite_steps = config_lib.TrainConfig.max_nonfinite_steps
+  if args.max_nonfinite_steps < 1:
+    p.error(f"--max_nonfinite_steps must be at least 1, got {args.max_nonfinite_steps}")
   import vs_tfp_glow
 
   # dal=0: the recipe measured in RESULTS.md trains on the images as they are.
