@@ -114,6 +114,7 @@ def main():
       self.losses = []  # training losses since the last evaluation
       self.diverged = None  # the step at which it stopped: too many non-finite steps in a row
       self.skipped = []  # the (1-based) steps whose loss or gradients were not finite
+      self.skipped_in_a_row = 0
       t0 = time.perf_counter()
       cfg = dict(image_shape=shape, n_levels=args.n_levels, depth=args.depth, width=args.width,
                  seed=args.seed)
@@ -167,16 +168,16 @@ def main():
         self.steps += 1
         if not bool(finite):  # no update was made
           self.skipped.append(self.steps)
-          in_a_row = self.skipped[-args.max_nonfinite_steps:]
+          self.skipped_in_a_row += 1
           print(f"{self.name}: loss {float(loss)} or its gradients not finite at step "
                 f"{self.steps}: update skipped", flush=True)
-          if (len(in_a_row) == args.max_nonfinite_steps
-              and in_a_row[-1] - in_a_row[0] == args.max_nonfinite_steps - 1):
+          if self.skipped_in_a_row == args.max_nonfinite_steps:
             self.diverged = self.steps
             print(f"{self.name}: {args.max_nonfinite_steps} non-finite steps in a row: "
                   "diverged, stops training", flush=True)
             break
           continue
+        self.skipped_in_a_row = 0
         loss = float(loss)
         self.last_loss = loss
         self.losses.append(loss)

@@ -67,8 +67,12 @@ class GlowModel(tf.Module):
       if config.ycond:
         self.classifier = nn.LinearZeros(
             config.latent_shapes[-1][-1], config.n_classes, name="classifier")
-    self.distribution = tfd.TransformedDistribution(
-        tfd.Sample(tfd.Normal(0., 1.), self.glow.latent_size), self.glow)
+    self.distribution = tfd.TransformedDistribution(self._base(tf.float32), self.glow)
+
+  def _base(self, dtype: tf.DType) -> tfd.Distribution:
+    """The standard normal over the flat latent `[B, latent_size]`, in `dtype`."""
+    return tfd.Sample(tfd.Normal(tf.constant(0., dtype), tf.constant(1., dtype)),
+                      self.glow.latent_size)
 
   # ---- Data representation -------------------------------------------------------
 
@@ -150,9 +154,7 @@ class GlowModel(tf.Module):
     eps, top, ildj = self.glow.encode(x, labels)
     base, flat = self.distribution.distribution, self.glow.join_latents(eps)
     if dtype != flat.dtype:
-      base = tfd.Sample(tfd.Normal(tf.constant(0., dtype), tf.constant(1., dtype)),
-                        self.glow.latent_size)
-      flat, ildj = tf.cast(flat, dtype), tf.cast(ildj, dtype)
+      base, flat, ildj = self._base(dtype), tf.cast(flat, dtype), tf.cast(ildj, dtype)
     log_p = base.log_prob(flat) + ildj - self.num_dims * math.log(self.n_bins)
     return log_p, top, labels
 
