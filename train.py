@@ -1,7 +1,7 @@
 """Train Glow: `python train.py --dataset=fashion_mnist --n_levels=2 --depth=8 --width=128`.
 
 Flags follow the original openai/glow train.py (`--problem` is `--dataset`);
-see `python train.py --help` and the README. Training resumes from the latest
+see `python train.py --help` and docs/training.md. Training resumes from the latest
 readable checkpoint in --logdir. SIGTERM or Ctrl-C stop it after the current
 step with a checkpoint of that step: exit code 75 after SIGTERM, 130 after
 SIGINT (2 for an error in the flags, the data or the run directory).

@@ -1,9 +1,9 @@
-"""Alternatives to TF's kernels at Glow's thin convolution shapes, timed side by side.
+"""Alternatives to TensorFlow's convolution ops at Glow's thin convolution shapes, side by side.
 
 Glow's coupling networks have two 3x3 convolutions with few channels on one
 side: the first (half the image's channels in, the hidden width out) and the
-zero convolution (hidden width in, a few channels out). TF's CPU kernels run
-them well below the machine's matmul rate. This prints, for configuration
+zero convolution (hidden width in, a few channels out). TensorFlow's CPU
+convolutions run them well below its matmul rate. This prints, for configuration
 (a)'s shapes of `vs_tfp_glow.py` (and (b)'s first level), what each
 alternative formulation costs, so that the choices in `glow_tf.nn` can be
 re-checked on a new machine:
@@ -22,6 +22,7 @@ re-checked on a new machine:
   python bench/conv_alternatives.py
 """
 
+import argparse
 import os
 import sys
 
@@ -29,6 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main():
+  argparse.ArgumentParser(description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import numpy as np
   import tensorflow as tf

@@ -5,7 +5,7 @@ library call, loads it with `tf.saved_model.load` (the load alone; TensorFlow
 is already imported), and times, in this one process and after a warm-up
 call each, the exported `sample` and `bits_per_dim` against the library's
 `GlowModel.sample` and `GlowModel.bits_per_dim` (eager, as sample.py calls
-them, and under `tf.function`, with glow_tf's compiled kernels where built).
+them, and under `tf.function`).
 
   python bench/export_speed.py --batch=64 --repeats=5
 """
@@ -42,11 +42,9 @@ def main():
   import tensorflow as tf
   from glow_tf import config as config_lib
   from glow_tf import export as export_lib
-  from glow_tf import kernels
   from glow_tf import sampling
   import vs_tfp_glow
-  print(f"CPU: {vs_tfp_glow.cpu_description()}; kernels: "
-        f"{'on' if kernels.available() else kernels.unavailable_reason()}; batch {args.batch}")
+  print(f"CPU: {vs_tfp_glow.cpu_description()}; batch {args.batch}")
   work = tempfile.mkdtemp(prefix="export_speed_")
   try:
     out = os.path.join(work, "fashion_mnist")

@@ -1,6 +1,7 @@
-"""Timing helpers shared by the kernel microbenchmarks (`zero_conv.py`, `conv_alternatives.py`).
+"""Timing helpers shared by the convolution microbenchmarks (`zero_conv.py`, `conv_alternatives.py`).
 
 Import after TensorFlow's log level is set: this module imports TensorFlow.
+It measures nothing itself: run those scripts.
 """
 
 import statistics
@@ -33,3 +34,9 @@ def grads(conv):
       y = conv(x, k)
     return tape.gradient(y, [x, k], output_gradients=dy)
   return run
+
+
+if __name__ == "__main__":
+  import argparse
+  argparse.ArgumentParser(description=__doc__).parse_args()
+  print("microbench.py holds timing helpers; run bench/zero_conv.py or bench/conv_alternatives.py.")

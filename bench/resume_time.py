@@ -6,7 +6,7 @@ seconds from building train.py's input pipeline (data set loaded, as the
 trainer does) to holding its first batch, on two data sources written here:
 a folder of 64x64 PNG files and the original's TFRecord shards (64x64, r06),
 batch 16 as in issue 19's measurement. `--base` is the revision to compare
-against (exported as `glow_tf_base`, as `ab_step.py` does); its pipeline is
+against (exported by `git archive` as package `glow_tf_base`); its pipeline is
 rebuilt the way its trainer built it (decode, batch, noise, then skip N).
 (The two orders differ since each epoch got its own seed; that a resumed
 pipeline gives the uninterrupted one's batches is tested in
@@ -26,6 +26,22 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+def export_base(ref, into):
+  """`glow_tf` at git `ref` as package `glow_tf_base` under directory `into`."""
+  archive = subprocess.run(["git", "-C", ROOT, "archive", ref, "glow_tf"],
+                           check=True, capture_output=True).stdout
+  subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+  os.rename(os.path.join(into, "glow_tf"), os.path.join(into, "glow_tf_base"))
+  for folder, _, files in os.walk(os.path.join(into, "glow_tf_base")):
+    for name in files:
+      if name.endswith(".py"):
+        path = os.path.join(folder, name)
+        with open(path) as f:
+          text = f.read()
+        with open(path, "w") as f:
+          f.write(text.replace("glow_tf", "glow_tf_base"))
 
 
 def write_sources(root, n, size=64):
@@ -89,9 +105,8 @@ def main():
   p.add_argument("--n_images", type=int, default=2000)
   args = p.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  import ab_step
   tmp = tempfile.mkdtemp()
-  ab_step.export_base(args.base, tmp)
+  export_base(args.base, tmp)
   sys.path.insert(0, tmp)
   cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True,
                        text=True).stdout.split(":")[-1].strip()

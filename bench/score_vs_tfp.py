@@ -14,9 +14,7 @@ batches of the config's size (or `--batch`):
 
 The first pass (which traces) is reported apart; the steady figure is the
 median of `--rounds` further passes, the implementations interleaved pass by
-pass so that the load of a shared machine falls on all of them alike. The
-compiled kernels (`glow_tf.kernels`) are used where available; run with
-`GLOW_TF_KERNELS=0` for TensorFlow's convolutions (tfp does not use them).
+pass so that the load of a shared machine falls on all of them alike.
 
   python bench/score_vs_tfp.py --configs=a,b --n_images=256 --rounds=3
 """
@@ -45,10 +43,8 @@ def main():
   import numpy as np
   import tensorflow as tf
   import vs_tfp_glow
-  from glow_tf import kernels
   from glow_tf import scoring
-  print(f"CPU: {vs_tfp_glow.cpu_description()}; {args.n_images} images per pass; compiled kernels: "
-        f"{'yes' if kernels.available() else 'no (' + str(kernels.unavailable_reason()) + ')'}")
+  print(f"CPU: {vs_tfp_glow.cpu_description()}; {args.n_images} images per pass")
   out_dir = tempfile.mkdtemp(prefix="score_bench_")
   for name in args.configs.split(","):
     cfg = vs_tfp_glow.CONFIGS[name]

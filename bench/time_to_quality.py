@@ -1,8 +1,13 @@
 """Time to quality: test bits/dim reached by glow_tf and tfp.bijectors.Glow in the same wall-clock budget.
 
-A step whose loss or gradients are not finite makes no update, as in
-train.py (`glow_tf.steps.finite_and_norm`), and is counted as skipped; a run
-with `--max_nonfinite_steps` skipped in a row is reported as diverged and stops.
+Both train with train.py's step, `glow_tf.steps.build_train_step`, on
+batches from `glow_tf.steps.with_noise` under the default strategy: ours
+with its `GlowModel` and `GlowOptimizer`, tfp's through a thin adapter
+(its loss in the same bits/dim, its `tf_keras` Adam applied only where the
+step is finite). A step whose loss or gradients are not finite makes no
+update, as in train.py (`StepResult.finite`), and is counted as skipped; a
+run with `--max_nonfinite_steps` skipped in a row is reported as diverged and
+stops.
 
 Both train the same architecture (32x32x1 Fashion-MNIST, `--n_levels`
 levels of `--depth` steps, coupling networks of `--width`, affine coupling,
@@ -39,6 +44,7 @@ import math
 import os
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -67,8 +73,9 @@ def main():
                       "diverged and stops (default: train.py's)")
   p.add_argument("--impls", default="ours,tfp", help="comma-separated: ours, ours-bf16, tfp")
   p.add_argument("--jit", default="",
-                 help="comma-separated implementations (ours, tfp) whose training step is "
-                      "compiled with XLA (jit_compile=True): compare each in its faster mode, "
+                 help="comma-separated implementations (ours, tfp) whose loss and gradient "
+                      "computation is compiled with XLA (build_train_step's jit_compile=True): "
+                      "compare each in its faster mode, "
                       "e.g. --jit=tfp where tfp trains faster under XLA (bench/RESULTS.md)")
   args = p.parse_args()
   jit = set(filter(None, args.jit.split(",")))
@@ -94,24 +101,59 @@ def main():
   test = np.concatenate([b["image"].numpy() for b in ds.test_dataset(1000)])
   init_images = ds.init_batch(256, seed=args.seed)["image"]
 
+  def dequantise(images, noise):  # uint8 images, noise in [0, 1) -> x = (img + u) / 256 - 0.5
+    return (tf.cast(images, tf.float32) + tf.cast(noise, tf.float32)) / 256. - .5
+
   def preprocess(images, seed):
-    x = tf.cast(images, tf.float32)
-    u = tf.random.stateless_uniform(tf.shape(x), seed)
-    return (x + u) / 256. - .5
+    return dequantise(images, tf.random.stateless_uniform(tf.shape(images), seed))
 
   def bpd(log_prob_nats):  # continuous density on [-0.5, 0.5) -> discrete bits/dim
     return -(log_prob_nats - d * math.log(256.)) / (d * math.log(2.))
 
-  x_init = preprocess(init_images, [0, 3 * args.seed])
+  # (Not a seed `with_noise` draws the training batches' noise from: [seed * 1000 + stream, i].)
+  x_init = preprocess(init_images, [1, args.seed])
+
+  class TfpModel:
+    """What `build_train_step` uses of a `GlowModel`, for tfp's flow: its loss in bits/dim."""
+    config = types.SimpleNamespace(ycond=False)
+
+    def __init__(self, dist):
+      self.dist = dist
+      self.trainable_variables = list(dist.trainable_variables)
+
+    def losses(self, images, labels=None, noise=None):
+      del labels
+      bits = bpd(self.dist.log_prob(dequantise(images, noise)))
+      return {"bits_x": bits, "loss": bits}
+
+  class GatedOptimizer:
+    """A Keras optimiser with `GlowOptimizer.apply_gradients`'s `apply_if`: the update only where true."""
+
+    def __init__(self, optimizer):
+      self.optimizer = optimizer
+
+    def apply_gradients(self, grads_and_vars, apply_if=None):
+      grads_and_vars = list(grads_and_vars)
+
+      def apply():
+        self.optimizer.apply_gradients(grads_and_vars)
+        return tf.constant(True)
+
+      return tf.cond(apply_if, apply, lambda: tf.constant(False))
+
+  strategy = tf.distribute.get_strategy()
 
   class Runner:
     def __init__(self, name):
       self.name = name
       self.clock = 0.
       self.steps = 0
-      self.iterator = iter(ds.train_dataset(args.batch, seed=args.seed))  # the same batches
+      data = steps_lib.with_noise(ds.train_dataset(args.batch, seed=args.seed), seed=args.seed,
+                                  stream=steps_lib.TRAIN_NOISE_STREAM)  # the same batches and noise
+      self.iterator = iter(strategy.experimental_distribute_dataset(data))
       self.history = []
       self.losses = []  # training losses since the last evaluation
+      self.last_loss = math.nan  # the last finite one
       self.diverged = None  # the step at which it stopped: too many non-finite steps in a row
       self.skipped = []  # the (1-based) steps whose loss or gradients were not finite
       self.skipped_in_a_row = 0
@@ -124,52 +166,37 @@ def main():
         model = vs_tfp_glow.build_ours(cfg)
         model.glow.initialize(x_init)
         self.dist = model.distribution
-        self.variables = list(model.trainable_variables)
-        self.optimizer = optim.GlowOptimizer("adam", args.lr, beta1=0.9, beta2=0.999,
-                                             epsilon=1e-7)
-        self.optimizer.build(self.variables)
+        optimizer = optim.GlowOptimizer("adam", args.lr, beta1=0.9, beta2=0.999, epsilon=1e-7)
+        optimizer.build(list(model.trainable_variables))
       else:
         self.dist = vs_tfp_glow.build_tfp(cfg, x_init)
-        self.variables = list(self.dist.trainable_variables)
-        self.optimizer = tf_keras.optimizers.Adam(args.lr, jit_compile=False)
-        self.optimizer.build(self.variables)  # its slots exist before the update's tf.cond
-      dist, variables, optimizer = self.dist, self.variables, self.optimizer
-
-      @tf.function(jit_compile=name in jit)
-      def train_step(images, seed):
-        x = preprocess(images, seed)
-        with tf.GradientTape() as tape:
-          loss = tf.reduce_mean(bpd(dist.log_prob(x)))
-        grads = tape.gradient(loss, variables)
-        finite, _ = steps_lib.finite_and_norm(loss, grads)
-        if isinstance(optimizer, optim.GlowOptimizer):  # skips inside its op
-          optimizer.apply_gradients(zip(grads, variables), apply_if=finite)
-        else:
-          def apply():
-            optimizer.apply_gradients(zip(grads, variables))
-            return tf.constant(True)
-          tf.cond(finite, apply, lambda: tf.constant(False))
-        return loss, finite
+        model = TfpModel(self.dist)
+        keras_optimizer = tf_keras.optimizers.Adam(args.lr, jit_compile=False)
+        keras_optimizer.build(model.trainable_variables)  # its slots exist before the step's tf.cond
+        optimizer = GatedOptimizer(keras_optimizer)
+      self.train_step = steps_lib.build_train_step(model, optimizer, strategy, args.batch,
+                                                   tf.Variable(0, dtype=tf.int64),
+                                                   jit_compile=name in jit)
+      dist = self.dist
 
       @tf.function
       def eval_step(images, seed):
         return tf.reduce_sum(bpd(dist.log_prob(preprocess(images, seed))))
 
-      self.train_step, self.eval_step = train_step, eval_step
+      self.eval_step = eval_step
       self.clock += time.perf_counter() - t0
-      self.n_params = int(sum(np.prod(v.shape) for v in variables))
+      self.n_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
 
     def train_for(self, seconds, until_step=math.inf):
       t0 = time.perf_counter()
       while time.perf_counter() - t0 < seconds and self.steps < until_step:
-        batch = next(self.iterator)
-        loss, finite = self.train_step(batch["image"],
-                                       tf.constant([1 + 3 * args.seed, self.steps]))
+        result = self.train_step(self.iterator)
         self.steps += 1
-        if not bool(finite):  # no update was made
+        loss = float(result.sums["loss"]) / args.batch
+        if not result.finite:  # no update was made
           self.skipped.append(self.steps)
           self.skipped_in_a_row += 1
-          print(f"{self.name}: loss {float(loss)} or its gradients not finite at step "
+          print(f"{self.name}: loss {loss} or its gradients not finite at step "
                 f"{self.steps}: update skipped", flush=True)
           if self.skipped_in_a_row == args.max_nonfinite_steps:
             self.diverged = self.steps
@@ -178,7 +205,6 @@ def main():
             break
           continue
         self.skipped_in_a_row = 0
-        loss = float(loss)
         self.last_loss = loss
         self.losses.append(loss)
       self.clock += time.perf_counter() - t0

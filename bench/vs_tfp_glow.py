@@ -65,7 +65,7 @@ def conv_flops(cfg, ours):
 
 
 def build_ours(cfg, package="glow_tf"):
-  """Ours at `cfg`'s architecture, from `package` (another name: `ab_step.py`'s base copy)."""
+  """Ours at `cfg`'s architecture, from `package` (another name: another revision's copy of glow_tf)."""
   glow_tf = importlib.import_module(package)
   model = glow_tf.GlowModel(image_shape=cfg["image_shape"], n_levels=cfg["n_levels"],
                             depth=cfg["depth"], width=cfg["width"], flow_coupling=1,

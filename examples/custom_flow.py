@@ -19,8 +19,8 @@ z = gb.Squeeze(2).inverse(images)
 for step in steps:                                   # data-dependent init
   z = step.initialize(z)
 
-# glow_tf's optimiser (Adam, every weight in a few compiled ops): build its slots before the
-# first step, so that a tf.function step is traced once.
+# glow_tf's optimiser (Adam on TensorFlow's fused per-variable kernels): build its slots
+# before the first step, so that a tf.function step is traced once.
 optimizer = GlowOptimizer("adam", 1e-3, polyak=False)
 optimizer.build(model.trainable_variables)
 for _ in range(3):

@@ -41,7 +41,7 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
   if name == "multi_worker":
     if num_workers_in_tf_config() < 1:
       raise config_lib.ConfigError("strategy=multi_worker needs TF_CONFIG describing the "
-                                   "cluster (see the README's multi-host section).")
+                                   "cluster (see docs/training.md, 'Several GPUs, several hosts').")
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()

@@ -37,9 +37,8 @@ density model, and its input and output are batched along the first axis,
 as TensorFlow Serving's request batching needs (`sample`'s inputs are
 scalars).
 
-The graphs use TensorFlow's ops only (glow_tf's compiled kernels are switched
-off while tracing, `glow_tf.kernels.disabled`), so no op library is needed
-where the export is loaded. The SavedModel's `variables/` is a checkpoint of
+The graphs use TensorFlow's ops only, so nothing of glow_tf is needed where
+the export is loaded. The SavedModel's `variables/` is a checkpoint of
 the model with the same keys as train.py's: `load_model`, `sample.py`,
 `score.py` and `train.py --restore_path` read an export as a run directory.
 """
@@ -54,7 +53,6 @@ from typing import Any, Callable, Dict, Optional
 import tensorflow as tf
 
 from glow_tf import config as config_lib
-from glow_tf import kernels
 from glow_tf import model as model_lib
 from glow_tf import rundir as rundir_lib
 from glow_tf import sampling
@@ -155,11 +153,7 @@ class GlowExport(tf.Module):
   # ---- Tracing ----------------------------------------------------------------------
 
   def trace(self) -> Dict[str, Any]:
-    """Traces every function at its input signatures; returns the serving signatures.
-
-    Call with the compiled kernels switched off (`export` does) for a graph
-    that loads without glow_tf.
-    """
+    """Traces every function at its input signatures; returns the serving signatures."""
     images, seed = self._images, self._seed
     cond = [self._labels] if self._ycond else []
     scalar_n = tf.TensorSpec([], tf.int32, name="n")
@@ -289,9 +283,8 @@ def export_model(model: model_lib.GlowModel, path: str, config: config_lib.RunCo
       raise ExportError(f"cannot copy {source.name} {source.shape} into {target.name} {target.shape}.")
     target.assign(source)
   module = GlowExport(copy)
-  with kernels.disabled("a SavedModel must load without glow_tf's op library"):
-    signatures = module.trace()
-    tf.saved_model.save(module, path, signatures=signatures)
+  signatures = module.trace()
+  tf.saved_model.save(module, path, signatures=signatures)
   run_dir = rundir_lib.RunDir(path)
   run_dir.write_config(config)
   record = {"serving_default": SERVING_DEFAULT, "signatures": ["serving_default", *SIGNATURES],

@@ -59,6 +59,9 @@ def _encode_steps_recomputing(steps, params, x, call):
         with tf.GradientTape() as tape:
           tape.watch(x_in)
           z_re, ldj = call(s, "inverse", p, x_in)
+          # A step's log-det is `[B]`, or a scalar where it does not depend on
+          # the image (additive coupling): the gradient `dildj` is `[B]` always.
+          ldj = ldj + tf.zeros_like(ildj)
         grads = tape.gradient([z_re, ldj], [x_in] + s_vars,
                               output_gradients=[dz, dildj],
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -137,15 +140,14 @@ class TopPrior(tf.Module):
       params["embedding"] = self.embedding.params()
     return params
 
-  def __call__(self, batch_size: Union[int, tf.Tensor], labels: Optional[TensorLike] = None,
-               dtype: tf.DType = tf.float32) -> Tuple[tf.Tensor, tf.Tensor]:
+  def __call__(self, labels: Optional[TensorLike] = None, dtype: tf.DType = tf.float32
+               ) -> Tuple[tf.Tensor, tf.Tensor]:
     """`apply` with this prior's variables."""
-    return self.apply(self.params(), batch_size, labels, dtype)
+    return self.apply(self.params(), labels, dtype)
 
-  def apply(self, params: dict, batch_size: Union[int, tf.Tensor], labels: Optional[TensorLike] = None,
-            dtype: tf.DType = tf.float32) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Returns mean, log_scale broadcastable to `[B, h, w, c]`, with the variables `params`."""
-    del batch_size  # the prior's batch dimension broadcasts
+  def apply(self, params: dict, labels: Optional[TensorLike] = None, dtype: tf.DType = tf.float32
+            ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Returns mean, log_scale broadcastable to `[B, h, w, c]` (`[1, ...]` without labels), with `params`."""
     h_, w_, c = self._shape
     if self._n_classes and labels is None:
       raise ValueError(
@@ -390,8 +392,7 @@ class Glow(base.GlowBijector):
     if self.top_prior.is_standard:
       eps.append(z)
     else:
-      mean, log_scale = self.top_prior.apply(params["top_prior"], tf.shape(z)[0], labels,
-                                             z.dtype)
+      mean, log_scale = self.top_prior.apply(params["top_prior"], labels, z.dtype)
       eps.append((z - mean) * tf.exp(-log_scale))
       ildj -= tf.reduce_sum(log_scale + tf.zeros_like(z), [1, 2, 3])
     return eps, z, ildj
@@ -405,8 +406,7 @@ class Glow(base.GlowBijector):
     z = eps[-1]
     fldj = tf.zeros(tf.shape(z)[:1], z.dtype)
     if not self.top_prior.is_standard:
-      mean, log_scale = self.top_prior.apply(params["top_prior"], tf.shape(z)[0], labels,
-                                             z.dtype)
+      mean, log_scale = self.top_prior.apply(params["top_prior"], labels, z.dtype)
       z = mean + tf.exp(log_scale) * z
       fldj += tf.reduce_sum(log_scale + tf.zeros_like(z), [1, 2, 3])
     for level in reversed(range(self._n_levels)):

@@ -27,14 +27,13 @@ activations, forward and backward.
 
 Mixed precision: with `compute_dtype=tf.bfloat16` the hidden layers keep
 float32 variables (and fold the scales in float32) but convolve and multiply
-in bfloat16, which CPUs with AMX (and recent GPUs) run several times faster.
-The zero convolution after them stays float32: its outputs are the shift and
-log-scale of the coupling, and with them rounded to bfloat16 the gradient
-norm of the 15-minute Fashion-MNIST recipe spiked to 1e4-1e5 within 3,500
-steps, and its loss with it (`bench/RESULTS.md`). The 1x1 layer's bias
-gradient sums in float32 (`glow_tf.ops.matmul_channels`): TensorFlow's CPU
-`BiasAddGrad` sums bfloat16 in bfloat16 and got the hidden actnorm's
-gradients 40-47% wrong. The coupling networks are
+in bfloat16, which hardware with native bfloat16 runs several times faster
+(`glow_tf.hardware` says where). The zero convolution after them stays
+float32: its outputs are the shift and log-scale of the coupling, and
+rounded to bfloat16 they made training diverge in spikes. The 1x1 layer's
+bias gradient sums in float32 (`glow_tf.ops.matmul_channels`): TensorFlow's
+CPU `BiasAddGrad` sums bfloat16 in bfloat16, far off for the hidden
+actnorm's gradients (docs/performance.md). The coupling networks are
 the only place mixed precision is used: each coupling inverts itself exactly
 whatever precision its network computes in, since encoding and decoding
 evaluate the same network on the same input. A whole flow's round
@@ -43,20 +42,19 @@ layers moves a network input across a bfloat16 rounding boundary: then to
 bfloat16 resolution (about 1e-3 on images in [-0.5, 0.5]).
 """
 
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from glow_tf import config as config_lib
-from glow_tf import kernels
+from glow_tf import hardware
 from glow_tf import normalization
 from glow_tf.ops import Dim, matmul_channels, static_hw
-from glow_tf.tracing import in_xla_context, no_autograph
+from glow_tf.tracing import no_autograph
 
 __all__ = ["EdgeConv2D", "ZeroConv2D", "CouplingNetwork", "LinearZeros", "COMPUTE_DTYPES",
-           "compute_dtype", "native_bfloat16", "deinterleaved", "conv2d_3x3",
-           "conv2d_3x3_path", "thin_output_conv2d"]
+           "compute_dtype", "deinterleaved", "conv2d_3x3", "thin_output_conv2d"]
 
 
 # The compute dtype of each of `glow_tf.config.PRECISIONS` (None: the variables').
@@ -65,60 +63,14 @@ assert set(COMPUTE_DTYPES) | {"auto"} == set(config_lib.PRECISIONS)
 
 
 def compute_dtype(precision: str) -> Optional[tf.DType]:
-  """`"float32"` -> None (compute in the variables' dtype); `"mixed_bfloat16"` -> bfloat16; `"auto"`: either."""
-  precision = resolve_precision(precision)[0] if precision == "auto" else precision
+  """`"float32"` -> None (compute in the variables' dtype); `"mixed_bfloat16"` -> bfloat16; `"auto"`: either.
+
+  `"auto"` is this machine's choice (`glow_tf.hardware.resolve_precision`).
+  """
+  precision = hardware.resolve_precision(precision)[0]
   if precision not in COMPUTE_DTYPES:
     raise ValueError(f"unknown precision {precision!r}; use one of {sorted(COMPUTE_DTYPES)}.")
   return COMPUTE_DTYPES[precision]
-
-
-def native_bfloat16(cpuinfo: Optional[str] = None) -> Optional[bool]:
-  """Whether this machine computes in bfloat16 natively: `True`, `False` or `None` (unknown).
-
-  True with a GPU, or a CPU with AVX-512 BF16 or AMX. A CPU without them
-  (AVX2 only) emulates bfloat16 convolutions, which then run slower than
-  float32: `mixed_bfloat16` measured 2-4x slower training steps on an AMD
-  EPYC (`bench/RESULTS.md`).
-
-  Args:
-    cpuinfo: the text of `/proc/cpuinfo` (read when `None`).
-  """
-  if cpuinfo is None and tf.config.list_physical_devices("GPU"):
-    return True
-  flags = kernels.cpu_flags(cpuinfo)
-  return None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_precision(precision: str, cpuinfo: Optional[str] = None) -> Tuple[str, str]:
-  """`"auto"` -> `"mixed_bfloat16"` where bfloat16 pays for its rounding, else `"float32"`.
-
-  bfloat16 pays on a GPU and on a CPU with AMX, whose bfloat16 convolutions
-  run 3-5x faster than float32 (1.3-1.5x faster training steps). A CPU with
-  AVX-512 BF16 but no AMX runs bfloat16 natively too, but gained only 1.06x
-  a step there, so `auto` keeps float32 on it (`bench/RESULTS.md`); a CPU
-  without either emulates bfloat16, slower than float32.
-  Other precisions are returned as they are.
-
-  Args:
-    precision: one of `glow_tf.config.PRECISIONS`.
-    cpuinfo: the text of `/proc/cpuinfo` (read when `None`; then a GPU counts).
-
-  Returns:
-    (the precision, a few words on why).
-  """
-  if precision != "auto":
-    return precision, "as asked"
-  if cpuinfo is None and tf.config.list_physical_devices("GPU"):
-    return "mixed_bfloat16", "a GPU: bfloat16 runs natively"
-  flags = kernels.cpu_flags(cpuinfo)
-  if flags is None:
-    return "float32", "this CPU's bfloat16 support is unknown"
-  if "amx_bf16" in flags:
-    return "mixed_bfloat16", "this CPU has AMX: bfloat16 convolutions run several times faster"
-  if "avx512_bf16" in flags:
-    return "float32", ("this CPU has AVX-512 BF16 but no AMX: bfloat16 trained only 1.06x "
-                       "faster on such a CPU, too little for its rounding")
-  return "float32", "this CPU has no AVX-512 BF16 or AMX (bfloat16 would be emulated, slower)"
 
 
 def deinterleaved(num_channels: int) -> Tuple[int, ...]:
@@ -189,9 +141,7 @@ def thin_output_conv2d(x: tf.Tensor, kernel: tf.Tensor, matmul_forward: bool = F
   (`[B, H, W, 9 * out]`, cheap to form):
   `dx = shifts(dy) @ K^T` and `dK = x^T @ shifts(dy)`, one pass over the wide
   `x`. TensorFlow's CPU `Conv2DBackpropFilter`/`Conv2DBackpropInput` are slow
-  for this shape: on Glow's zero convolution (`[64, 16, 16, 256] -> 4`
-  channels) they take 74 ms and 28 ms where the matmuls take 8 and 6 ms
-  (`bench/RESULTS.md`).
+  for this shape (docs/performance.md).
 
   Args:
     x: `[B, H, W, C]` with static `H`, `W`.
@@ -221,19 +171,13 @@ def thin_output_conv2d(x: tf.Tensor, kernel: tf.Tensor, matmul_forward: bool = F
 
 def conv2d_3x3(x: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor] = None, relu: bool = False
                ) -> tf.Tensor:
-  """`relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)` for a 3x3 kernel, the fast way.
+  """`relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)` for a 3x3 kernel.
 
-  Picks the computation by shape (`conv2d_3x3_path`), each measured faster
-  on Glow's shapes (`bench/RESULTS.md`):
-  - where the output has at most a quarter of the input's channels on an
-    image of at least 8x8 (Glow's zero convolutions), matmul gradients
-    (`thin_output_conv2d`), with a matmul forward pass from a sixteenth,
-    else the compiled kernel's forward pass (`glow_tf.kernels`) where
-    available (on CPUs with AVX-512 only below 16x16 images);
-  - where at most 32 input channels widen at least fourfold to at least 16
-    outputs (the coupling network's first convolution), the compiled
-    kernels, which add the bias and apply the ReLU in the same pass;
-  - TensorFlow's conv2d elsewhere.
+  Where the output has at most a quarter of the input's channels on an image
+  of at least 8x8 (Glow's zero convolutions), differentiated by matmuls
+  (`thin_output_conv2d`), with a matmul forward pass from a sixteenth;
+  TensorFlow's conv2d elsewhere. The rule is by shape only, the same on
+  every device.
 
   Args:
     x: `[B, H, W, C]`.
@@ -244,105 +188,16 @@ def conv2d_3x3(x: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor] = None
     `[B, H, W, out]`.
   """
   h, w = static_hw(x)
-  path = conv2d_3x3_path(kernel.shape, h, w, x.dtype)
-  if path.startswith("compiled kernel"):
-    if bias is None:
-      bias = tf.zeros([h, w, kernel.shape[3]], x.dtype)
-    return kernels.conv3x3(x, kernel, bias, relu=relu)
-  if path == "conv2d":
-    y = tf.nn.conv2d(x, kernel, 1, "SAME")
+  kh, kw, in_c, out_c = kernel.shape
+  thin = (kh == 3 and kw == 3 and isinstance(h, int) and isinstance(w, int)
+          and h * w >= 64 and 4 * out_c <= in_c)
+  if thin:
+    y = thin_output_conv2d(x, kernel, matmul_forward=16 * out_c <= in_c)
   else:
-    y = thin_output_conv2d(x, kernel, matmul_forward=path == "matmul forward and gradients")
+    y = tf.nn.conv2d(x, kernel, 1, "SAME")
   if bias is not None:
     y = y + bias
   return tf.nn.relu(y) if relu else y
-
-
-def _thin_output(kernel_shape, height, width):
-  """Whether `conv2d_3x3` differentiates a 3x3 convolution by `_thin_output_grads`."""
-  kh, kw, in_c, out_c = kernel_shape
-  return (kh == 3 and kw == 3 and isinstance(height, int) and isinstance(width, int)
-          and height * width >= 64 and 4 * out_c <= in_c)
-
-
-def conv2d_3x3_path(kernel_shape: Union[tf.TensorShape, Sequence[int]], height: Dim, width: Dim,
-                    dtype: tf.DType = tf.float32, wide_vectors: Optional[bool] = None) -> str:
-  """Which computation `conv2d_3x3` uses for a kernel `[kh, kw, C, out]` on `H x W` images.
-
-  Returns `"conv2d"`, `"matmul gradients"`, `"matmul forward and gradients"`,
-  `"compiled kernel, matmul gradients"` or `"compiled kernel"` (the rule in
-  `conv2d_3x3`'s docstring; the compiled kernel only where
-  `glow_tf.kernels.available()`, for float32 with static `H`, `W`, and not
-  in a function XLA compiles, which has no kernel for it). `wide_vectors`:
-  whether TensorFlow's convolutions run AVX-512 here (`None`: this CPU,
-  `glow_tf.kernels.wide_vectors()`); there the thin-output forward kernel
-  is used only below 16x16 images, where it measured faster.
-  """
-  kh, kw, in_c, out_c = kernel_shape
-  compiled = (kh == 3 and kw == 3 and isinstance(height, int) and isinstance(width, int)
-              and tf.as_dtype(dtype) == tf.float32 and kernels.available()
-              and not in_xla_context())
-  if _thin_output(kernel_shape, height, width):
-    if 16 * out_c <= in_c:
-      return "matmul forward and gradients"
-    if wide_vectors is None:
-      wide_vectors = kernels.wide_vectors()
-    if compiled and not (wide_vectors and height * width >= 256):
-      return "compiled kernel, matmul gradients"
-    return "matmul gradients"
-  if compiled and in_c <= 32 and out_c >= max(16, 4 * in_c):
-    return "compiled kernel"
-  return "conv2d"
-
-
-def conv3x3_gradient_paths(kernel_shape: Union[tf.TensorShape, Sequence[int]], height: int,
-                           width: int, wide_vectors: Optional[bool] = None) -> Tuple[str, str]:
-  """Which ops compute the input and kernel gradients of a `"compiled kernel"` convolution.
-
-  Each is `"compiled kernel"` or `"conv2d"` (TensorFlow's backprop op), by
-  where each measured faster (`bench/kernels.py`): the input gradient from
-  16x16 images, or from 8x8 with at most 4 input channels; the kernel
-  gradient from 8x8 images, and where TensorFlow's convolutions run AVX-512
-  (`wide_vectors`, `None`: this CPU) only for at most 2 input channels.
-  Both `"conv2d"` where the kernels are unavailable.
-
-  Returns:
-    (input gradient's path, kernel gradient's path).
-  """
-  in_c = kernel_shape[2] or 99
-  pixels = (height or 0) * (width or 0) if kernels.available() else 0
-  if wide_vectors is None:
-    wide_vectors = kernels.wide_vectors()
-  dx = pixels >= 256 or (pixels >= 64 and in_c <= 4)
-  dk = pixels >= 64 and (in_c <= 2 or not wide_vectors)
-  return tuple("compiled kernel" if use else "conv2d" for use in (dx, dk))
-
-
-@tf.RegisterGradient("GlowConv3x3")
-def _glow_conv3x3_grad(op, dy):
-  """Gradients of `glow_tf.kernels.conv3x3` (`relu(conv2d(x, K) + bias)`)."""
-  x, kernel = op.inputs[0], op.inputs[1]
-  if op.get_attr("relu"):
-    dy = tf.raw_ops.ReluGrad(gradients=dy, features=op.outputs[0])
-  dbias = tf.reduce_sum(dy, axis=0)
-  if _thin_output(kernel.shape, x.shape[1], x.shape[2]):
-    dx, dk = _thin_output_grads(x, kernel, dy)
-  else:  # each compiled kernel where it measured faster (bench/kernels.py)
-    # (none if the kernels were switched off after the forward pass was traced)
-    dx_path, dk_path = conv3x3_gradient_paths(kernel.shape, x.shape[1], x.shape[2])
-    if dx_path == "compiled kernel":
-      dx = kernels.conv3x3_backprop_input(dy, kernel)
-    else:
-      dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel,
-                                          out_backprop=dy, strides=[1, 1, 1, 1],
-                                          padding="SAME")
-    if dk_path == "compiled kernel":
-      dk = kernels.conv3x3_backprop_filter(x, dy)
-    else:
-      dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel),
-                                           out_backprop=dy, strides=[1, 1, 1, 1],
-                                           padding="SAME")
-  return dx, dk, dbias
 
 
 @no_autograph
@@ -471,7 +326,7 @@ class ZeroConv2D(tf.Module):
     A bfloat16 `x` (a mixed-precision coupling network's hidden layer) is
     cast up first: this layer's outputs are a coupling's shift and log-scale
     (or a prior's mean and log-scale), and rounded to bfloat16 they made
-    training diverge in spikes (`bench/RESULTS.md`).
+    training diverge in spikes (docs/performance.md).
 
     Args:
       params: the variables' structure, as `params()`.

@@ -66,7 +66,7 @@ def matmul_channels(x: tf.Tensor, kernel: tf.Tensor, transpose_kernel: bool = Fa
   """`x` `[..., C]` times `kernel` `[C, out]` over the channel axis: `[..., out]`.
 
   A reshape to a `[N, C]` matrix and one matmul, which is faster on CPU
-  than `einsum` or a 1x1 `conv2d` for Glow's shapes (bench/RESULTS.md).
+  than `einsum` or a 1x1 `conv2d` for Glow's shapes (docs/performance.md).
   With `transpose_kernel`, `kernel` is `[out, C]` and the product uses its
   transpose without materialising it. `bias` `[out]` and `activation` (such
   as `tf.nn.relu`) are applied to the `[N, out]` product before it is

@@ -26,13 +26,14 @@ before the data-dependent initialisation) and those keep the weight
 so it is the exponentially weighted mean of the weights after each update
 and nothing else.
 
-On CPUs with glow_tf's compiled kernels (`glow_tf.kernels`), one op updates
-every weight, moment and average of a device (`kernels.optimizer_update`,
-multi-threaded); elsewhere each variable is updated by TensorFlow's fused
-kernels (`ResourceApplyAdaMax`, `ResourceApplyAdam`), one op per variable
-instead of a dozen. Both paths do the same float32 arithmetic in the same
-order and give the same bits (tested), and both keep one `m`, `u` and
-`polyak` variable per weight, so checkpoints are the same either way. Under `tf.distribute`,
+Each variable is updated by TensorFlow's fused kernels (`ResourceApplyAdaMax`,
+`ResourceApplyAdam`), one op per variable instead of a dozen, on every
+device and under XLA. A step can be skipped inside the traced step
+(`apply_if`, train.py's finiteness check) without a branch: the update then
+runs with neutral operands (`beta1 = beta2 = 1`, learning rate, Polyak rate,
+gradient and the average's step 0, weight decay 1), which leave every weight,
+moment and average exactly as they were; an applied step uses the true operands, so it gives the
+same bits as an ungated update. Under `tf.distribute`,
 `apply_gradients` is called in replica context with gradients already summed
 over replicas; the update then runs once per device copy of each variable
 (`strategy.extended.update`), so replicas stay identical.
@@ -43,7 +44,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from glow_tf import kernels, tracing
+from glow_tf import tracing
 
 __all__ = ["GlowOptimizer", "WarmupSchedule", "make_optimizer"]
 
@@ -83,11 +84,9 @@ class GlowOptimizer(tf.Module):
   step (after the data-dependent initialisation): slots created inside a
   function's first call make TensorFlow trace it twice. It is the optimiser
   to use with glow_tf's bijectors in any TFP model (`polyak=False` for plain
-  Adam/Adamax): one op updates all weights on a CPU (one fused kernel per
-  variable elsewhere), so a step traces in seconds where Keras' optimisers
-  take tens of seconds, and the update costs a few percent of a step where
-  theirs cost about ten (`bench/library_first_step.py`,
-  `bench/optimizer_update.py`). `polyak_values(variables)` are the
+  Adam/Adamax): one fused kernel per variable, so a step traces quickly
+  and the update costs little beside the backward pass (figures in
+  docs/performance.md). `polyak_values(variables)` are the
   averaged weights; `with optimizer.averaged_weights(variables):` evaluates
   and samples with them and restores the raw weights exactly afterwards.
   """
@@ -95,7 +94,7 @@ class GlowOptimizer(tf.Module):
   def __init__(self, kind: str = "adamax",
                learning_rate: Union[float, Callable[[tf.Tensor], tf.Tensor]] = 1e-3,
                beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8, polyak: bool = True,
-               weight_decay: float = 1., fused: bool = True, name: str = "glow_optimizer"):
+               weight_decay: float = 1., name: str = "glow_optimizer"):
     """Creates the optimiser.
 
     Args:
@@ -106,9 +105,6 @@ class GlowOptimizer(tf.Module):
         Adam/Adamax (no `polyak` slots; `polyak_values` are the weights).
       weight_decay: the original's: each update starts from
         `weight_decay * w` (1: none).
-      fused: update all weights in one op where the compiled kernels can
-        (`glow_tf.kernels.optimizer_update`); `False`: TensorFlow's
-        per-variable kernels always. The same bits either way.
       name: Python `str`.
     """
     super().__init__(name=name)
@@ -123,7 +119,6 @@ class GlowOptimizer(tf.Module):
     if not 0 < weight_decay <= 1:
       raise ValueError(f"weight_decay must be in (0, 1], got {weight_decay!r}.")
     self.weight_decay = float(weight_decay)
-    self.fused = bool(fused)
     self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     # Checkpointed so that a restored optimiser debiases its averages correctly.
@@ -186,25 +181,35 @@ class GlowOptimizer(tf.Module):
     kind = self.kind
     scalars = {}
 
-    def hyper(dtype, device):
+    def hyper(dtype, device, apply):
       # The scalar operands, made once per dtype and device rather than once
       # per variable: a few hundred variables would otherwise add thousands of
-      # Const and Cast ops to the traced step.
+      # Const and Cast ops to the traced step. Where `apply` is False, the
+      # neutral operands that leave every variable as it is (module docstring).
       key = (dtype, device)
       if key not in scalars:
         with tf.device(device):
           c = lambda x: tf.cast(x, dtype)
-          scalars[key] = dict(
-              beta1_power=c(beta1_power), beta2_power=c(beta2_power), lr=c(lr),
-              lr_adamax=c(lr_adamax), beta1=c(self.beta1), beta2=c(self.beta2),
-              epsilon=c(self.epsilon), polyak_rate=c(1. - self.beta2),
-              weight_decay=c(self.weight_decay))
+          h = dict(beta1_power=c(beta1_power), beta2_power=c(beta2_power), lr=c(lr),
+                   lr_adamax=c(lr_adamax), beta1=c(self.beta1), beta2=c(self.beta2),
+                   epsilon=c(self.epsilon), polyak_rate=c(1. - self.beta2),
+                   weight_decay=c(self.weight_decay))
+          if apply is not None:
+            apply = tf.convert_to_tensor(apply)
+            neutral = dict(lr=0., lr_adamax=0., beta1=1., beta2=1., polyak_rate=0.,
+                           weight_decay=1.)
+            for name, value in neutral.items():
+              h[name] = tf.where(apply, h[name], tf.constant(value, dtype))
+            h["apply"] = apply
+          scalars[key] = h
       return scalars[key]
 
-    def update(var, grad, m, u, avg):
+    def update(var, grad, m, u, avg, apply=None):
       # `var` is this device's copy; take the slots' copies on the same device.
       m, u, avg = (_on_device_of(slot, var) for slot in (m, u, avg))
-      h = hyper(var.dtype, var.device)
+      h = hyper(var.dtype, var.device, apply)
+      if apply is not None:  # a skipped step's gradient may be inf or NaN
+        grad = tf.where(h["apply"], grad, tf.zeros_like(grad))
       read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
       if self.weight_decay != 1.:  # w <- wd * w, then the update (the gradient is w's)
         tf.raw_ops.AssignVariableOp(resource=var.handle,
@@ -223,91 +228,19 @@ class GlowOptimizer(tf.Module):
         return
       # avg <- avg - (1 - beta2) * (avg - var), reading var after its update.
       # (Raw reads: `read_value()` adds an Identity and costs more to trace.)
-      tf.raw_ops.ResourceApplyGradientDescent(
-          var=avg.handle, alpha=h["polyak_rate"], delta=tf.raw_ops.Sub(x=read(avg), y=read(var)))
+      delta = tf.raw_ops.Sub(x=read(avg), y=read(var))
+      if apply is not None:  # (0 * delta is not 0 where a weight itself is not finite)
+        delta = tf.where(h["apply"], delta, tf.zeros_like(delta))
+      tf.raw_ops.ResourceApplyGradientDescent(var=avg.handle, alpha=h["polyak_rate"], delta=delta)
 
-    groups = self._device_groups(strategy, grads_and_vars, apply_if)
-    if groups is not None and self._can_fuse(
-        [v for (group, _) in groups.values() for v in group[0]]):
-      for device, (group, apply) in groups.items():
-        h = hyper(tf.float32, device)
-        for variables, grads, m, u, averages in _buckets(*group):
-          with tf.device(device):
-            kernels.optimizer_update(
-                kind, variables, m, u, averages, grads,
-                lr=h["lr_adamax"] if kind == "adamax" else h["lr"],
-                beta1_power=h["beta1_power"], beta2_power=h["beta2_power"], beta1=h["beta1"],
-                beta2=h["beta2"], epsilon=h["epsilon"], polyak_rate=h["polyak_rate"],
-                weight_decay=h["weight_decay"], apply=apply)
-    elif apply_if is None:
-      for grad, var in grads_and_vars:
-        m, u, avg = self._slots(var)
-        strategy.extended.update(var, update, args=(grad, m, u, avg), group=False)
-    elif groups is None:
-      raise ValueError("apply_if needs dense gradients, one copy per replica.")
-    else:  # one cond per device around its variables' updates
-      for device, ((variables, grads, m, u, averages), apply) in groups.items():
-        for var in variables:  # the scalars outside the cond, shared by its branch
-          hyper(var.dtype, var.device)
-        averages = averages or [None] * len(variables)
-
-        def update_all(args=(variables, grads, m, u, averages)):
-          for each in zip(*args):
-            update(*each)
-
-        with tf.device(device):
-          tf.cond(tf.convert_to_tensor(apply), update_all, lambda: None)
+    for grad, var in grads_and_vars:
+      m, u, avg = self._slots(var)
+      args = (grad, m, u, avg) if apply_if is None else (grad, m, u, avg, apply_if)
+      strategy.extended.update(var, update, args=args, group=False)
     if apply_if is None:
       return self.iterations.assign_add(1)
     first = strategy.experimental_local_results(apply_if)[0]
     return self.iterations.assign_add(tf.cast(first, tf.int64))
-
-  def fuses(self, variables: Sequence[tf.Variable]) -> bool:
-    """Whether the update of `variables` (created in the current strategy) runs in the fused op.
-
-    There `apply_gradients(apply_if=...)` costs nothing; elsewhere it adds a
-    `tf.cond` per device around TensorFlow's per-variable kernels.
-    """
-    strategy = tf.distribute.get_strategy()
-    return self._can_fuse([c for v in variables for c in strategy.experimental_local_results(v)])
-
-  def _can_fuse(self, variables):
-    """Whether the fused op (`glow_tf.kernels.optimizer_update`) can update these device copies.
-
-    It needs the compiled kernels and float32 weights on CPUs, each once;
-    otherwise each variable gets TensorFlow's per-variable kernels (the same
-    arithmetic).
-    """
-    if not (self.fused and kernels.available()):
-      return False
-    return (all(v.dtype == tf.float32 and "CPU" in v.device.upper() for v in variables)
-            and len({v.ref() for v in variables}) == len(variables))
-
-  def _device_groups(self, strategy, grads_and_vars, apply_if):
-    """`{device: ((variables, grads, m, u, averages), apply_if's value there)}`, per device copy.
-
-    `None` where the gradients are not one dense tensor per copy.
-    """
-    applies = (None if apply_if is None
-               else strategy.experimental_local_results(apply_if))
-    groups = {}
-    for grad, var in grads_and_vars:
-      m, u, avg = self._slots(var)
-      components = strategy.experimental_local_results(var)
-      grads = strategy.experimental_local_results(grad)
-      if len(grads) != len(components) or not all(isinstance(g, tf.Tensor) for g in grads):
-        return None
-      if applies is not None and len(applies) not in (1, len(components)):
-        return None
-      for i, (component, g) in enumerate(zip(components, grads)):
-        apply = True if applies is None else applies[i if len(applies) > 1 else 0]
-        group, _ = groups.setdefault(component.device, (([], [], [], [], []), apply))
-        group[0].append(component)
-        group[1].append(g)
-        for slots, slot in zip(group[2:], (m, u, avg)):
-          if slot is not None:
-            slots.append(_on_device_of(slot, component))
-    return groups
 
   def polyak_values(self, variables: Sequence[tf.Variable]) -> List[tf.Tensor]:
     """The (debiased) Polyak averages of `variables`, in order; the weights before any update."""
@@ -332,24 +265,6 @@ class GlowOptimizer(tf.Module):
     finally:
       for var, value in zip(variables, backup):
         var.assign(value)
-
-
-# Floats per fused update op. In one `tf.function` with the backward pass, each
-# op starts as soon as its own gradients are ready, so a few ops overlap the
-# update with the rest of the backward pass where one op would wait for all.
-_BUCKET_FLOATS = 1 << 17
-
-
-def _buckets(variables, grads, m, u, averages):
-  """`(variables, grads, m, u, averages)` split into runs of about `_BUCKET_FLOATS` floats, in order."""
-  out, start, size = [], 0, 0
-  for i, var in enumerate(variables):
-    size += var.shape.num_elements()
-    if size >= _BUCKET_FLOATS or i == len(variables) - 1:
-      cut = slice(start, i + 1)
-      out.append((variables[cut], grads[cut], m[cut], u[cut], averages[cut] if averages else []))
-      start, size = i + 1, 0
-  return out
 
 
 def _on_device_of(slot, var):

@@ -13,7 +13,7 @@ Dequantisation noise is drawn in the input pipeline, per global batch, from
 over replicas, and a resumed run draws the noise it would have drawn.
 """
 
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Tuple
 
 import tensorflow as tf
 
@@ -73,38 +73,28 @@ class StepResult(NamedTuple):
 class TrainStep:
   """One training step: `step(iterator, stop_requested) -> StepResult`.
 
-  Built by `build_train_step`. The update is applied only when the loss and
-  all gradients are finite. Where the optimiser updates in its fused op
-  (`GlowOptimizer.fuses`), the step is one `tf.function` and the op itself
-  skips a non-finite step (`apply_gradients(apply_if=...)`). Elsewhere (a
-  GPU, no compiled kernels) the decision is taken in Python between two
-  `tf.function`s, computing and applying, since gating TensorFlow's
-  per-variable updates in the graph costs a `tf.cond` whose tracing
-  doubles the first step. `stop_requested` is this worker's vote to stop
-  after the step (`glow_tf.preemption`); the votes of all workers are summed
-  with the metrics, so every worker reads the same `stop`.
+  Built by `build_train_step`: one `tf.function` that draws the batch,
+  computes the loss and gradients, sums them over replicas and applies the
+  update only where the loss and all gradients are finite (the optimiser
+  skips the step inside the graph, `GlowOptimizer.apply_gradients(apply_if=)`).
+  `stop_requested` is this worker's vote to stop after the step
+  (`glow_tf.preemption`); the votes of all workers are summed with the
+  metrics, so every worker reads the same `stop`.
   """
 
-  def __init__(self, step: Callable, apply: Optional[Callable] = None):
+  def __init__(self, step: Callable):
     self._step = step
-    self._apply = apply
 
   def __call__(self, iterator: tf.distribute.DistributedIterator, stop_requested: bool = False) -> StepResult:
-    out = self._step(iterator, tf.constant(1. if stop_requested else 0., tf.float32))
-    if self._apply is None:
-      sums, finite, grad_norm = out
-    else:
-      grads, sums, finite, grad_norm = out
-    finite = bool(finite)
-    if self._apply is not None and finite:
-      self._apply(grads)
+    sums, finite, grad_norm = self._step(
+        iterator, tf.constant(1. if stop_requested else 0., tf.float32))
     sums = dict(sums)
     stop = float(sums.pop(_STOP_VOTES)) > 0
-    return StepResult(sums, finite, grad_norm, stop)
+    return StepResult(sums, bool(finite), grad_norm, stop)
 
-  def tracing_counts(self) -> List[int]:
-    """How often each of the step's functions has been traced (1 each after warm-up)."""
-    return [f.experimental_get_tracing_count() for f in (self._step, self._apply) if f is not None]
+  def tracing_count(self) -> int:
+    """How often the step's function has been traced (1 after warm-up)."""
+    return self._step.experimental_get_tracing_count()
 
 
 def build_train_step(model: "GlowModel", optimizer: "GlowOptimizer", strategy: tf.distribute.Strategy,
@@ -161,19 +151,7 @@ def build_train_step(model: "GlowModel", optimizer: "GlowOptimizer", strategy: t
     step_counter.assign_add(1)
     return {k: first(v) for k, v in sums.items()}, first(finite), first(grad_norm)
 
-  @tf.function(autograph=False)
-  def compute_step(iterator, stop_vote):
-    grads, sums, finite, grad_norm = strategy.run(replica_compute, args=(next(iterator), stop_vote))
-    step_counter.assign_add(1)
-    return grads, {k: first(v) for k, v in sums.items()}, first(finite), first(grad_norm)
-
-  @tf.function(autograph=False)
-  def apply_step(grads):
-    strategy.run(lambda g: optimizer.apply_gradients(zip(g, variables)), args=(grads,))
-
-  with strategy.scope():
-    fused = optimizer.fuses(variables)
-  return TrainStep(train_step) if fused else TrainStep(compute_step, apply_step)
+  return TrainStep(train_step)
 
 
 def build_eval_step(model: "GlowModel", strategy: tf.distribute.Strategy) -> Callable:

@@ -102,7 +102,7 @@ class SharedTraces:
           fn, autograph=False,
           # Not inlined: grappler then optimises one body per kind of step
           # instead of every step's copy, which cut the first run of a training
-          # step by a third (bench/RESULTS.md); a call costs microseconds.
+          # step by a third (docs/performance.md); a call costs microseconds.
           experimental_attributes={"_noinline": True})
     params = tf.nest.map_structure(_local, params)
     captured = [t for t in function.get_concrete_function(params, x).captured_inputs

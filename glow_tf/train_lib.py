@@ -24,6 +24,8 @@ Only the chief (worker 0 of a multi-worker run) writes files.
 """
 
 import dataclasses
+import os
+import shutil
 import tempfile
 import time
 from typing import Dict, Optional, TextIO, Tuple
@@ -35,10 +37,9 @@ from glow_tf import config as config_lib
 from glow_tf import data as data_lib
 from glow_tf import distribute
 from glow_tf import images as images_lib
-from glow_tf import kernels
 from glow_tf import metrics
 from glow_tf import model as model_lib
-from glow_tf import nn
+from glow_tf import hardware
 from glow_tf import optim
 from glow_tf import preemption
 from glow_tf import rundir as rundir_lib
@@ -93,7 +94,7 @@ class Trainer:
         f"dataset {config.data.dataset!r}")
     self.notes = []
     if model_config.precision == "auto":  # the hardware's choice, saved in config.json
-      precision, why = nn.resolve_precision("auto")
+      precision, why = hardware.resolve_precision("auto")
       model_config = dataclasses.replace(model_config, precision=precision)
       self.notes.append(f"precision: auto -> {precision} ({why})")
     self.config = config = config_lib.RunConfig(config.data, model_config, train)
@@ -124,6 +125,7 @@ class Trainer:
     self._train_step = None
     self._eval_step = None
     self._saved_step = None
+    self._scratch: Optional[str] = None  # a non-chief worker's checkpoint directory
 
   # ---- Set-up ---------------------------------------------------------------------
 
@@ -140,6 +142,13 @@ class Trainer:
       self._lock.release()
       self._lock = None
 
+  def close(self) -> None:
+    """Releases the run's lock and removes a non-chief worker's scratch checkpoints."""
+    self.release_lock()
+    if self._scratch is not None:
+      shutil.rmtree(self._scratch, ignore_errors=True)
+      self._scratch = None
+
   def restore_or_initialize(self) -> Optional[str]:
     """Restores the run's latest checkpoint (or `restore_path`), else initialises.
 
@@ -152,13 +161,14 @@ class Trainer:
     """
     train = self.config.train
     # Workers other than the chief write their (identical) checkpoints to a
-    # scratch directory: every worker must take part in saving.
-    directory = (self.run_dir.checkpoint_dir if self.is_chief else
-                 tempfile.mkdtemp(prefix="glow_worker_ckpt_"))
+    # scratch directory, removed by `close`: every worker must take part in saving.
+    if self.is_chief:
+      directory, best_directory = self.run_dir.checkpoint_dir, self.run_dir.best_checkpoint_dir
+    else:
+      self._scratch = self._scratch or tempfile.mkdtemp(prefix="glow_worker_checkpoints_")
+      directory, best_directory = (os.path.join(self._scratch, d) for d in ("latest", "best"))
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                               max_to_keep=train.keep_checkpoints)
-    best_directory = (self.run_dir.best_checkpoint_dir if self.is_chief else
-                      tempfile.mkdtemp(prefix="glow_worker_best_"))
     self.best_manager = tf.train.CheckpointManager(self.checkpoint, best_directory, max_to_keep=1)
     candidates = self.run_dir.training_checkpoints()
     if candidates:  # resume: the newest checkpoint that can be read
@@ -338,12 +348,12 @@ class Trainer:
         continue
       epoch_end = step % self.steps_per_epoch == 0
       if epoch_end:
-        self._end_of_epoch(step // self.steps_per_epoch, step, start)
+        self._end_of_epoch(step // self.steps_per_epoch, step, start, final=False)
       if epoch_end or time.time() - last_ckpt > 60 * train.checkpoint_every_minutes:
         self.save_checkpoint()
         last_ckpt = time.time()
     if step % self.steps_per_epoch:  # the run stopped mid-epoch: final evaluation
-      self._end_of_epoch(step / self.steps_per_epoch, step, start)
+      self._end_of_epoch(step / self.steps_per_epoch, step, start, final=True)
     if self._saved_step != step:
       self.save_checkpoint()
     self.log.flush()
@@ -421,15 +431,14 @@ class Trainer:
     return {"n_processed": step * self.schedule.anchored_batch,
             "n_images": step * self.schedule.images_per_step}
 
-  def _end_of_epoch(self, epoch, step, start):
+  def _end_of_epoch(self, epoch, step, start, final):
     """Evaluation (full or quick) of the raw and the Polyak-averaged weights, the best checkpoint, samples.
 
-    `epoch` is an `int` at an epoch's end, a `float` when the run stops
-    mid-epoch (then the evaluation is full and a grid is drawn). The grid
+    `epoch`: the epochs done, whole at an epoch's end. `final`: the run
+    stops here (then the evaluation is full and a grid is drawn). The grid
     is drawn with the weights that did better in the latest evaluation.
     """
     train = self.config.train
-    final = not isinstance(epoch, int)
     full_valid = final or epoch % train.epochs_full_valid == 0
     full_sample = final or epoch in (1, 10) or epoch % train.epochs_full_sample == 0
     batches = None if full_valid else train.quick_valid_batches
@@ -456,12 +465,10 @@ class Trainer:
 
 def _warnings(config: config_lib.RunConfig):
   """Notes about this machine for the run's precision (printed by `prepare`)."""
-  if config.model.precision == "mixed_bfloat16" and nn.native_bfloat16() is False:
-    yield ("warning: --precision=mixed_bfloat16 on a CPU without AVX-512 BF16 or AMX and no "
-           "GPU: bfloat16 is emulated here and trains slower than float32 (2-4x measured); use "
-           "--precision=float32.")
-  if config.model.precision == "float32" and kernels.needs_build():
-    yield f"note: glow_tf's compiled CPU kernels: {kernels.unavailable_reason()}."
+  if config.model.precision == "mixed_bfloat16" and hardware.fast_bfloat16() is False:
+    yield ("warning: --precision=mixed_bfloat16 where bfloat16 is not native and fast (a CPU "
+           "without AMX, a GPU older than compute capability 8.0): it may train slower than "
+           "float32 here (docs/performance.md); consider --precision=float32.")
 
 
 def _data_notes(trainer: Trainer):
@@ -517,7 +524,7 @@ def prepare(config: config_lib.RunConfig, strategy: Optional[tf.distribute.Strat
     if trainer.is_chief:
       trainer.run_dir.write_config(trainer.config)
   except BaseException:
-    trainer.release_lock()
+    trainer.close()
     raise
   return trainer
 
@@ -537,7 +544,7 @@ def train_and_evaluate(config: config_lib.RunConfig, strategy: Optional[tf.distr
     try:
       trainer.train(stop)
     finally:
-      trainer.release_lock()
+      trainer.close()
   # Every worker reports, so that multi-worker runs can be checked for agreement.
   step = int(trainer.step.numpy())
   what = f"stopped by {trainer.stopped_by}" if trainer.stopped_by else "done"

@@ -28,19 +28,3 @@ if ! .venv/bin/python -c "import sys; sys.exit(0 if open('requirements.txt').rea
   .venv/bin/pip install -q --no-deps -e .
   cp requirements.txt .venv/.requirements-installed
 fi
-
-# glow_tf's compiled CPU kernels (glow_tf/kernels): faster training on x86-64
-# CPUs with AVX2. Optional: without them glow_tf uses TensorFlow's ops.
-KERNELS=glow_tf/kernels
-if [ ! -f "$KERNELS/_glow_kernels.so" ] || [ -n "$(find $KERNELS -name '*.cc' -newer $KERNELS/_glow_kernels.so)" ] \
-    || [ .venv/.requirements-installed -nt "$KERNELS/_glow_kernels.so" ]; then
-  if ! command -v "${CXX:-g++}" >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    echo "setup: installing Debian package g++ (to build glow_tf's CPU kernels)"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq g++ >/dev/null
-  fi
-  echo "setup: building glow_tf's CPU kernels (about 20 s)"
-  TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -m glow_tf.kernels.build \
-    || echo "setup: WARNING: the kernels did not build; glow_tf will use TensorFlow's (slower) ops" >&2
-fi

@@ -12,8 +12,6 @@ SKIP_PARAMS = {"self", "cls"}
 def _modules():
   yield glow_tf
   for info in pkgutil.walk_packages(glow_tf.__path__, "glow_tf."):
-    if info.name.endswith((".build", "._glow_kernels")):  # a script; the TF op library
-      continue
     yield importlib.import_module(info.name)
 
 

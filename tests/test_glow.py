@@ -113,10 +113,9 @@ def test_log_prob_evaluates_each_coupling_network_once():
                             width=8, flow_coupling=1)
   spec = tf.TensorSpec([None, 16, 16, 3], tf.float32)
   # Each coupling network has two 3x3 convolutions (its 1x1 layer is a matmul)
-  # and each split prior one: a single pass holds exactly this many, as TF's
-  # conv2d or glow_tf's compiled kernel (glow_tf.kernels).
+  # and each split prior one: a single pass holds exactly this many.
   one_pass = n_levels * depth * 2 + (n_levels - 1)
-  convs = ("Conv2D", "GlowConv3x3")
+  convs = ("Conv2D",)
   assert _count_ops(model.distribution.log_prob, spec, convs) == one_pass
   assert _count_ops(model.glow.inverse, spec, convs) == one_pass
   uint8_spec = tf.TensorSpec([None, 16, 16, 3], tf.uint8)
@@ -249,18 +248,55 @@ def test_constant_images_have_finite_bits_per_dim():
 # ---- Memory-free gradients ---------------------------------------------------------------
 
 
-def test_recomputed_gradients_equal_ordinary_backprop():
+# A pairwise cover of coupling x permutation x ycond x learntop x precision:
+# every pair of values of any two of them appears in some row.
+RECOMPUTE_CASES = [
+    ("additive", "reverse", False, False, "float32"),
+    ("additive", "shuffle", True, True, "mixed_bfloat16"),
+    ("additive", "invconv", True, False, "float32"),
+    ("affine", "reverse", True, True, "float32"),
+    ("affine", "shuffle", False, False, "float32"),
+    ("affine", "invconv", False, True, "mixed_bfloat16"),
+    ("additive", "reverse", False, True, "mixed_bfloat16"),
+    ("affine", "reverse", True, False, "mixed_bfloat16"),
+]
+
+
+@pytest.mark.parametrize("coupling, permutation, ycond, learntop, precision", RECOMPUTE_CASES,
+                         ids=["-".join(str(v) for v in case) for case in RECOMPUTE_CASES])
+def test_recomputed_gradients_equal_ordinary_backprop(coupling, permutation, ycond, learntop,
+                                                      precision):
+  """In a traced step, as train.py takes it: the same loss gradients with and without recomputation."""
   images = uint8_images([4, 8, 8, 3], seed=11)
+  labels = tf.constant([0, 1, 2, 1]) if ycond else None
   grads = []
   for recompute in (False, True):
-    model = perturbed_model(image_shape=(8, 8, 3), n_levels=2, depth=3, width=8,
-                            flow_coupling=1, learntop=True, recompute_gradients=recompute)
-    with tf.GradientTape() as tape:
-      loss = tf.reduce_mean(model.losses(images, noise=0.5)["loss"])
-    grads.append([g.numpy() for g in tape.gradient(loss, model.trainable_variables)])
+    model = perturbed_model(image_shape=(8, 8, 3), n_levels=2, depth=2, width=8,
+                            flow_coupling=coupling, flow_permutation=permutation,
+                            lu_decomposed=permutation == "invconv", learntop=learntop,
+                            ycond=ycond, n_classes=3 if ycond else None, precision=precision,
+                            recompute_gradients=recompute)
+
+    @tf.function
+    def loss_grads(images, model=model):
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(model.losses(images, labels, noise=0.5)["loss"])
+      return tape.gradient(loss, model.trainable_variables)
+
+    grads.append([g.numpy() for g in loss_grads(tf.constant(images))])
+  # bfloat16 networks reconstruct each step's input to bfloat16 resolution only.
+  tol = dict(rtol=1e-3, atol=1e-5) if precision == "float32" else dict(rtol=5e-2, atol=2e-3)
   for a, b in zip(*grads):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(a, b, **tol)
   assert sum(np.abs(g).sum() for g in grads[0]) > 1e-3
+
+
+def test_recompute_cases_cover_every_pair():
+  values = [sorted({case[i] for case in RECOMPUTE_CASES}, key=str) for i in range(5)]
+  for i in range(5):
+    for j in range(i + 1, 5):
+      pairs = {(case[i], case[j]) for case in RECOMPUTE_CASES}
+      assert len(pairs) == len(values[i]) * len(values[j]), (i, j)
 
 
 # ---- Mixed precision ---------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """The coupling networks' layers compute the original's functions, with gradients equal to TF's."""
 
 import ast
-import os
 
 import numpy as np
 import pytest
@@ -110,33 +109,6 @@ def test_zero_conv_output_order_permutes_channels_and_starts_at_zero():
                              rtol=1e-12, atol=1e-12)
 
 
-def test_native_bfloat16_reads_the_cpu_flags():
-  flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma{}\n"
-  assert nn.native_bfloat16(flags.format(" avx512f avx512_bf16")) is True
-  assert nn.native_bfloat16(flags.format(" amx_bf16 amx_tile")) is True
-  assert nn.native_bfloat16(flags.format(" avx512f avx512_vnni amx_tile")) is False
-  assert nn.native_bfloat16(flags.format("")) is False
-  # Flags that only contain the names as substrings do not count.
-  assert nn.native_bfloat16(flags.format(" no_avx512_bf16x")) is False
-  assert nn.native_bfloat16("no flags line") is None
-
-
-def test_native_bfloat16_of_this_machine_follows_proc_cpuinfo():
-  if tf.config.list_physical_devices("GPU"):
-    assert nn.native_bfloat16() is True
-    return
-  try:
-    with open("/proc/cpuinfo") as f:
-      lines = [line for line in f.read().splitlines() if line.startswith("flags")]
-  except OSError:
-    lines = []
-  if not lines:
-    assert nn.native_bfloat16() is None
-    return
-  flags = lines[0].split(":", 1)[1].split()
-  assert nn.native_bfloat16() is ("avx512_bf16" in flags or "amx_bf16" in flags)
-
-
 def test_matmul_channels_with_bias_and_activation_equals_the_separate_ops():
   """The fusable form (bias and activation on the [N, out] product) is the 4-D computation."""
   matmul_channels = ops.matmul_channels
@@ -174,26 +146,6 @@ def test_layers_sit_below_the_bijectors_and_the_helpers_below_both():
   assert {"glow_tf.ops.matmul_channels", "glow_tf.normalization"} <= _glow_tf_imports(nn)
   for module in (ops, tracing, normalization):
     assert _glow_tf_imports(module) == set(), module.__name__
-
-
-def test_precision_auto_follows_the_hardware():
-  amx = "flags\t\t: fpu avx2 fma avx512f amx_bf16 amx_tile\n"
-  avx2 = "flags\t\t: fpu avx2 fma\n"
-  avx512_bf16 = "flags\t\t: fpu avx2 fma avx512f avx512_bf16\n"
-  assert nn.resolve_precision("auto", amx)[0] == "mixed_bfloat16"
-  # Native bfloat16 without AMX: 1.06x measured, not worth the rounding.
-  assert nn.native_bfloat16(avx512_bf16) is True
-  precision, why = nn.resolve_precision("auto", avx512_bf16)
-  assert precision == "float32" and "no AMX" in why
-  assert nn.resolve_precision("auto", "no flags line") == (
-      "float32", "this CPU's bfloat16 support is unknown")
-  assert nn.resolve_precision("auto", avx2) == (
-      "float32", "this CPU has no AVX-512 BF16 or AMX (bfloat16 would be emulated, slower)")
-  assert nn.resolve_precision("float32", amx) == ("float32", "as asked")
-  here = nn.resolve_precision("auto")[0]
-  assert nn.compute_dtype("auto") == nn.compute_dtype(here)
-  if not tf.config.list_physical_devices("GPU") and os.path.exists("/proc/cpuinfo"):
-    assert here == nn.resolve_precision("auto", open("/proc/cpuinfo").read())[0]
 
 
 def test_mixed_bfloat16_network_keeps_its_zero_convolution_in_float32():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from glow_tf import kernels, optim
+from glow_tf import optim
 
 
 def reference(kind, grads, w0, lr_fn, beta1, beta2, eps=1e-8, weight_decay=1.):
@@ -44,7 +44,7 @@ def test_updates_match_the_original(kind, use_function, weight_decay):
                              beta2=beta2, weight_decay=weight_decay)
   assert opt.beta2 == pytest.approx(beta2)
   assert float(opt.learning_rate) == 0.  # the original's first step
-  var = tf.Variable(w0.astype(np.float32))  # the fused kernels run in the variable's dtype
+  var = tf.Variable(w0.astype(np.float32))  # TF's fused kernels run in the variable's dtype
   opt.build([var])
   apply = lambda g: opt.apply_gradients([(g, var)])
   if use_function:
@@ -111,9 +111,6 @@ def test_identical_under_two_replicas(two_replicas):
 
   step()
   step()
-  if kernels.available():  # one fused update per replica's device
-    ops = [op.type for op in step.get_concrete_function().graph.get_operations()]
-    assert ops.count("GlowOptimizerUpdate") == 2
   values = [v.numpy() for v in two_replicas.experimental_local_results(var)]
   np.testing.assert_array_equal(values[0], values[1])
   single = tf.Variable(w0)
@@ -125,94 +122,24 @@ def test_identical_under_two_replicas(two_replicas):
   assert int(opt.iterations.numpy()) == 2
 
 
-# Shapes with a tail that is not a multiple of 8 floats, some longer than the
-# fused op's unit of work (8192 floats), and more floats than one fused op
-# takes (the update is split into a few ops, in order).
-_SHAPES = [(3, 3, 128, 128), (3, 3, 16, 128), (128,), (1, 1, 24, 24), (7,), (3, 3, 96, 5), (1,)]
-
-
-def _train(kind, weight_decay, polyak, fused, steps=5, strategy=None):
-  """Weights, Polyak values and the traced op types after `steps` updates of fixed gradients."""
-  rng = np.random.RandomState(3)
-  w0 = [rng.randn(*s).astype(np.float32) for s in _SHAPES]
-  grads = [[rng.randn(*s).astype(np.float32) for s in _SHAPES] for _ in range(steps)]
-  variables = [tf.Variable(w) for w in w0]
-  opt = optim.make_optimizer(kind, lr=0.01, beta1=0.9, warmup_steps=2, beta2=0.95,
-                             weight_decay=weight_decay)
-  opt.fused = fused
-  if not polyak:
-    opt = optim.GlowOptimizer(kind, 0.01, beta2=0.95, weight_decay=weight_decay, polyak=False,
-                              fused=fused)
-  opt.build(variables)
-  step = tf.function(lambda gs: opt.apply_gradients(zip(gs, variables)))
-  op_types = {op.type for op in step.get_concrete_function(
-      [tf.TensorSpec(s, tf.float32) for s in _SHAPES]).graph.get_operations()}
-  for gs in grads:
-    step([tf.constant(g) for g in gs])
-  return ([v.numpy() for v in variables],
-          [p.numpy() for p in opt.polyak_values(variables)], op_types)
-
-
-needs_kernels = pytest.mark.skipif(not kernels.available(),
-                                   reason=f"compiled kernels: {kernels.unavailable_reason()}")
-
-
-@needs_kernels
-@pytest.mark.parametrize("kind,weight_decay,polyak", [
-    ("adamax", 1., True), ("adamax", 0.99, True), ("adam", 1., True), ("adam", 0.95, False),
-    ("adamax", 1., False)])
-def test_the_one_op_update_gives_the_same_bits_as_tensorflows_kernels(kind, weight_decay, polyak):
-  fused_w, fused_avg, fused_ops = _train(kind, weight_decay, polyak, fused=True)
-  plain_w, plain_avg, plain_ops = _train(kind, weight_decay, polyak, fused=False)
-  assert "GlowOptimizerUpdate" in fused_ops and "ResourceApplyAdaMax" not in fused_ops
-  assert "GlowOptimizerUpdate" not in plain_ops
-  for a, b in zip(fused_w + fused_avg, plain_w + plain_avg):
-    np.testing.assert_array_equal(a, b)
-  lag = max(np.abs(w - a).max() for w, a in zip(fused_w, fused_avg))
-  assert lag > 0 if polyak else lag == 0  # the averages are kept, or are the weights
-  assert min(np.abs(w - w0).max() for w, w0 in zip(fused_w, _train(kind, weight_decay, polyak,
-                                                                    True, steps=0)[0])) > 1e-3
-
-
-@needs_kernels
-def test_the_one_op_update_keeps_values_read_before_it():
-  var = tf.Variable(tf.ones([3, 5]))
-  opt = optim.GlowOptimizer("adam", 0.1)
-  opt.build([var])
-  before = var.read_value()  # shares the variable's buffer until it changes
-  opt.apply_gradients([(tf.ones([3, 5]), var)])
-  np.testing.assert_array_equal(before.numpy(), np.ones([3, 5]))
-  assert np.all(var.numpy() < 1)
-
-
-@needs_kernels
-def test_the_one_op_update_refuses_a_gradient_of_another_shape():
-  var, m, u = (tf.Variable(tf.zeros([4])) for _ in range(3))
-  one = tf.constant(1.)
-  with pytest.raises(tf.errors.InvalidArgumentError, match=r"variable 0 .*\[4\].*gradient is \[5\]"):
-    kernels.optimizer_update("adam", [var], [m], [u], [], [tf.ones([5])],
-                             one, one, one, one, one, one, one, one)
-
-
-def test_checkpoints_restore_across_the_two_update_paths(tmp_path):
-  """The slots are the same variables either way: a run checkpointed on one path resumes on the other."""
+def test_a_checkpointed_optimiser_resumes_to_the_same_bits(tmp_path):
   rng = np.random.RandomState(5)
   w0 = rng.randn(4, 9).astype(np.float32)
   grads = [tf.constant(rng.randn(4, 9).astype(np.float32)) for _ in range(6)]
 
-  def make(fused):
+  def make():
     var = tf.Variable(w0)
-    opt = optim.GlowOptimizer("adamax", 0.01, beta2=0.9, fused=fused)
+    opt = optim.GlowOptimizer("adamax", 0.01, beta2=0.9)
     opt.build([var])
     return var, opt, tf.train.Checkpoint(var=var, optimizer=opt)
 
-  var, opt, ckpt = make(True)
+  var, opt, ckpt = make()
   for g in grads[:3]:
     opt.apply_gradients([(g, var)])
   path = ckpt.save(str(tmp_path / "ckpt"))
   for g in grads[3:]:
     opt.apply_gradients([(g, var)])
-  resumed_var, resumed_opt, resumed = make(False)
+  resumed_var, resumed_opt, resumed = make()
   resumed.restore(path).assert_consumed()
   for g in grads[3:]:
     resumed_opt.apply_gradients([(g, resumed_var)])
@@ -221,28 +148,39 @@ def test_checkpoints_restore_across_the_two_update_paths(tmp_path):
                                 opt.polyak_values([var])[0])
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_apply_if_false_changes_nothing_and_true_is_a_normal_update(fused):
+@pytest.mark.parametrize("kind, weight_decay, polyak, jit_compile", [
+    ("adamax", 1., True, False), ("adam", 0.95, True, False), ("adam", 1., False, True),
+    ("adamax", 0.99, True, True)])
+def test_apply_if_false_changes_nothing_and_true_is_the_ungated_update(kind, weight_decay, polyak,
+                                                                       jit_compile):
+  """Skipped steps (their gradients NaN or inf) leave every variable's bits; applied ones equal ungated ones."""
   rng = np.random.RandomState(6)
-  w0 = rng.randn(3, 10).astype(np.float32)
-  grads = [tf.constant(rng.randn(3, 10).astype(np.float32)) for _ in range(4)]
-  var, plain = tf.Variable(w0), tf.Variable(w0)
-  opt = optim.GlowOptimizer("adamax", 0.01, beta2=0.9, fused=fused)
-  ref = optim.GlowOptimizer("adamax", 0.01, beta2=0.9, fused=fused)
-  opt.build([var])
-  ref.build([plain])
-  step = tf.function(lambda g, ok: opt.apply_gradients([(g, var)], apply_if=ok))
-  for g, ok in zip(grads, [True, False, True, False]):
+  w0 = [rng.randn(3, 10).astype(np.float32), rng.randn(7).astype(np.float32)]
+  oks = [True, False, True, False, True]
+  grads = [[tf.constant(rng.randn(*w.shape).astype(np.float32)) for w in w0] for _ in oks]
+  grads[1][0] = tf.fill([3, 10], np.nan)
+  grads[3][1] = tf.fill([7], np.inf)
+  make = lambda: optim.GlowOptimizer(kind, optim.WarmupSchedule(0.01, 2), beta2=0.9,
+                                     weight_decay=weight_decay, polyak=polyak)
+  gated, plain = [tf.Variable(w) for w in w0], [tf.Variable(w) for w in w0]
+  opt, ref = make(), make()
+  opt.build(gated)
+  ref.build(plain)
+  step = tf.function(lambda gs, ok: opt.apply_gradients(zip(gs, gated), apply_if=ok),
+                     jit_compile=jit_compile)
+  ref_step = tf.function(lambda gs: ref.apply_gradients(zip(gs, plain)), jit_compile=jit_compile)
+  for gs, ok in zip(grads, oks):
     before = [v.numpy() for v in opt.variables]
-    step(g, tf.constant(ok))
+    step(gs, tf.constant(ok))
     if ok:
-      ref.apply_gradients([(g, plain)])
+      ref_step(gs)
     else:  # weights, moments, averages and the step count as they were
       for a, b in zip(before, [v.numpy() for v in opt.variables]):
         np.testing.assert_array_equal(a, b)
-  assert int(opt.iterations.numpy()) == 2
-  np.testing.assert_array_equal(var.numpy(), plain.numpy())
-  np.testing.assert_array_equal(opt.polyak_values([var])[0], ref.polyak_values([plain])[0])
+  assert int(opt.iterations.numpy()) == 3
+  for a, b in zip(gated + opt.polyak_values(gated), plain + ref.polyak_values(plain)):
+    np.testing.assert_array_equal(a, b)
+  assert min(np.abs(v.numpy() - w).max() for v, w in zip(gated, w0)) > 1e-3
 
 
 def test_apply_if_under_two_replicas(two_replicas):

@@ -1,5 +1,6 @@
-"""The README's code examples run (the first is examples/custom_flow.py)."""
+"""The code examples of the README and of docs/*.md run (the README's first is examples/custom_flow.py)."""
 
+import glob
 import os
 import re
 import subprocess
@@ -10,9 +11,16 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _python_blocks():
-  with open(os.path.join(ROOT, "README.md")) as f:
+PAGES = ["README.md"] + sorted(os.path.relpath(p, ROOT)
+                               for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
+def _python_blocks(page="README.md"):
+  with open(os.path.join(ROOT, page)) as f:
     return re.findall(r"```python\n(.*?)```", f.read(), re.S)
+
+
+BLOCKS = [(page, i) for page in PAGES for i in range(len(_python_blocks(page)))]
 
 
 def _run(code):
@@ -26,8 +34,8 @@ def test_first_example_is_the_example_file():
     assert _python_blocks()[0] in f.read()
 
 
-@pytest.mark.parametrize("index", range(len(_python_blocks())))
-def test_readme_python_block_runs(index):
-  out = _run(_python_blocks()[index])
+@pytest.mark.parametrize("page, index", BLOCKS, ids=[f"{p}:{i}" for p, i in BLOCKS])
+def test_python_block_runs(page, index):
+  out = _run(_python_blocks(page)[index])
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip()  # every example prints what it shows

@@ -1,4 +1,4 @@
-"""The original's schedule, number for number: every README row, the warmup, bad combinations."""
+"""The original's schedule, number for number: every row of docs/reproducing.md, the warmup, bad combinations."""
 
 import math
 import os
@@ -60,7 +60,7 @@ def parse_original(command):
 
 
 def readme_rows():
-  with open(os.path.join(ROOT, "README.md")) as f:
+  with open(os.path.join(ROOT, "docs", "reproducing.md")) as f:
     text = f.read()
   section = text[text.index("### From the original's commands to ours"):]
   section = section[:section.index("\n### ", 10)]
