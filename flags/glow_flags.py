@@ -17,7 +17,8 @@ from absl import logging
 from glow_tf import config as config_lib
 from glow_tf.config import DataConfig, ModelConfig, TrainConfig, default_of
 
-__all__ = ["define_flags", "config_from_flags", "define_checkpoint_flags", "run_app"]
+__all__ = ["define_flags", "config_from_flags", "define_checkpoint_flags", "define_download_flag",
+           "run_app"]
 
 
 def run_app(main, define, flag_module):
@@ -60,6 +61,23 @@ def define_checkpoint_flags(config_cls: type, flag_values: flags.FlagValues, mod
       f"--polyak / --nopolyak: {weights_help} Polyak-averaged / the raw weights of a training "
       "checkpoint; default: the ones with the better test bits/dim in the run's latest "
       "evaluation.", flag_values=flag_values, module_name=module_name)
+
+
+def define_download_flag(config_cls: type, flag_values: flags.FlagValues, module_name: str) -> None:
+  """`--[no]download`, as every entry point that reads a dataset has it (train.py, score.py).
+
+  Args:
+    config_cls: the dataclass with the `download` default (`DataConfig`, `ScoreConfig`).
+    flag_values: where to define it.
+    module_name: the flag module it belongs to (its `--help` lists it).
+  """
+  flags.DEFINE_boolean(
+      "download", default_of(config_cls, "download"),
+      "Let TFDS download and prepare a dataset that is not prepared yet. One connection to the "
+      "download host is tried first (a few seconds at most): without network access the run "
+      "stops at once, saying how to get the data (e.g. --data_dir with the data prepared). "
+      "--nodownload: never download; stop at once with how to get the data.",
+      flag_values=flag_values, module_name=module_name)
 
 
 def _unset_as(value, unset):
@@ -145,6 +163,7 @@ def define_flags(flag_values=flags.FLAGS):
       flag_values=f)
   d.DEFINE_integer("train_subset", _data("train_subset"), "Use only the first N training images "
                    "(quick experiments); default: all.", flag_values=f)
+  define_download_flag(DataConfig, f, __name__)
   # Model.
   d.DEFINE_integer("n_levels", _model("n_levels"), "Number of levels.", flag_values=f)
   d.DEFINE_alias("n_level", "n_levels", flag_values=f)  # as the original's README spells it
@@ -177,16 +196,12 @@ def define_flags(flag_values=flags.FLAGS):
                    "flow step's input from its output instead of storing activations.",
                    flag_values=f)
   d.DEFINE_enum("precision", _model("precision"), list(config_lib.PRECISIONS),
-                "Arithmetic of the coupling networks: float32, or mixed_bfloat16 (bfloat16 "
-                "convolutions with float32 weights: 1.3-1.5x faster training steps measured on a "
-                "CPU with AMX before the zero convolution went float32, but 2-4x slower on CPUs "
-                "without AVX-512 BF16/AMX, which emulate "
-                "bfloat16 (train.py warns); each coupling stays exactly invertible; the zero "
-                "convolution and the bias gradients stay float32; -1.9% and +3.3% from float32's "
-                "bits/dim after 3,500 Fashion-MNIST steps with two seeds, bench/RESULTS.md); auto: "
-                "mixed_bfloat16 where bfloat16 pays (a GPU, a CPU with AMX), float32 elsewhere "
-                "(also on AVX-512 BF16 without AMX: 1.06x measured), printed at start and saved "
-                "in config.json.",
+                "Arithmetic of the coupling networks. float32; mixed_bfloat16: the coupling "
+                "networks compute in bfloat16, the variables and the log-dets stay float32; "
+                "auto: bfloat16 only where it is native and fast (CPUs with AMX, GPUs of compute "
+                "capability 8.0 or newer), float32 elsewhere. The choice and its reason are "
+                "printed at start (and the choice saved in config.json). Details: "
+                "docs/performance.md.",
                 flag_values=f)
   # Optimisation.
   d.DEFINE_enum("optimizer", _train("optimizer"), list(config_lib.OPTIMIZERS),
@@ -297,7 +312,7 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
   data = DataConfig(
       dataset=f.dataset, data_dir=f.data_dir or None, category=f.category or None,
       image_size=image_size, train_subset=f.train_subset,
-      n_test=None if f.n_test == -1 else f.n_test, dal=f.dal)
+      n_test=None if f.n_test == -1 else f.n_test, dal=f.dal, download=f.download)
   model = ModelConfig(
       image_shape=None, n_levels=f.n_levels, depth=f.depth, width=f.width,
       flow_permutation=f.flow_permutation, flow_coupling=f.flow_coupling,

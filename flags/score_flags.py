@@ -47,8 +47,10 @@ def define_flags(flag_values=flags.FLAGS):
                     "Out-of-distribution mode: image files, folders or globs.", flag_values=f)
   flags.DEFINE_string(
       "output", _d("output"),
-      "Per-image records (index, file, label, nats = -log p(x), bits_per_dim), .csv or .jsonl; "
-      "the out-of-distribution set's go to <name>_ood.<ext>. Written when complete.",
+      "Per-image records (index, file, label, nats = -log p(x), bits_per_dim): .csv; .jsonl, "
+      "JSON lines (one JSON object per image and line); or .json, one JSON document (the list "
+      "of those objects). The out-of-distribution set's go to <name>_ood.<ext>. Written when "
+      "complete.",
       flag_values=f)
   flags.DEFINE_string("latents", _d("latents"), "An .npz for the latents of every scored image "
                       "(z0, z1, ... per level, x, index, label), as the original's --inference.",
@@ -71,11 +73,7 @@ def define_flags(flag_values=flags.FLAGS):
                        flag_values=f)
   flags.DEFINE_enum("strategy", _d("strategy"), list(config_lib.STRATEGIES),
                     "tf.distribute strategy, as train.py's.", flag_values=f)
-  flags.DEFINE_boolean(
-      "download", _d("download"),
-      "Let TFDS download a dataset that is not prepared (--nodownload: stop at once with how to "
-      "get it; without network access TFDS retries for minutes before it gives up).",
-      flag_values=f)
+  glow_flags.define_download_flag(ScoreConfig, f, __name__)
 
 
 def config_from_flags(f: flags.FlagValues) -> ScoreConfig:

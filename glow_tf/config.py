@@ -34,10 +34,11 @@ __all__ = ["ARCHITECTURE_FIELDS", "AUGMENTED_DATASETS", "COUPLINGS", "DATASETS",
            "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
            "SCORE_OUTPUT_EXTENSIONS", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError",
            "DataConfig", "ExportConfig", "ModelConfig", "RunConfig", "SampleConfig",
-           "ScoreConfig", "Schedule", "TrainConfig", "augmentation_level",
-           "check_replica_divisible", "check_temperature", "coupling_name",
-           "default_of", "level_shapes", "permutation_name", "resolve_for_data",
-           "resume_differences", "with_architecture_of"]
+           "ScoreConfig", "Schedule", "TrainConfig", "augmentation_level", "check_latents_path",
+           "check_n_classes", "check_n_dequant_samples", "check_optimizer", "check_positive_int",
+           "check_replica_divisible", "check_score_output", "check_split", "check_temperature",
+           "check_weight_decay", "coupling_name", "default_of", "level_shapes",
+           "permutation_name", "resolve_for_data", "resume_differences", "with_architecture_of"]
 
 PERMUTATIONS = ("reverse", "shuffle", "invconv")  # the original's --flow_permutation 0, 1, 2
 COUPLINGS = ("additive", "affine")  # the original's --flow_coupling 0, 1
@@ -45,7 +46,8 @@ PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # auto: resolved for the har
 OPTIMIZERS = ("adamax", "adam")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 NONFINITE_POLICIES = ("stop", "rollback")
-SCORE_OUTPUT_EXTENSIONS = (".csv", ".jsonl", ".json")  # score.py's --output: CSV or JSON lines
+# score.py's --output: CSV, JSON lines (one record a line) or JSON (one document: a list of records).
+SCORE_OUTPUT_EXTENSIONS = (".csv", ".jsonl", ".json")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64", "celeba",
             "lsun", "folder")
 SAMPLE_MODES = ("sample", "reconstruct", "interpolate", "manipulate")
@@ -92,6 +94,74 @@ def check_temperature(value: float) -> float:
   if not t >= 0:  # also rejects NaN
     raise ConfigError(f"temperature must be >= 0, got {value}.")
   return t
+
+
+def check_positive_int(owner: str, name: str, value: Any, optional: bool = False) -> Optional[int]:
+  """`value` as an `int` when it is a positive integer (or `None` when `optional`).
+
+  Python and numpy integers pass; `bool`s and floats do not.
+
+  Raises:
+    ConfigError: "<owner>: <name> must be a positive integer, got <value>."
+  """
+  if optional and value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    unset = " or unset" if optional else ""
+    raise ConfigError(f"{owner}: {name} must be a positive integer{unset}, got {value!r}.")
+  return int(value)
+
+
+def check_n_classes(owner: str, value: Any) -> Optional[int]:
+  """A number of classes: `None` (unconditional) or an integer >= 2, as an `int`."""
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 2:
+    raise ConfigError(f"{owner}: n_classes must be unset (None) or an integer >= 2, got "
+                      f"{value!r}.")
+  return int(value)
+
+
+def check_optimizer(kind: Any) -> str:
+  """The name of an optimizer of `OPTIMIZERS` (`TrainConfig.optimizer`, `GlowOptimizer`'s `kind`)."""
+  if kind not in OPTIMIZERS:
+    raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {kind!r}.")
+  return kind
+
+
+def check_weight_decay(value: Any) -> float:
+  """The original's multiplicative weight decay, in (0, 1] (1: none), as a float."""
+  if not 0 < value <= 1:  # also rejects NaN
+    raise ConfigError(f"weight_decay must be in (0, 1] (1: none), got {value!r}.")
+  return float(value)
+
+
+def check_split(split: Any, flag: str = "--split") -> str:
+  """A split score.py reads: `"train"` or `"test"` (`flag` names it in the message)."""
+  if split not in ("train", "test"):
+    raise ConfigError(f"{flag} must be train or test, got {split!r}.")
+  return split
+
+
+def check_n_dequant_samples(value: Any) -> int:
+  """score.py's `K`, the dequantisation draws per image: an integer >= 1."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    raise ConfigError(f"--n_dequant_samples must be an integer >= 1, got {value!r}.")
+  return int(value)
+
+
+def check_score_output(path: str) -> str:
+  """score.py's `--output`: a file name ending in one of `SCORE_OUTPUT_EXTENSIONS`."""
+  if not path.endswith(SCORE_OUTPUT_EXTENSIONS):
+    raise ConfigError(f"--output {path!r}: use a .csv, .jsonl (JSON lines) or .json file name.")
+  return path
+
+
+def check_latents_path(path: str) -> str:
+  """score.py's `--latents`: an `.npz` file name."""
+  if not path.endswith(".npz"):
+    raise ConfigError(f"--latents {path!r}: use an .npz file name.")
+  return path
 
 
 def check_replica_divisible(batch_size: int, num_replicas: int, name: str) -> int:
@@ -155,12 +225,11 @@ def level_shapes(image_shape: Sequence[int], n_levels: int) -> List[List[int]]:
   return shapes
 
 
-def _positive_int(owner: str, name: str, value: Any, optional: bool = False) -> None:
-  if optional and value is None:
-    return
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    unset = " or unset" if optional else ""
-    raise ConfigError(f"{owner}: {name} must be a positive integer{unset}, got {value!r}.")
+def _positive_int(obj: Any, owner: str, field: str, optional: bool = False,
+                  label: Optional[str] = None) -> None:
+  """Checks the frozen dataclass `obj`'s field `field` (`check_positive_int`) and stores it as an `int`."""
+  value = check_positive_int(owner, label or field, getattr(obj, field), optional)
+  object.__setattr__(obj, field, value)
 
 
 def _one_of(owner: str, name: str, value: Any, allowed: Sequence[str]) -> None:
@@ -253,7 +322,7 @@ class ModelConfig:
     if self.image_shape is not None:
       object.__setattr__(self, "image_shape", tuple(int(d) for d in self.image_shape))
     for name in ("n_levels", "depth", "width"):
-      _positive_int("ModelConfig", name, getattr(self, name))
+      _positive_int(self, "ModelConfig", name)
     if self.image_shape is not None:
       level_shapes(self.image_shape, self.n_levels)  # raises on bad sizes
     object.__setattr__(self, "flow_permutation", permutation_name(self.flow_permutation))
@@ -261,11 +330,7 @@ class ModelConfig:
     _one_of("ModelConfig", "precision", self.precision, PRECISIONS)
     if isinstance(self.n_bits_x, bool) or not isinstance(self.n_bits_x, int) or not 1 <= self.n_bits_x <= 8:
       raise ConfigError(f"ModelConfig: n_bits_x must be an integer in 1..8, got {self.n_bits_x!r}.")
-    if self.n_classes is not None and (
-        isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int)
-        or self.n_classes < 2):
-      raise ConfigError(f"ModelConfig: n_classes must be unset or an int >= 2, got "
-                        f"{self.n_classes!r}.")
+    object.__setattr__(self, "n_classes", check_n_classes("ModelConfig", self.n_classes))
     if self.ycond and self.image_shape is not None and self.n_classes is None:
       raise ConfigError("ModelConfig: ycond=True needs n_classes >= 2 (a labelled dataset).")
     if not self.weight_y >= 0:
@@ -360,7 +425,9 @@ class DataConfig:
     n_test: use only the first `n_test` test examples (`None`: all).
     shuffle_buffer: examples in the training shuffle buffer.
     holdout_fraction: test fraction of an image folder without `test/`.
-    download: let TFDS download and prepare data that is not prepared yet.
+    download: let TFDS download and prepare data that is not prepared yet
+      (`--download`/`--nodownload`); it first checks, within a few seconds,
+      that the download host can be reached, and fails at once if not.
     dal: the original's data augmentation level (`--dal`): 0 none; 1 random
       shifts of up to 10% of the width and height; 2 (CIFAR-10 only) adds
       horizontal flips, rotations of up to 15 degrees, 10% zoom and 0.02
@@ -385,10 +452,9 @@ class DataConfig:
     object.__setattr__(self, "data_dir",
                        os.path.expanduser(str(self.data_dir)) if self.data_dir else None)
     object.__setattr__(self, "category", self.category or None)
-    _positive_int("DataConfig", "image_size", self.image_size, optional=True)
-    _positive_int("DataConfig", "train_subset", self.train_subset, optional=True)
-    _positive_int("DataConfig", "n_test", self.n_test, optional=True)
-    _positive_int("DataConfig", "shuffle_buffer", self.shuffle_buffer)
+    for name in ("image_size", "train_subset", "n_test"):
+      _positive_int(self, "DataConfig", name, optional=True)
+    _positive_int(self, "DataConfig", "shuffle_buffer")
     if not 0 < self.holdout_fraction < 1:
       raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction!r}.")
     if self.dataset == "lsun" and not self.category:
@@ -485,22 +551,21 @@ class TrainConfig:
   max_rollbacks: int = 3
 
   def __post_init__(self):
-    _one_of("TrainConfig", "optimizer", self.optimizer, OPTIMIZERS)
+    check_optimizer(self.optimizer)
     _one_of("TrainConfig", "nonfinite_policy", self.nonfinite_policy, NONFINITE_POLICIES)
     if not 0 < self.rollback_lr_factor < 1:
       raise ConfigError(f"rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor!r}.")
-    _positive_int("TrainConfig", "max_rollbacks", self.max_rollbacks)
+    _positive_int(self, "TrainConfig", "max_rollbacks")
     _one_of("TrainConfig", "strategy", self.strategy, STRATEGIES)
     for name in ("epochs", "n_batch_train", "n_batch_test", "n_batch_init",
                  "epochs_full_valid", "epochs_full_sample", "n_sample",
                  "keep_checkpoints", "log_every_steps", "max_nonfinite_steps"):
-      _positive_int("TrainConfig", name, getattr(self, name))
+      _positive_int(self, "TrainConfig", name)
     for name in ("n_train", "max_steps"):
-      _positive_int("TrainConfig", name, getattr(self, name), optional=True)
+      _positive_int(self, "TrainConfig", name, optional=True)
     if not self.lr > 0:
       raise ConfigError(f"lr must be > 0, got {self.lr!r}.")
-    if not 0 < self.weight_decay <= 1:
-      raise ConfigError(f"weight_decay must be in (0, 1] (1: none), got {self.weight_decay!r}.")
+    check_weight_decay(self.weight_decay)
     if not (isinstance(self.anchor_size, int) and self.anchor_size >= 0):
       raise ConfigError(f"anchor_size must be a positive image size, or 0 to count batches in "
                         f"images at any size; got {self.anchor_size!r}.")
@@ -756,8 +821,8 @@ class SampleConfig:
                        tuple(check_temperature(t) for t in self.temperatures))
     object.__setattr__(self, "images", tuple(self.images))
     object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-    _positive_int("sample.py", "--n_samples", self.n_samples)
-    _positive_int("sample.py", "--n_direction_examples", self.n_direction_examples)
+    for name in ("n_samples", "n_direction_examples"):
+      _positive_int(self, "sample.py", name, label=f"--{name}")
     if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 2:
       raise ConfigError(f"--n_steps must be an integer >= 2, got {self.n_steps!r}.")
     if self.zoom < 0:
@@ -816,18 +881,16 @@ class ScoreConfig:
     if self.ood_dataset and self.ood_images:
       raise ConfigError("give --ood_dataset or --ood_images, not both.")
     for name in ("split", "ood_split"):
-      _one_of("score.py", f"--{name}", getattr(self, name), ("train", "test"))
-    if isinstance(self.n_dequant_samples, bool) or not isinstance(self.n_dequant_samples, int) \
-        or self.n_dequant_samples < 1:
-      raise ConfigError(f"--n_dequant_samples must be an integer >= 1, got {self.n_dequant_samples!r}.")
+      check_split(getattr(self, name), f"--{name}")
+    object.__setattr__(self, "n_dequant_samples", check_n_dequant_samples(self.n_dequant_samples))
     for name in ("batch_size", "typicality_batch", "typicality_train_images"):
-      _positive_int("score.py", f"--{name}", getattr(self, name))
-    _positive_int("score.py", "--max_images", self.max_images, optional=True)
+      _positive_int(self, "score.py", name, label=f"--{name}")
+    _positive_int(self, "score.py", "max_images", optional=True, label="--max_images")
     _one_of("score.py", "--strategy", self.strategy, STRATEGIES)
-    if self.output and not self.output.endswith(SCORE_OUTPUT_EXTENSIONS):
-      raise ConfigError(f"--output {self.output!r}: use a .csv or .jsonl file name.")
-    if self.latents and not self.latents.endswith(".npz"):
-      raise ConfigError(f"--latents {self.latents!r}: use an .npz file name.")
+    if self.output:
+      check_score_output(self.output)
+    if self.latents:
+      check_latents_path(self.latents)
     if self.histogram and not self.histogram.endswith(".png"):
       raise ConfigError(f"--histogram {self.histogram!r}: use a .png file name.")
 
@@ -844,7 +907,11 @@ class ExportConfig:
   """What export.py exports and where (`flags/export_flags.py` documents each field).
 
   `polyak=None` leaves the choice of weights to `glow_tf.sampling.load_model`'s
-  default (the Polyak-averaged ones).
+  default: of a training checkpoint's raw and Polyak-averaged weights, the
+  ones with the better test bits/dim in the run's latest evaluation (the
+  Polyak-averaged ones when the checkpoint holds no evaluation;
+  `glow_tf.sampling.weights_choice`). `True`/`False` force the averaged/the
+  raw weights.
   """
   logdir: str = "./logs"
   restore_path: str = ""

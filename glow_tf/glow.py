@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf import nn
-from glow_tf.config import ModelConfig, coupling_name, default_of, level_shapes, permutation_name
+from glow_tf.config import (ModelConfig, check_n_classes, check_positive_int, coupling_name,
+                            default_of, level_shapes, permutation_name)
 from glow_tf import tracing
 from glow_tf.bijectors import base
 from glow_tf.bijectors import flow_step
@@ -249,11 +250,9 @@ class Glow(base.GlowBijector):
     """
     parameters = dict(locals())
     shapes = level_shapes(image_shape, n_levels)
-    for arg, value in (("depth", depth), ("width", width)):
-      if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Glow: {arg} must be a positive int, got {value!r}.")
-    if n_classes is not None and (not isinstance(n_classes, (int, np.integer)) or n_classes < 2):
-      raise ValueError(f"Glow: n_classes must be None or an int >= 2, got {n_classes!r}.")
+    depth = check_positive_int("Glow", "depth", depth)
+    width = check_positive_int("Glow", "width", width)
+    n_classes = check_n_classes("Glow", n_classes)
     flow_permutation = permutation_name(flow_permutation)
     flow_coupling = coupling_name(flow_coupling)
     nn.compute_dtype(precision)  # raises on an unknown precision

@@ -125,7 +125,8 @@ class GlowModel(tf.Module):
     bins = tf.floor((x + .5) * self.n_bins)
     return tf.cast(tf.clip_by_value(bins * (256. / self.n_bins), 0., 255.), tf.uint8)
 
-  def _labels(self, labels, batch_size, seed=None):
+  def _labels(self, labels, batch_size):
+    """int32 `[batch_size]` labels for a class-conditional model (a scalar is broadcast); else `None`."""
     if not self.config.ycond:
       return None
     if labels is None:

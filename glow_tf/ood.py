@@ -21,19 +21,20 @@ HIGHER = MORE IN-DISTRIBUTION (the in-distribution set is the positive class):
 The metrics (`detection_metrics`): AUROC (tie-aware Mann-Whitney U), AUPR
 (average precision, as scikit-learn's `average_precision_score`) and the false
 positive rate at 95% true positive rate. `ood_report` computes them for every
-score its inputs allow; `save_histogram` draws both sets' bits/dim.
+score its inputs allow (score.py's report), `report_table` prints a report as a
+Markdown table; `save_histogram` draws both sets' bits/dim.
 """
 
 import io
 import math
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import tensorflow as tf
 
 __all__ = [
     "auroc", "aupr", "fpr_at_tpr", "detection_metrics", "entropy_estimate", "typicality_scores",
-    "png_bits_per_dim", "complexity_corrected", "ood_report", "save_histogram",
+    "png_bits_per_dim", "complexity_corrected", "ood_report", "report_table", "save_histogram",
 ]
 
 ArrayLike = Union[np.ndarray, tf.Tensor, list, tuple]
@@ -215,7 +216,9 @@ def ood_report(in_bits_per_dim: ArrayLike,
                ood_images: Optional[Union[np.ndarray, tf.Tensor]] = None,
                train_nats: Optional[ArrayLike] = None,
                num_dims: Optional[int] = None,
-               typicality_batch: int = 10) -> Dict[str, Dict[str, Any]]:
+               typicality_batch: int = 10,
+               in_png_bits_per_dim: Optional[ArrayLike] = None,
+               ood_png_bits_per_dim: Optional[ArrayLike] = None) -> Dict[str, Dict[str, Any]]:
   """The detection metrics of every score the inputs allow, in-distribution = positive.
 
   Args:
@@ -228,17 +231,22 @@ def ood_report(in_bits_per_dim: ArrayLike,
     num_dims: H * W * C of the model's images, to turn bits/dim into nats per
       image (nats = bits/dim * num_dims * ln 2).
     typicality_batch: M, images per typicality batch (each set needs >= M).
+    in_png_bits_per_dim, ood_png_bits_per_dim: [P] and [N], the images' PNG
+      lengths in bits per dimension (`png_bits_per_dim`) when they are
+      measured already (score.py measures them batch by batch): instead of
+      `in_images`/`ood_images`; both or neither.
 
   Returns:
     {score_name: {"auroc", "aupr", "fpr_at_95_tpr", "in_mean", "ood_mean",
     "in_count", "ood_count"}} for score_name in "bits_per_dim" (always),
-    "typicality" and "complexity" (when their inputs are given). The metrics use
-    each score oriented so that higher = more in-distribution (its negation);
-    "in_mean"/"ood_mean" are the means of the score as defined (bits/dim; the
-    typicality statistic in nats; S in bits/dim), "in_count"/"ood_count" how
-    many values (images; batches for typicality). "typicality" also holds
-    "entropy_estimate" (H_hat, nats) and "batch_size"; "complexity" holds
-    "in_png_bits_per_dim"/"ood_png_bits_per_dim" (the sets' mean L(x)).
+    "complexity" and "typicality" (when their inputs are given), in this
+    order. The metrics use each score oriented so that higher = more
+    in-distribution (its negation); "in_mean"/"ood_mean" are the means of the
+    score as defined (bits/dim; the typicality statistic in nats; S in
+    bits/dim), "in_count"/"ood_count" how many values (images; batches for
+    typicality). "complexity" also holds "in_png_bits_per_dim"/
+    "ood_png_bits_per_dim" (the sets' mean L(x)); "typicality" holds
+    "entropy_estimate" (H_hat, nats) and "batch_size".
   """
   in_bpd = _scores(in_bits_per_dim, "in_bits_per_dim", finite=True)
   ood_bpd = _scores(ood_bits_per_dim, "ood_bits_per_dim", finite=True)
@@ -251,6 +259,24 @@ def ood_report(in_bits_per_dim: ArrayLike,
 
   report = {"bits_per_dim": entry(in_bpd, ood_bpd)}
 
+  if (in_images is None) != (ood_images is None):
+    raise ValueError("the complexity score needs both in_images and ood_images (got only one)")
+  if (in_png_bits_per_dim is None) != (ood_png_bits_per_dim is None):
+    raise ValueError("the complexity score needs both in_png_bits_per_dim and "
+                     "ood_png_bits_per_dim (got only one)")
+  if in_images is not None and in_png_bits_per_dim is not None:
+    raise ValueError("give the images or their png_bits_per_dim, not both")
+  if in_images is not None:
+    in_png_bits_per_dim, ood_png_bits_per_dim = png_bits_per_dim(in_images), png_bits_per_dim(ood_images)
+  if in_png_bits_per_dim is not None:
+    in_png = _scores(in_png_bits_per_dim, "in_png_bits_per_dim", finite=True)
+    ood_png = _scores(ood_png_bits_per_dim, "ood_png_bits_per_dim", finite=True)
+    if in_png.shape != in_bpd.shape or ood_png.shape != ood_bpd.shape:
+      raise ValueError(f"images and bits/dim differ in count: in {in_png.size} vs {in_bpd.size}, "
+                       f"ood {ood_png.size} vs {ood_bpd.size}")
+    report["complexity"] = entry(complexity_corrected(in_bpd, in_png), complexity_corrected(ood_bpd, ood_png))
+    report["complexity"].update(in_png_bits_per_dim=float(in_png.mean()), ood_png_bits_per_dim=float(ood_png.mean()))
+
   if (train_nats is None) != (num_dims is None):
     raise ValueError("typicality needs both train_nats and num_dims (got only one)")
   if train_nats is not None:
@@ -262,17 +288,31 @@ def ood_report(in_bits_per_dim: ArrayLike,
     ood_typ = typicality_scores(ood_bpd * to_nats, h, typicality_batch)
     report["typicality"] = entry(in_typ, ood_typ)
     report["typicality"].update(entropy_estimate=h, batch_size=int(typicality_batch))
-
-  if (in_images is None) != (ood_images is None):
-    raise ValueError("the complexity score needs both in_images and ood_images (got only one)")
-  if in_images is not None:
-    in_png, ood_png = png_bits_per_dim(in_images), png_bits_per_dim(ood_images)
-    if in_png.shape != in_bpd.shape or ood_png.shape != ood_bpd.shape:
-      raise ValueError(f"images and bits/dim differ in count: in {in_png.size} vs {in_bpd.size}, "
-                       f"ood {ood_png.size} vs {ood_bpd.size}")
-    report["complexity"] = entry(complexity_corrected(in_bpd, in_png), complexity_corrected(ood_bpd, ood_png))
-    report["complexity"].update(in_png_bits_per_dim=float(in_png.mean()), ood_png_bits_per_dim=float(ood_png.mean()))
   return report
+
+
+def _score_title(name: str, entry: Dict[str, Any]) -> str:
+  if name == "bits_per_dim":
+    return "bits/dim"
+  if name == "complexity":
+    return "complexity-corrected (Serra et al. 2020)"
+  if name == "typicality":
+    return f"typicality, batches of {entry['batch_size']} (Nalisnick et al. 2019)"
+  return name
+
+
+def report_table(report: Dict[str, Dict[str, Any]]) -> List[str]:
+  """An `ood_report` as the lines of a Markdown table: score, AUROC, AUPR, FPR at 95% TPR.
+
+  One row per score, in the report's order, named for readers ("bits/dim",
+  "complexity-corrected (Serra et al. 2020)", "typicality, batches of M
+  (Nalisnick et al. 2019)"); the metrics with 4 decimals.
+  """
+  lines = ["| score | AUROC | AUPR | FPR at 95% TPR |", "|---|---|---|---|"]
+  for name, m in report.items():
+    lines.append(f"| {_score_title(name, m)} | {m['auroc']:.4f} | {m['aupr']:.4f} | "
+                 f"{m['fpr_at_95_tpr']:.4f} |")
+  return lines
 
 
 def save_histogram(path: str,

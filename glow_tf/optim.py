@@ -44,6 +44,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from glow_tf import config as config_lib
 from glow_tf import tracing
 
 __all__ = ["GlowOptimizer", "WarmupSchedule", "make_optimizer"]
@@ -109,16 +110,12 @@ class GlowOptimizer(tf.Module):
     """
     super().__init__(name=name)
     self.use_polyak = bool(polyak)
-    if kind not in ("adamax", "adam"):
-      raise ValueError(f"optimizer must be 'adamax' or 'adam', got {kind!r}.")
-    self.kind = kind
+    self.kind = config_lib.check_optimizer(kind)
     self.schedule = learning_rate if callable(learning_rate) else WarmupSchedule(learning_rate, 0)
     self.beta1 = float(beta1)
     self.beta2 = float(beta2)
     self.epsilon = float(epsilon)
-    if not 0 < weight_decay <= 1:
-      raise ValueError(f"weight_decay must be in (0, 1], got {weight_decay!r}.")
-    self.weight_decay = float(weight_decay)
+    self.weight_decay = config_lib.check_weight_decay(weight_decay)
     self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations",
                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     # Checkpointed so that a restored optimiser debiases its averages correctly.
@@ -178,7 +175,6 @@ class GlowOptimizer(tf.Module):
     beta2_power = tf.pow(tf.constant(self.beta2, tf.float64), t)
     # Adamax's kernel divides by (1 - beta1^t) only; add the original's sqrt(1 - beta2^t).
     lr_adamax = lr * tf.sqrt(1. - beta2_power)
-    kind = self.kind
     scalars = {}
 
     def hyper(dtype, device, apply):
@@ -204,43 +200,60 @@ class GlowOptimizer(tf.Module):
           scalars[key] = h
       return scalars[key]
 
-    def update(var, grad, m, u, avg, apply=None):
-      # `var` is this device's copy; take the slots' copies on the same device.
-      m, u, avg = (_on_device_of(slot, var) for slot in (m, u, avg))
-      h = hyper(var.dtype, var.device, apply)
-      if apply is not None:  # a skipped step's gradient may be inf or NaN
-        grad = tf.where(h["apply"], grad, tf.zeros_like(grad))
-      read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
-      if self.weight_decay != 1.:  # w <- wd * w, then the update (the gradient is w's)
-        tf.raw_ops.AssignVariableOp(resource=var.handle,
-                                    value=tf.raw_ops.Mul(x=read(var), y=h["weight_decay"]))
-      if kind == "adamax":
-        tf.raw_ops.ResourceApplyAdaMax(
-            var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
-            lr=h["lr_adamax"], beta1=h["beta1"], beta2=h["beta2"], epsilon=h["epsilon"],
-            grad=grad)
-      else:
-        tf.raw_ops.ResourceApplyAdam(
-            var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
-            beta2_power=h["beta2_power"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
-            epsilon=h["epsilon"], grad=grad)
-      if avg is None:
-        return
-      # avg <- avg - (1 - beta2) * (avg - var), reading var after its update.
-      # (Raw reads: `read_value()` adds an Identity and costs more to trace.)
-      delta = tf.raw_ops.Sub(x=read(avg), y=read(var))
-      if apply is not None:  # (0 * delta is not 0 where a weight itself is not finite)
-        delta = tf.where(h["apply"], delta, tf.zeros_like(delta))
-      tf.raw_ops.ResourceApplyGradientDescent(var=avg.handle, alpha=h["polyak_rate"], delta=delta)
-
+    # Each device copy of each variable is updated on its device, with that
+    # device's gradient and `apply_if` (one value of either serves every copy).
+    applies = ((None,) if apply_if is None
+               else strategy.experimental_local_results(apply_if))
     for grad, var in grads_and_vars:
       m, u, avg = self._slots(var)
-      args = (grad, m, u, avg) if apply_if is None else (grad, m, u, avg, apply_if)
-      strategy.extended.update(var, update, args=args, group=False)
+      copies = strategy.experimental_local_results(var)
+      grads = strategy.experimental_local_results(grad)
+      for i, copy in enumerate(copies):
+        g = grads[i if len(grads) > 1 else 0]
+        if not isinstance(g, tf.Tensor):
+          raise ValueError(f"GlowOptimizer needs dense gradients; {var.name}'s is {type(g).__name__}.")
+        slots = {"var": copy, "m": _on_device_of(m, copy), "u": _on_device_of(u, copy)}
+        if avg is not None:
+          slots["avg"] = _on_device_of(avg, copy)
+        h = hyper(copy.dtype, copy.device, applies[i if len(applies) > 1 else 0])
+        with tf.device(copy.device):
+          self._update_one(slots, g, h)
     if apply_if is None:
       return self.iterations.assign_add(1)
     first = strategy.experimental_local_results(apply_if)[0]
     return self.iterations.assign_add(tf.cast(first, tf.int64))
+
+  def _update_one(self, slots: dict, grad: tf.Tensor, h: dict) -> None:
+    """Updates one variable and its slots (`{"var", "m", "u"[, "avg"]}`) by `grad`.
+
+    `h`: the scalar operands of `_apply`, with `"apply"` where the step is gated.
+    """
+    var, m, u, avg = slots["var"], slots["m"], slots["u"], slots.get("avg")
+    if "apply" in h:  # a skipped step's gradient may be inf or NaN
+      zero = tf.constant(0., var.dtype)
+      grad = tf.raw_ops.SelectV2(condition=h["apply"], t=grad, e=zero)
+    read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
+    if self.weight_decay != 1.:  # w <- wd * w, then the update (the gradient is w's)
+      tf.raw_ops.AssignVariableOp(resource=var.handle,
+                                  value=tf.raw_ops.Mul(x=read(var), y=h["weight_decay"]))
+    if self.kind == "adamax":
+      tf.raw_ops.ResourceApplyAdaMax(
+          var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
+          lr=h["lr_adamax"], beta1=h["beta1"], beta2=h["beta2"], epsilon=h["epsilon"],
+          grad=grad)
+    else:
+      tf.raw_ops.ResourceApplyAdam(
+          var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
+          beta2_power=h["beta2_power"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
+          epsilon=h["epsilon"], grad=grad)
+    if avg is None:
+      return
+    # avg <- avg - (1 - beta2) * (avg - var), reading var after its update.
+    # (Raw reads: `read_value()` adds an Identity and costs more to trace.)
+    delta = tf.raw_ops.Sub(x=read(avg), y=read(var))
+    if "apply" in h:  # (0 * delta is not 0 where a weight itself is not finite)
+      delta = tf.raw_ops.SelectV2(condition=h["apply"], t=delta, e=zero)
+    tf.raw_ops.ResourceApplyGradientDescent(var=avg.handle, alpha=h["polyak_rate"], delta=delta)
 
   def polyak_values(self, variables: Sequence[tf.Variable]) -> List[tf.Tensor]:
     """The (debiased) Polyak averages of `variables`, in order; the weights before any update."""

@@ -4,8 +4,9 @@ What `score.py` does after flag parsing. A set of images (a dataset split or
 image files) is scored in batches under a `tf.distribute` strategy by a
 `Scorer`, which keeps its traced step for all the sets of a run; each
 image's record (its index, file or label, nats and bits/dim) is streamed to
-a CSV or JSON-lines file, its latents optionally to an `.npz`, and the
-summary (mean, standard error, count, images/s) returned. `nats` in the
+a CSV, JSON-lines or JSON file, its latents optionally to an `.npz`, and the
+summary (mean, standard error, count, images/s) returned. With a second,
+out-of-distribution set, `run` reports `glow_tf.ood.ood_report`. `nats` in the
 records is the negative log-likelihood `-log P_K(x)` of the image (its code
 length in nats).
 
@@ -91,8 +92,7 @@ class ImageSet:
 def dataset_images(data_config: config_lib.DataConfig, split: str, image_shape: Sequence[int],
                    limit: Optional[int] = None) -> ImageSet:
   """A split (`"train"` or `"test"`) of a dataset `train.py` reads, checked against `image_shape`."""
-  if split not in ("train", "test"):
-    raise ValueError(f"--split must be train or test, got {split!r}.")
+  config_lib.check_split(split)
   ds = data_lib.load(data_config)
   if list(ds.image_shape) != list(image_shape):
     raise ValueError(
@@ -183,8 +183,19 @@ def file_images(paths: Sequence[str], image_shape: Sequence[int]) -> ImageSet:
 # ---- Outputs, streamed ---------------------------------------------------------------
 
 
+def _refuse_existing(flag: str, path: str, overwrite: bool) -> None:
+  """Raises when the file `path` (of `flag`) exists and `overwrite` is not set."""
+  if os.path.exists(path) and not overwrite:
+    raise ValueError(f"{flag} {path!r} exists; pass --overwrite to replace it.")
+
+
 class OutputWriter:
-  """Per-image records to a CSV or JSON-lines file (by extension), complete only when closed.
+  """Per-image records to a file, complete only when closed; the extension says the format.
+
+  * `.csv`: a header row (`COLUMNS`), then one row per image (empty cells
+    for what is unknown);
+  * `.jsonl`: JSON lines, one object per image (unknown keys left out);
+  * `.json`: one JSON document, the list of those objects.
 
   Rows go to a temporary file beside `path` as they come (memory stays flat);
   `close()` renames it to `path`. `abort()` (an error) removes it, so a
@@ -194,12 +205,12 @@ class OutputWriter:
   COLUMNS = ("index", "file", "label", "nats", "bits_per_dim")
 
   def __init__(self, path: str, overwrite: bool = False):
-    if not path.endswith(config_lib.SCORE_OUTPUT_EXTENSIONS):
-      raise ValueError(f"--output {path!r}: use a .csv or .jsonl file name.")
-    if os.path.exists(path) and not overwrite:
-      raise ValueError(f"--output {path!r} exists; pass --overwrite to replace it.")
+    config_lib.check_score_output(path)
+    _refuse_existing("--output", path, overwrite)
     self.path = path
     self._csv = path.endswith(".csv")
+    self._json_document = path.endswith(".json")
+    self._records = 0
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
@@ -208,15 +219,24 @@ class OutputWriter:
     self._csv_writer = csv.writer(self._file) if self._csv else None
     if self._csv_writer is not None:
       self._csv_writer.writerow(self.COLUMNS)
+    elif self._json_document:
+      self._file.write("[")
 
   def write(self, record: Dict[str, object]) -> None:
     if self._csv_writer is not None:
       self._csv_writer.writerow(["" if record.get(k) is None else record[k] for k in self.COLUMNS])
     else:
-      self._file.write(json.dumps({k: record.get(k) for k in self.COLUMNS
-                                   if record.get(k) is not None}) + "\n")
+      line = json.dumps({k: record.get(k) for k in self.COLUMNS if record.get(k) is not None})
+      if self._json_document:  # one element of the list a line
+        line = ("," if self._records else "") + "\n" + line
+      else:
+        line += "\n"
+      self._file.write(line)
+    self._records += 1
 
   def close(self) -> str:
+    if self._json_document:
+      self._file.write("\n]\n")
     self._file.close()
     os.replace(self._tmp, self.path)
     return self.path
@@ -238,10 +258,8 @@ class LatentWriter:
 
   def __init__(self, path: str, n: int, image_shape: Sequence[int],
                latent_shapes: Sequence[Sequence[int]], overwrite: bool = False):
-    if not path.endswith(".npz"):
-      raise ValueError(f"--latents {path!r}: use an .npz file name.")
-    if os.path.exists(path) and not overwrite:
-      raise ValueError(f"--latents {path!r} exists; pass --overwrite to replace it.")
+    config_lib.check_latents_path(path)
+    _refuse_existing("--latents", path, overwrite)
     self.path = path
     self._dir = tempfile.mkdtemp(prefix="glow_latents_",
                                  dir=os.path.dirname(os.path.abspath(path)))
@@ -335,12 +353,9 @@ class Scorer:
 
   def __init__(self, model: model_lib.GlowModel, strategy: Optional[tf.distribute.Strategy] = None,
                n_dequant_samples: int = 1, use_labels: bool = True):
-    if (isinstance(n_dequant_samples, bool) or not isinstance(n_dequant_samples, int)
-        or n_dequant_samples < 1):
-      raise ValueError(f"--n_dequant_samples must be an integer >= 1, got {n_dequant_samples!r}.")
     self.model = model
     self.strategy = strategy or tf.distribute.get_strategy()
-    self.n_dequant_samples = n_dequant_samples
+    self.n_dequant_samples = config_lib.check_n_dequant_samples(n_dequant_samples)
     self.use_labels = use_labels
     self._steps: Dict[tuple, Callable] = {}
 
@@ -548,16 +563,16 @@ def _check_outputs(config: config_lib.ScoreConfig) -> None:
                 ("--latents", _derived(config.latents, "ood") if config.latents else ""),
                 ("--histogram", _histogram_path(config))]
   for flag, path in planned:
-    if path and os.path.exists(path):
-      raise ValueError(f"{flag} {path!r} exists; pass --overwrite to replace it.")
+    if path:
+      _refuse_existing(flag, path, overwrite=False)
 
 
 def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> Dict[str, object]:
   """Scores the images `config` names (and an out-of-distribution set), writes what it asks.
 
   Returns:
-    `{"in": ScoreSummary, "ood": ScoreSummary or None, "report": dict or None,
-    "files": [paths written]}`.
+    `{"in": ScoreSummary, "ood": ScoreSummary or None, "report": the
+    `glow_tf.ood.ood_report` of the two sets or None, "files": [paths written]}`.
   """
   _check_outputs(config)
   strategy = distribute.make_strategy(config.strategy)
@@ -592,11 +607,8 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
       _derived(config.latents, "ood") if config.latents else "", png_bits=True)
   files += written
   progress.log(ood_summary.line())
-  report = {"bits/dim": ood.detection_metrics(-summary.bits_per_dim, -ood_summary.bits_per_dim)}
-  report["complexity-corrected (Serra et al. 2020)"] = ood.detection_metrics(
-      -ood.complexity_corrected(summary.bits_per_dim, summary.png_bits_per_dim),
-      -ood.complexity_corrected(ood_summary.bits_per_dim, ood_summary.png_bits_per_dim))
   m = config.typicality_batch
+  train_nats = None
   if min(summary.n, ood_summary.n) >= 2 * m:
     try:
       train_set = _image_set(loaded, None, config.data_dir, "train", (),
@@ -604,19 +616,19 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
     except (ValueError, FileNotFoundError) as e:
       log(f"typicality test skipped: the model's training data cannot be read ({e})")
     else:
-      train = scorer.score(train_set, config.batch_size, config.seed + 1, progress=progress)
-      entropy = ood.entropy_estimate(train.nats)
-      report[f"typicality, batches of {m} (Nalisnick et al. 2019)"] = ood.detection_metrics(
-          -ood.typicality_scores(summary.nats, entropy, m),
-          -ood.typicality_scores(ood_summary.nats, entropy, m))
+      train_nats = scorer.score(train_set, config.batch_size, config.seed + 1,
+                                progress=progress).nats
   else:
     log(f"typicality test skipped: fewer than {2 * m} images in a set (--typicality_batch={m})")
+  report = ood.ood_report(
+      summary.bits_per_dim, ood_summary.bits_per_dim, train_nats=train_nats,
+      num_dims=None if train_nats is None else loaded.model.num_dims, typicality_batch=m,
+      in_png_bits_per_dim=summary.png_bits_per_dim,
+      ood_png_bits_per_dim=ood_summary.png_bits_per_dim)
   progress.log(f"out-of-distribution detection, {in_set.description} (positive) vs "
                f"{ood_set.description}:")
-  progress.log("| score | AUROC | AUPR | FPR at 95% TPR |")
-  progress.log("|---|---|---|---|")
-  for name, m_ in report.items():
-    progress.log(f"| {name} | {m_['auroc']:.4f} | {m_['aupr']:.4f} | {m_['fpr_at_95_tpr']:.4f} |")
+  for line in ood.report_table(report):
+    progress.log(line)
   histogram = _histogram_path(config)
   if not distribute.is_chief(strategy):
     result.update(ood=ood_summary, report=report, files=files)

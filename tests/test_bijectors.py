@@ -383,3 +383,53 @@ def test_bijectors_of_equal_arguments_are_distinct_functions_in_one_trace():
   both = tf.function(lambda t: (a.inverse(t), b.inverse(t)))(x)
   np.testing.assert_allclose(both[0], x, atol=1e-12)
   np.testing.assert_allclose(both[1], x + 1., atol=1e-12)
+
+
+# ---- TFP's batch shape ---------------------------------------------------------
+
+# One instance of every public bijector class (the parameters are not batched).
+PUBLIC_BIJECTORS = {
+    "ActNorm": lambda: gb.ActNorm(4),
+    "AffineCoupling": lambda: gb.AffineCoupling(4, 8),
+    "FlowStep": lambda: gb.FlowStep(4, 8),
+    "GlowBijector": lambda: gb.GlowBijector(name="base"),
+    "InvertibleConv1x1": lambda: gb.InvertibleConv1x1(4, lu_decomposed=True),
+    "Reverse": lambda: gb.Reverse(4),
+    "Shuffle": lambda: gb.Shuffle(4, seed=1),
+    "Squeeze": lambda: gb.Squeeze(2),
+    "Glow": lambda: __import__("glow_tf").Glow([8, 8, 1], n_levels=2, depth=1, width=4),
+}
+
+
+def test_every_public_bijector_class_is_in_the_batch_shape_test():
+  assert set(PUBLIC_BIJECTORS) == set(gb.__all__) | {"Glow"}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_BIJECTORS))
+def test_batch_shape_is_scalar(name):
+  bij = PUBLIC_BIJECTORS[name]()
+  assert bij.experimental_batch_shape() == tf.TensorShape([])
+  assert bij.experimental_batch_shape(x_event_ndims=bij.forward_min_event_ndims + 1) == []
+  assert bij.experimental_batch_shape(y_event_ndims=bij.inverse_min_event_ndims) == []
+  assert bij.experimental_batch_shape_tensor().numpy().tolist() == []
+  assert bij.experimental_batch_shape_tensor(
+      y_event_ndims=bij.inverse_min_event_ndims + 1).numpy().tolist() == []
+
+
+def test_batch_shape_of_a_glow_distribution_is_scalar():
+  glow = PUBLIC_BIJECTORS["Glow"]()
+  dist = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0., 1.), glow.latent_size), glow)
+  assert dist.batch_shape == [] and dist.event_shape == [8, 8, 1]
+  assert dist.log_prob(tf.zeros([3, 8, 8, 1])).shape == [3]
+
+
+def test_squeeze_checks_the_side_it_is_given():
+  """The image side (inverse, initialize) must split into blocks; the latent side's channels too."""
+  sq = gb.Squeeze(2)
+  for image_side in (sq.inverse, sq.initialize, sq.inverse_log_det_jacobian):
+    with pytest.raises(ValueError, match="height/width .* not divisible by 2"):
+      image_side(tf.zeros([1, 5, 4, 4]))
+  with pytest.raises(ValueError, match="channel count .* not divisible by 4"):
+    sq.forward(tf.zeros([1, 2, 2, 6]))
+  assert sq.forward(tf.zeros([1, 3, 5, 4])).shape == [1, 6, 10, 1]  # any latent height/width
+  assert sq.inverse(tf.zeros([1, 4, 4, 3])).shape == [1, 2, 2, 12]  # any image channel count

@@ -3,14 +3,17 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 from absl import flags
 
+from flags import export_flags
 from flags import glow_flags
 from flags import sample_flags
+from flags import score_flags
 from glow_tf import config as config_lib
 from glow_tf import rundir
 from glow_tf.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -129,6 +132,63 @@ def test_sample_flags_defaults_and_checks():
                         (["--n_steps=1"], "n_steps must be an integer >= 2")):
     with pytest.raises(ConfigError, match=message):
       sample_flags.config_from_flags(parsed(sample_flags.define_flags, argv))
+
+
+def test_train_and_score_share_the_download_flag():
+  for define, config_of in ((glow_flags.define_flags, lambda c: c.data.download),
+                            (score_flags.define_flags, lambda c: c.download)):
+    module = sys.modules[define.__module__]
+    assert config_of(module.config_from_flags(parsed(define, []))) is True
+    assert config_of(module.config_from_flags(parsed(define, ["--nodownload"]))) is False
+  train, score = parsed(glow_flags.define_flags, []), parsed(score_flags.define_flags, [])
+  assert train["download"].help == score["download"].help and "--nodownload" in train["download"].help
+
+
+# Measurements belong in docs/ and bench/, not in --help: numbers of seconds, speed ratios, etc.
+MEASUREMENT = re.compile(r"measured|\d\s*x\b|\d\s*(s|seconds?|minutes?|ms)\b|bench/|RESULTS",
+                         re.IGNORECASE)
+
+
+@pytest.mark.parametrize("define", [glow_flags.define_flags, score_flags.define_flags,
+                                    sample_flags.define_flags, export_flags.define_flags])
+def test_flag_help_holds_no_measurements(define):
+  values = parsed(define, [])
+  found = {name: values[name].help for name in values
+           if MEASUREMENT.search(values[name].help or "")}
+  assert not found, found
+
+
+def test_precision_help_says_what_each_choice_does():
+  help_text = parsed(glow_flags.define_flags, [])["precision"].help
+  for words in ("float32", "mixed_bfloat16", "auto", "AMX", "compute capability 8.0",
+                "printed at start", "docs/performance.md"):
+    assert words in help_text, words
+
+
+def test_checks_shared_with_the_library():
+  """The checks the library's classes also run (glow_tf.glow.Glow, glow_tf.optim), from config."""
+  np = pytest.importorskip("numpy")
+  assert config_lib.check_positive_int("Glow", "depth", np.int64(3)) == 3
+  assert type(ModelConfig(depth=np.int64(3)).depth) is int  # stored as an int (config.json)
+  for bad in (0, -1, 2.5, True, "3"):
+    with pytest.raises(ConfigError, match="Glow: depth must be a positive integer"):
+      config_lib.check_positive_int("Glow", "depth", bad)
+  assert config_lib.check_positive_int("DataConfig", "n_test", None, optional=True) is None
+  assert config_lib.check_n_classes("Glow", None) is None
+  assert config_lib.check_n_classes("Glow", np.int32(10)) == 10
+  with pytest.raises(ConfigError, match="Glow: n_classes must be unset"):
+    config_lib.check_n_classes("Glow", 1)
+  assert config_lib.check_optimizer("adam") == "adam"
+  with pytest.raises(ConfigError, match="optimizer must be one of adamax, adam; got 'sgd'"):
+    TrainConfig(optimizer="sgd")
+  with pytest.raises(ConfigError, match="optimizer must be one of adamax, adam; got 'sgd'"):
+    config_lib.check_optimizer("sgd")
+  assert config_lib.check_weight_decay(1) == 1.
+  for bad in (0., 1.5, float("nan")):
+    with pytest.raises(ConfigError, match=r"weight_decay must be in \(0, 1\]"):
+      config_lib.check_weight_decay(bad)
+  with pytest.raises(ConfigError, match=r"weight_decay must be in \(0, 1\]"):
+    TrainConfig(weight_decay=0.)
 
 
 # ---- The run directory ----------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import socket
+import time
 from unittest import mock
 
 import numpy as np
@@ -17,6 +19,26 @@ HAVE_FMNIST = all(os.path.exists(os.path.join(data.DEBIAN_FASHION_MNIST, f))
                   for f in sum(data.IDX_FILES.values(), ()))
 needs_fmnist = pytest.mark.skipif(
     not HAVE_FMNIST, reason="needs Debian's dataset-fashion-mnist (scripts/setup.sh installs it)")
+
+
+class _Connection:
+  def close(self):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+  """The tests never open a connection: the check that a download host answers says it does."""
+  monkeypatch.setattr(socket, "create_connection", lambda *a, **k: _Connection())
+
+
+def _unreachable(monkeypatch, calls=None):
+  """No network: every connection fails at once, as without a route (recorded in `calls`)."""
+  def create_connection(address, *args, **kwargs):
+    if calls is not None:
+      calls.append(address)
+    raise OSError(101, "Network is unreachable")
+  monkeypatch.setattr(socket, "create_connection", create_connection)
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +209,66 @@ def test_failed_tfds_download_says_how_to_get_the_data(tmp_path):
         data.load(data.DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path)))
   with pytest.raises(data.DataError, match="download=False"):
     data.load(data.DataConfig(dataset="mnist", data_dir=str(tmp_path), download=False))
+
+
+def test_a_tfds_download_without_network_fails_at_once_saying_what_to_do(tmp_path, monkeypatch):
+  probed, downloads = [], []
+  _unreachable(monkeypatch, probed)
+  with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare",
+                         side_effect=lambda *a, **k: downloads.append(1)):
+    start = time.time()
+    with pytest.raises(data.DataError) as raised:
+      data.load(data.DataConfig(dataset="cifar10", data_dir=str(tmp_path / "tfds")))
+  assert time.time() - start < 10
+  assert downloads == []  # TFDS never started (its retries take minutes)
+  assert probed == [("www.cs.toronto.edu", 443)]  # once, the host of cifar10's download
+  message = str(raised.value)
+  assert "cifar10: its download host www.cs.toronto.edu cannot be reached" in message
+  assert "Network is unreachable" in message
+  assert "--data_dir=DIR" in message and "--nodownload" in message, message
+
+
+def test_a_download_host_that_does_not_answer_is_given_up_after_the_timeout(monkeypatch):
+  monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(5))
+  start = time.time()
+  assert data.download_host_error("https://example.invalid/x.tar", timeout=0.2) == (
+      "no connection within 0.2 s")
+  assert time.time() - start < 2
+  assert data.DOWNLOAD_PROBE_SECONDS <= 5
+
+
+def test_the_celeba_command_offline_fails_at_once_with_each_sources_fix(tmp_path, monkeypatch):
+  """The design card's `train.py --dataset=celeba --n_levels=6` without the data or a network."""
+  from glow_tf import train_lib
+  probed = []
+  _unreachable(monkeypatch, probed)
+  logdir = tmp_path / "run"
+  config = _train_config(["--dataset=celeba", "--n_levels=6", f"--data_dir={tmp_path / 'tfds'}",
+                          f"--logdir={logdir}"])
+  assert config.data.download
+  start = time.time()
+  with _failing_for("celeb_a_hq"), pytest.raises(data.DataError) as raised:
+    train_lib.prepare(config)
+  assert time.time() - start < 30
+  assert [host for host, _ in probed] == ["drive.google.com"]  # celeb_a's; celeb_a_hq is manual
+  message = str(raised.value)
+  assert "downloads/manual" in message  # CelebA-HQ: where its files go
+  assert "celeb_a: its download host drive.google.com cannot be reached" in message
+  assert "--nodownload" in message and "--data_dir" in message
+  assert not logdir.exists()
+
+
+def test_train_flags_nodownload_stops_without_trying(tmp_path, monkeypatch):
+  probed = []
+  _unreachable(monkeypatch, probed)
+  assert _train_config([]).data.download is True
+  config = _train_config(["--dataset=mnist", f"--data_dir={tmp_path}", "--nodownload"])
+  assert config.data.download is False
+  with mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare",
+                         side_effect=AssertionError("a download was attempted")):
+    with pytest.raises(data.DataError, match=r"download=False \(--nodownload\)"):
+      data.load(config.data)
+  assert probed == []
 
 
 @needs_fmnist

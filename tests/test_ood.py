@@ -104,7 +104,7 @@ def test_ood_report():
   train_nats = rng.normal(3., 0.1, 100) * 64 * math.log(2)
   report = ood.ood_report(in_bpd, ood_bpd, in_images, ood_images, train_nats=train_nats, num_dims=64,
                           typicality_batch=5)
-  assert set(report) == {"bits_per_dim", "typicality", "complexity"}
+  assert list(report) == ["bits_per_dim", "complexity", "typicality"]  # the table's order
   b = report["bits_per_dim"]
   assert b["auroc"] == pytest.approx(ood.auroc(-in_bpd, -ood_bpd)) and b["auroc"] < 0.01
   assert b["in_mean"] == pytest.approx(in_bpd.mean()) and (b["in_count"], b["ood_count"]) == (40, 30)
@@ -123,6 +123,29 @@ def test_ood_report():
     ood.ood_report(in_bpd, ood_bpd, in_images=in_images)
   with pytest.raises(ValueError, match="count"):
     ood.ood_report(in_bpd, ood_bpd, in_images[:10], ood_images)
+  # PNG lengths measured already (score.py measures them batch by batch) give the same report.
+  measured = ood.ood_report(in_bpd, ood_bpd, train_nats=train_nats, num_dims=64, typicality_batch=5,
+                            in_png_bits_per_dim=ood.png_bits_per_dim(in_images),
+                            ood_png_bits_per_dim=ood.png_bits_per_dim(ood_images))
+  assert measured == report
+  with pytest.raises(ValueError, match="ood_png_bits_per_dim"):
+    ood.ood_report(in_bpd, ood_bpd, in_png_bits_per_dim=ood.png_bits_per_dim(in_images))
+  with pytest.raises(ValueError, match="not both"):
+    ood.ood_report(in_bpd, ood_bpd, in_images, ood_images,
+                   in_png_bits_per_dim=ood.png_bits_per_dim(in_images),
+                   ood_png_bits_per_dim=ood.png_bits_per_dim(ood_images))
+
+
+def test_report_table_is_score_pys_table():
+  report = {"bits_per_dim": {"auroc": 0.25, "aupr": 0.5, "fpr_at_95_tpr": 1.},
+            "complexity": {"auroc": 0.98765, "aupr": 0.9, "fpr_at_95_tpr": 0.03125},
+            "typicality": {"auroc": 1., "aupr": 1., "fpr_at_95_tpr": 0., "batch_size": 10}}
+  assert ood.report_table(report) == [
+      "| score | AUROC | AUPR | FPR at 95% TPR |",
+      "|---|---|---|---|",
+      "| bits/dim | 0.2500 | 0.5000 | 1.0000 |",
+      "| complexity-corrected (Serra et al. 2020) | 0.9877 | 0.9000 | 0.0312 |",
+      "| typicality, batches of 10 (Nalisnick et al. 2019) | 1.0000 | 1.0000 | 0.0000 |"]
 
 
 def test_save_histogram(tmp_path):

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from glow_tf import config as config_lib
+from glow_tf import ood
 from glow_tf import sampling
 from glow_tf import scoring
 from tests import multi_worker
@@ -211,23 +213,46 @@ def test_mnist_as_the_ood_set_without_its_data_says_how_to_get_it(tmp_path):
   assert not os.path.exists(tmp_path / "s.csv")
 
 
-def test_mnist_as_the_ood_set_with_tfds_mock_data(tmp_path):
+class _Connection:
+  def close(self):
+    pass
+
+
+def test_mnist_as_the_ood_set_with_tfds_mock_data(tmp_path, monkeypatch, capsys):
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  # The check that TFDS's download host answers, answered without the network.
+  monkeypatch.setattr(socket, "create_connection", lambda *a, **k: _Connection())
   config = config_lib.ScoreConfig(logdir=sampling.SHIPPED_MODEL, data_dir=FASHION_MNIST_DIR,
                                   max_images=20, ood_dataset="mnist", typicality_batch=5,
                                   typicality_train_images=20, output=str(tmp_path / "s.csv"))
   with tfds.testing.mock_data(num_examples=20):  # random 28x28 digits, zero-padded to 32x32
     result = scoring.run(config, log=lambda *_: None)
   assert result["ood"].n == 20 and result["ood"].description == "mnist test"
-  assert len(result["report"]) == 3  # bits/dim, complexity-corrected, typicality
-  assert result["report"]["bits/dim"]["auroc"] > 0.9  # random pixels are unlike garments
+  # The report is glow_tf.ood.ood_report's, printed as its table.
+  report = result["report"]
+  assert list(report) == ["bits_per_dim", "complexity", "typicality"]
+  assert report["bits_per_dim"]["auroc"] > 0.9  # random pixels are unlike garments
+  assert report["bits_per_dim"]["in_mean"] == pytest.approx(result["in"].mean)
+  assert report["bits_per_dim"]["ood_count"] == 20 and report["typicality"]["in_count"] == 4
+  assert report["typicality"]["batch_size"] == 5
+  assert report["complexity"] == ood.ood_report(
+      result["in"].bits_per_dim, result["ood"].bits_per_dim,
+      in_png_bits_per_dim=result["in"].png_bits_per_dim,
+      ood_png_bits_per_dim=result["ood"].png_bits_per_dim)["complexity"]
+  out = capsys.readouterr().out.splitlines()
+  table = out[out.index("| score | AUROC | AUPR | FPR at 95% TPR |"):][:5]
+  assert table == ood.report_table(report)
+  assert [row.split(" | ")[0] for row in table[2:]] == [
+      "| bits/dim", "| complexity-corrected (Serra et al. 2020)",
+      "| typicality, batches of 5 (Nalisnick et al. 2019)"]
   assert sorted(os.listdir(tmp_path)) == ["s.csv", "s_hist.png", "s_ood.csv"]
   assert len(_rows(tmp_path / "s_ood.csv")) == 20
 
 
 @pytest.mark.parametrize("args, message", [
     (["--n_dequant_samples=0"], "n_dequant_samples must be an integer >= 1"),
-    pytest.param(["--output=out.txt"], "use a .csv or .jsonl", marks=pytest.mark.slow),
+    pytest.param(["--output=out.txt"], "use a .csv, .jsonl (JSON lines) or .json",
+                 marks=pytest.mark.slow),
 ])
 def test_bad_flags_exit_2_before_loading_anything(tmp_path, args, message):
   out = run_cli(args, cwd=str(tmp_path))
@@ -260,6 +285,51 @@ def test_csv_records_survive_commas_and_quotes_in_file_names(tmp_path):
   writer.close()
   (row,) = _rows(tmp_path / "r.csv")
   assert row == {"index": "0", "file": name, "label": "", "nats": "1.5", "bits_per_dim": "0.25"}
+
+
+@pytest.mark.parametrize("name", ["r.json", "r.jsonl"])
+def test_json_output_is_one_document_and_jsonl_one_record_a_line(tmp_path, name):
+  records = [{"index": 0, "file": 'a, "b".png', "label": None, "nats": 1.5, "bits_per_dim": 0.25},
+             {"index": 1, "file": None, "label": 3, "nats": 2.5, "bits_per_dim": 0.5}]
+  expected = [{"index": 0, "file": 'a, "b".png', "nats": 1.5, "bits_per_dim": 0.25},
+              {"index": 1, "label": 3, "nats": 2.5, "bits_per_dim": 0.5}]
+  writer = scoring.OutputWriter(str(tmp_path / name))
+  for r in records:
+    writer.write(r)
+  writer.close()
+  text = (tmp_path / name).read_text()
+  if name.endswith(".json"):
+    assert json.loads(text) == expected
+  else:
+    assert [json.loads(line) for line in text.splitlines()] == expected
+  empty = scoring.OutputWriter(str(tmp_path / ("empty" + os.path.splitext(name)[1])))
+  path = empty.close()
+  assert (json.load(open(path)) == []) if name.endswith(".json") else open(path).read() == ""
+
+
+def test_score_checks_are_the_configs(shipped, tmp_path, monkeypatch):
+  """score.py's flags and the library refuse the same values with the same message, from one check."""
+  monkeypatch.chdir(tmp_path)
+  data = config_lib.DataConfig(dataset="fashion_mnist", data_dir=FASHION_MNIST_DIR)
+  cases = [
+      (dict(output="r.txt"), lambda: scoring.OutputWriter("r.txt"),
+       lambda: config_lib.check_score_output("r.txt")),
+      (dict(latents="z.npy"), lambda: scoring.LatentWriter("z.npy", 1, [32, 32, 1], [[4, 4, 16]]),
+       lambda: config_lib.check_latents_path("z.npy")),
+      (dict(n_dequant_samples=0), lambda: scoring.Scorer(shipped.model, n_dequant_samples=0),
+       lambda: config_lib.check_n_dequant_samples(0)),
+      (dict(split="valid"), lambda: scoring.dataset_images(data, "valid", [32, 32, 1]),
+       lambda: config_lib.check_split("valid")),
+  ]
+  for flags, library, check in cases:
+    messages = []
+    for fn in (lambda flags=flags: config_lib.ScoreConfig(**flags), library, check):
+      with pytest.raises(config_lib.ConfigError) as raised:
+        fn()
+      messages.append(str(raised.value))
+    assert len(set(messages)) == 1, messages
+  assert config_lib.ScoreConfig(output="r.json").output == "r.json"
+  assert os.listdir(tmp_path) == []
 
 
 def test_a_scorer_traces_once_and_its_draws_are_the_models(shipped, test_images):

@@ -22,6 +22,9 @@ this base class
 * accepts any number of batch dimensions (`[..., H, W, C]`), folding them into
   one for the rank-4 implementation and restoring them after;
 * checks static event shapes and raises a `ValueError` naming the problem;
+* declares no batched parameters (`_parameter_properties` is empty: the
+  variables are created by the bijector, not passed in), so TFP's
+  `experimental_batch_shape()` is scalar `[]` for every subclass;
 * gives every bijector an `initialize(y)` method for data-dependent
   initialisation in the encoding direction (the identity pass-through here).
 """
@@ -104,8 +107,19 @@ class GlowBijector(tfb.Bijector):
     """Data-dependent init from `y` `[B, H, W, C]`; returns the encoding of `y`."""
     return self.inverse_with(self.params(), y, **kwargs)[0]
 
-  def _check_event(self, t, event_shape, what):
-    """Raises ValueError when `t`'s static shape cannot hold `event_shape`."""
+  def _check_event(self, t, event_shape, what, image_side=True):
+    """Raises ValueError when `t`'s static shape cannot hold `event_shape`.
+
+    Args:
+      t: the tensor to check.
+      event_shape: the expected event shape (`None` entries: any).
+      what: how the message names `t`.
+      image_side: whether `t` is on the image side of the bijector (an input
+        of `inverse` or `initialize`) rather than the latent side (an input of
+        `forward`); subclasses whose checks differ by side (`Squeeze`) read it.
+        Default `True`.
+    """
+    del image_side  # the same checks on both sides here
     ndims = len(event_shape)
     if t.shape.rank is not None and t.shape.rank < ndims:
       raise ValueError(
@@ -173,13 +187,23 @@ class GlowBijector(tfb.Bijector):
     """
     y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
     event = self._expected_inverse_event()
-    self._check_event(y, event, "input")
+    self._check_event(y, event, "input", image_side=True)
     y4, batch_shape = fold_batch(y, len(event))
     kwargs = self._fold_kwargs(kwargs, batch_shape)
     x4 = self._initialize_4d(y4, **kwargs)
     return unfold_batch(x4, batch_shape, len(self._expected_forward_event()))
 
   # ---- TFP plumbing -------------------------------------------------------------
+
+  @classmethod
+  def _parameter_properties(cls, dtype):
+    # No Tensor-valued constructor argument: a Glow bijector's parameters are
+    # variables it creates itself, one set for every batch member. So TFP
+    # infers the batch shape `[]` (`experimental_batch_shape()` and
+    # `experimental_batch_shape_tensor()`), as for any bijector without
+    # batched parameters.
+    del dtype
+    return {}
 
   def _get_parameterization(self):
     # TFP's equality, hash and result cache take bijectors with equal
@@ -210,7 +234,7 @@ class GlowBijector(tfb.Bijector):
 
   def _forward_and_log_det(self, x, **kwargs):
     event = self._expected_forward_event()
-    self._check_event(x, event, "forward input")
+    self._check_event(x, event, "forward input", image_side=False)
     x4, batch_shape = fold_batch(x, len(event))
     y4, fldj = self.forward_with(
         self.params(), x4, **self._fold_kwargs(kwargs, batch_shape))
@@ -219,7 +243,7 @@ class GlowBijector(tfb.Bijector):
 
   def _inverse_and_log_det(self, y, **kwargs):
     event = self._expected_inverse_event()
-    self._check_event(y, event, "inverse input")
+    self._check_event(y, event, "inverse input", image_side=True)
     y4, batch_shape = fold_batch(y, len(event))
     x4, ildj = self.inverse_with(
         self.params(), y4, **self._fold_kwargs(kwargs, batch_shape))

@@ -86,13 +86,13 @@ class Squeeze(base.GlowBijector):
             f"Squeeze(factor={self._factor}): {what} {dims} is not divisible by "
             f"{divisor}; crop or pad the image, or use fewer levels.")
 
-  def _check_event(self, t, event_shape, what):
-    super()._check_event(t, event_shape, what)
+  def _check_event(self, t, event_shape, what, image_side=True):
+    super()._check_event(t, event_shape, what, image_side)
     if t.shape.rank is None:
       return
     h, w, c = t.shape[-3:]
     f = self._factor
-    if what.startswith("inverse") or what == "input":
+    if image_side:  # the image is squeezed: its height and width split into blocks
       self._check_divisible([h, w], "height/width", f)
     else:
       self._check_divisible([c], "channel count", f * f)

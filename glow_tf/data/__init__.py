@@ -48,7 +48,10 @@ Sources, by `dataset`, in the order they are tried:
 A TFDS dataset that is already prepared under `data_dir` (TFDS's default,
 `~/tensorflow_datasets`, when unset) is read without network access;
 otherwise TFDS downloads and prepares it (`download=True`) and a failure
-raises `DataError` saying how to get the data.
+raises `DataError` saying how to get the data. Before TFDS starts, one
+connection to the download host is tried (`download_host_error`, at most
+`DOWNLOAD_PROBE_SECONDS`): without network access `load` fails at once rather
+than after TFDS's minutes of retries. `download=False` never downloads.
 
 Corrupt image files (folders) fail, with the file name: a silently smaller
 dataset would make bits/dim incomparable between runs. `load` opens every
@@ -82,8 +85,8 @@ from glow_tf.data.catalog import (CELEBA_ATTRIBUTES, DATASETS, DEBIAN_FASHION_MN
                                   FASHION_MNIST_CLASSES, IDX_FILES, IMAGE_EXTENSIONS,
                                   OPENAI_LAYOUT, DataError)
 from glow_tf.data.dataset import ImageDataset
-from glow_tf.data.sources import load
+from glow_tf.data.sources import DOWNLOAD_PROBE_SECONDS, download_host_error, load
 
-__all__ = ["CELEBA_ATTRIBUTES", "DATASETS", "DEBIAN_FASHION_MNIST", "FASHION_MNIST_CLASSES",
-           "IDX_FILES", "IMAGE_EXTENSIONS", "OPENAI_LAYOUT", "DataConfig", "DataError",
-           "ImageDataset", "load"]
+__all__ = ["CELEBA_ATTRIBUTES", "DATASETS", "DEBIAN_FASHION_MNIST", "DOWNLOAD_PROBE_SECONDS",
+           "FASHION_MNIST_CLASSES", "IDX_FILES", "IMAGE_EXTENSIONS", "OPENAI_LAYOUT",
+           "DataConfig", "DataError", "ImageDataset", "download_host_error", "load"]

@@ -4,6 +4,10 @@ import glob
 import gzip
 import os
 import re
+import socket
+import threading
+import urllib.parse
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -14,7 +18,12 @@ from glow_tf.data.catalog import (CELEBA_ATTRIBUTES, DEBIAN_FASHION_MNIST, FASHI
 from glow_tf.data.dataset import (ImageDataset, array_split, file_split, tfds_split,
                                   tfrecord_split)
 
-__all__ = ["load"]
+__all__ = ["DOWNLOAD_PROBE_SECONDS", "download_host_error", "load"]
+
+# How long the check that a download host can be reached may take, name lookup included.
+DOWNLOAD_PROBE_SECONDS = 3.0
+# Where TFDS itself downloads from when a builder does not list its URLs.
+_TFDS_HOST = "https://storage.googleapis.com"
 
 _CELEBA_HQ_TEST = 3000  # the original's validation split of CelebA-HQ
 _CELEBA_CROP = 148  # RealNVP's CelebA crop
@@ -132,6 +141,45 @@ def _load_mnist_like(config):
 # ---- Other TFDS datasets -------------------------------------------------------------------
 
 
+def download_host_error(url: str, timeout: float = DOWNLOAD_PROBE_SECONDS) -> Optional[str]:
+  """Why no TCP connection to `url`'s host opens within `timeout` seconds; `None` when one does.
+
+  One attempt (a socket connection to the host's HTTP(S) port, then closed),
+  its name lookup included in the time limit: the check before TFDS
+  downloads, which without network access retries for minutes.
+  """
+  parts = urllib.parse.urlsplit(url)
+  host = parts.hostname or url
+  port = parts.port or (80 if parts.scheme == "http" else 443)
+  outcome = []
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      outcome.append(None)
+    except OSError as e:  # name lookup, refused, unreachable, timed out
+      outcome.append(f"{type(e).__name__}: {e}")
+
+  # A thread, so that a name lookup that hangs (no timeout of its own) is bounded too.
+  thread = threading.Thread(target=connect, name="glow_tf-download-probe", daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return outcome[0] if outcome else f"no connection within {timeout:g} s"
+
+
+def _download_url(builder) -> Optional[str]:
+  """A URL `builder` downloads from (TFDS's checksums), else TFDS's host; `None`: manual data only."""
+  try:
+    urls = list(builder.url_infos or ())
+  except Exception:  # noqa: BLE001 - no checksums file in this TFDS version or builder
+    urls = []
+  if urls:
+    return urls[0]
+  if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    return None  # prepared from files the user puts in the manual directory
+  return _TFDS_HOST
+
+
 def _tfds_builder(candidates, config, how_to_get):
   """The first candidate TFDS builder that is prepared, else the first that can be prepared."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  # slow import
@@ -150,21 +198,35 @@ def _tfds_builder(candidates, config, how_to_get):
   shards = f"Or point --data_dir at the original's TFRecord shards: {OPENAI_LAYOUT}."
   if not config.download:
     raise DataError(" ".join(filter(None, [
-        f"TFDS dataset {names} is not prepared under {root} and download=False.", how_to_get,
+        f"TFDS dataset {names} is not prepared under {root} and download=False (--nodownload).",
+        how_to_get,
         shards])))
   errors = []
+  offline = False
   for builder in builders:
+    url = _download_url(builder)
+    # Checked once, before TFDS starts: without network access its downloads retry for minutes.
+    unreachable = download_host_error(url) if url else None
+    if unreachable:
+      offline = True
+      host = urllib.parse.urlsplit(url).hostname or url
+      errors.append(f"{builder.name}: its download host {host} cannot be reached ({unreachable}); "
+                    "nothing was downloaded")
+      continue
     try:
       builder.download_and_prepare()
       return builder
     except Exception as e:  # noqa: BLE001 - TFDS raises many kinds; we add the fix
       first_line = (str(e).strip().splitlines() or [""])[0][:200]
       errors.append(": ".join(filter(None, [builder.name, type(e).__name__, first_line])))
+  fix = ("No network access here? Prepare the data where there is "
+         "(`tfds build NAME --data_dir=DIR`) and pass --data_dir=DIR, or pass --nodownload to "
+         "stop at once without trying." if offline else
+         "TFDS downloads need network access; without it, prepare the data elsewhere "
+         "(`tfds build NAME --data_dir=DIR`) and pass --data_dir=DIR.")
   raise DataError(" ".join(filter(None, [
       f"TFDS dataset {names} is not prepared under {root} and preparing it failed "
-      f"({'; '.join(errors)}).", how_to_get,
-      "TFDS downloads need network access; without it, prepare the data elsewhere "
-      "(`tfds build NAME --data_dir=DIR`) and pass --data_dir=DIR.", shards])))
+      f"({'; '.join(errors)}).", how_to_get, fix, shards])))
 
 
 def _manual_dir(config):
