@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -55,37 +57,62 @@ def run_cli(args, timeout=600, env=None):
                         capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
-def test_short_real_training_lowers_test_bits_per_dim(tmp_path):
-  config = small_config(tmp_path / "run", epochs=2, n_train=640)  # 2 x 20 steps
-  trainer = train_lib.prepare(config)
+class ShortRun(NamedTuple):
+  """A 40-step run on Fashion-MNIST, shared by the tests of what a run leaves behind."""
+  trainer: train_lib.Trainer
+  logdir: str
+  before: dict  # test figures before training
+  after: dict  # and after
+  steps: int
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+  logdir = tmp_path_factory.mktemp("short") / "run"
+  trainer = train_lib.prepare(small_config(logdir, epochs=2, n_train=640))  # 2 x 20 steps
   before, n = trainer.evaluate()
   assert n == 128
   steps = trainer.train()
   after, _ = trainer.evaluate()
-  assert steps == 40
+  return ShortRun(trainer, str(logdir), before, after, steps)
+
+
+def _records(logdir, name):
+  with open(os.path.join(logdir, name)) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_short_real_training_lowers_test_bits_per_dim_with_one_trace(short_run):
+  assert short_run.steps == 40
+  assert short_run.after["bits_x"] < short_run.before["bits_x"] - 0.3, short_run
   # The step function was traced once, not per step (evaluation included).
-  assert trainer.train_step().tracing_count() == 1
-  assert after["bits_x"] < before["bits_x"] - 0.3, (before, after)
-  logdir = str(tmp_path / "run")
+  assert short_run.trainer.train_step().tracing_count() == 1
+
+
+def test_a_run_writes_checkpoints_logs_summaries_samples_and_its_config(short_run):
+  logdir = short_run.logdir
   assert tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints")).endswith("ckpt-40")
   assert glob.glob(os.path.join(logdir, "tensorboard", "events.out.tfevents.*"))
-  with open(os.path.join(logdir, "train.txt")) as f:
-    train_log = [json.loads(line) for line in f]
+  train_log = _records(logdir, "train.txt")
   assert train_log[-1]["step"] == 40 and "bits_x" in train_log[-1]
-  with open(os.path.join(logdir, "test.txt")) as f:
-    test_log = [json.loads(line) for line in f]
-  assert [r["full"] for r in test_log] == [True, True]
-  last = test_log[-1]
-  assert last["n_test_images"] == 128 and last["n_images"] == 40 * 32
-  # Both weight sets are evaluated; the raw figure is what evaluate() gives now.
-  assert last["bits_x"] == pytest.approx(after["bits_x"], rel=1e-5)
-  assert abs(last["polyak_bits_x"] - last["bits_x"]) > 1e-3
   assert os.path.getsize(os.path.join(logdir, "samples_latest.png")) > 100
   saved = rundir.RunDir(logdir).read_config()
   assert saved.model.image_shape == (32, 32, 1) and saved.model.n_classes is None
-  # sample.py's loader rebuilds the model with the Polyak-averaged or the raw
-  # weights on request, and by default with the ones that evaluated better.
-  from glow_tf import sampling
+
+
+def test_each_epoch_evaluates_the_raw_and_the_polyak_weights(short_run):
+  test_log = _records(short_run.logdir, "test.txt")
+  assert [r["full"] for r in test_log] == [True, True]
+  last = test_log[-1]
+  assert last["n_test_images"] == 128 and last["n_images"] == 40 * 32
+  # The raw figure is what evaluate() gives now.
+  assert last["bits_x"] == pytest.approx(short_run.after["bits_x"], rel=1e-5)
+  assert abs(last["polyak_bits_x"] - last["bits_x"]) > 1e-3
+
+
+def test_load_model_takes_the_asked_weights_and_by_default_the_better(short_run):
+  from glow_tf import sampling  # pylint: disable=import-outside-toplevel
+  trainer, logdir = short_run.trainer, short_run.logdir
   averaged = trainer.optimizer.polyak_values(trainer.variables)
   polyak = sampling.load_model(logdir, polyak=True)
   for a, b in zip(polyak.model.trainable_variables, averaged):
@@ -93,6 +120,7 @@ def test_short_real_training_lowers_test_bits_per_dim(tmp_path):
   raw = sampling.load_model(logdir, polyak=False)
   for a, b in zip(raw.model.trainable_variables, trainer.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+  last = _records(logdir, "test.txt")[-1]
   default = sampling.load_model(logdir)
   better_is_polyak = last["polyak_bits_x"] < last["bits_x"]
   assert default.polyak == better_is_polyak
