@@ -186,6 +186,12 @@ def define_flags(flag_values=flags.FLAGS):
       "LU-decomposed invertible 1x1 convolutions (O(C) log-det).",
       flag_values=f)
   d.DEFINE_boolean("learntop", _model("learntop"), "Learn spatial prior.", flag_values=f)
+  d.DEFINE_float(
+      "prior_log_scale_bound", _model("prior_log_scale_bound"),
+      "0: the original's unbounded prior log-scales. b > 0: the split priors' and the learned "
+      "top prior's log-scales are soft-clamped to b * tanh(log_scale / b), so that no image "
+      "gets a scale below e^-b (see docs/reproducing.md, where we differ).",
+      flag_values=f)
   d.DEFINE_boolean("ycond", _model("ycond"), "Use y conditioning.", flag_values=f)
   d.DEFINE_float(
       "weight_y", _model("weight_y"),
@@ -285,6 +291,15 @@ def define_flags(flag_values=flags.FLAGS):
                  "Learning-rate factor of each rollback, in (0, 1).", flag_values=f)
   d.DEFINE_integer("max_rollbacks", _train("max_rollbacks"),
                    "Rollbacks allowed in a run before it stops.", flag_values=f)
+  d.DEFINE_boolean("spike_guard", _train("spike_guard"),
+                   "Skip a step whose loss or gradient norm is far outside the run's recent "
+                   "steps, as a non-finite step is skipped (counted toward "
+                   "--max_nonfinite_steps; see docs/training.md).", flag_values=f)
+  d.DEFINE_float("spike_threshold", _train("spike_threshold"),
+                 "How far outside is a spike: in mean absolute deviations of the recent "
+                 "steps' loss and log gradient norm.", flag_values=f)
+  d.DEFINE_integer("spike_warmup_steps", _train("spike_warmup_steps"),
+                   "Applied steps before the spike guard skips any.", flag_values=f)
 
 
 def _architecture_of_restore(f: flags.FlagValues, model: ModelConfig) -> ModelConfig:
@@ -318,7 +333,7 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       flow_permutation=f.flow_permutation, flow_coupling=f.flow_coupling,
       lu_decomposed=f.lu_decomposed, learntop=f.learntop, ycond=f.ycond,
       weight_y=f.weight_y, n_bits_x=f.n_bits_x, recompute_gradients=f.recompute_gradients,
-      precision=f.precision, seed=f.seed)
+      precision=f.precision, seed=f.seed, prior_log_scale_bound=f.prior_log_scale_bound)
   if f.restore_path:
     model = _architecture_of_restore(f, model)
   train = TrainConfig(
@@ -334,7 +349,8 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       keep_checkpoints=f.keep_checkpoints, log_every_steps=f.log_every_steps,
       quick_valid_batches=f.quick_valid_batches, max_nonfinite_steps=f.max_nonfinite_steps,
       nonfinite_policy=f.nonfinite_policy, rollback_lr_factor=f.rollback_lr_factor,
-      max_rollbacks=f.max_rollbacks)
+      max_rollbacks=f.max_rollbacks, spike_guard=f.spike_guard,
+      spike_threshold=f.spike_threshold, spike_warmup_steps=f.spike_warmup_steps)
   if image_size is not None:  # checks that need only the flags, before any data is read
     config_lib.level_shapes((image_size, image_size, 1), f.n_levels)
     train.schedule(image_size, num_train_examples=1)

@@ -35,7 +35,8 @@ __all__ = ["ARCHITECTURE_FIELDS", "AUGMENTED_DATASETS", "COUPLINGS", "DATASETS",
            "SCORE_OUTPUT_EXTENSIONS", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError",
            "DataConfig", "ExportConfig", "ModelConfig", "RunConfig", "SampleConfig",
            "ScoreConfig", "Schedule", "TrainConfig", "augmentation_level", "check_latents_path",
-           "check_n_classes", "check_n_dequant_samples", "check_optimizer", "check_positive_int",
+           "check_log_scale_bound", "check_n_classes", "check_n_dequant_samples",
+           "check_optimizer", "check_positive_int",
            "check_replica_divisible", "check_score_output", "check_split", "check_temperature",
            "check_weight_decay", "coupling_name", "default_of", "level_shapes",
            "permutation_name", "resolve_for_data", "resume_differences", "with_architecture_of"]
@@ -120,6 +121,14 @@ def check_n_classes(owner: str, value: Any) -> Optional[int]:
     raise ConfigError(f"{owner}: n_classes must be unset (None) or an integer >= 2, got "
                       f"{value!r}.")
   return int(value)
+
+
+def check_log_scale_bound(owner: str, value: Any) -> float:
+  """A prior log-scale bound: 0 (none, the original's) or a positive number, as a float."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+    raise ConfigError(f"{owner}: prior_log_scale_bound must be 0 (unbounded) or > 0, "
+                      f"got {value!r}.")
+  return float(value)
 
 
 def check_optimizer(kind: Any) -> str:
@@ -298,9 +307,13 @@ class ModelConfig:
       activation memory in depth; costs about one extra forward pass).
     precision: `"float32"`, or `"mixed_bfloat16"`: coupling networks
       compute in bfloat16 with float32 weights (`--precision`); `"auto"`:
-      `mixed_bfloat16` where bfloat16 pays (a GPU, a CPU with AMX), else
-      `float32` (`glow_tf.nn.resolve_precision`; train.py saves the choice).
+      `mixed_bfloat16` where bfloat16 is native and fast (a CPU with AMX, a
+      GPU of compute capability 8.0 or newer), else `float32`
+      (`glow_tf.hardware.resolve_precision`; train.py saves the choice).
     seed: seed of the random initialisation.
+    prior_log_scale_bound: `0` (the original's priors: unbounded), or `b > 0`:
+      the priors' (split and learned top) log-scales are soft-clamped to
+      `b * tanh(log_scale / b)`, in `(-b, b)` (`--prior_log_scale_bound`).
   """
   image_shape: Optional[Tuple[int, int, int]] = (32, 32, 3)
   n_levels: int = 3
@@ -317,6 +330,7 @@ class ModelConfig:
   recompute_gradients: bool = False
   precision: str = "float32"
   seed: int = 0
+  prior_log_scale_bound: float = 0.
 
   def __post_init__(self):
     if self.image_shape is not None:
@@ -335,6 +349,7 @@ class ModelConfig:
       raise ConfigError("ModelConfig: ycond=True needs n_classes >= 2 (a labelled dataset).")
     if not self.weight_y >= 0:
       raise ConfigError(f"ModelConfig: weight_y must be >= 0, got {self.weight_y!r}.")
+    check_log_scale_bound("ModelConfig", self.prior_log_scale_bound)
 
   @property
   def is_resolved(self) -> bool:
@@ -372,7 +387,7 @@ def resolve_for_data(model: ModelConfig, image_shape: Sequence[int],
 # from that run's config.json rather than from the flags (plus `seed`, which fixes
 # the shuffle permutations).
 ARCHITECTURE_FIELDS = ("n_levels", "depth", "width", "flow_permutation", "flow_coupling",
-                       "lu_decomposed", "learntop", "ycond", "n_bits_x")
+                       "lu_decomposed", "learntop", "ycond", "n_bits_x", "prior_log_scale_bound")
 
 
 def with_architecture_of(saved: ModelConfig, model: ModelConfig, given: Sequence[str] = (),
@@ -518,6 +533,11 @@ class TrainConfig:
       and go on, at most `max_rollbacks` times in a run.
     rollback_lr_factor: the learning-rate factor of a rollback, in (0, 1).
     max_rollbacks: rollbacks allowed before the run stops.
+    spike_guard: skip a step whose loss or gradient norm is far outside the
+      run's recent ones, as a non-finite step is (`glow_tf.spike_guard`).
+    spike_threshold: how far: in mean absolute deviations of the recent
+      steps' loss and log gradient norm (see `glow_tf.spike_guard`).
+    spike_warmup_steps: applied steps before the guard skips any.
   """
   logdir: str = "./logs"
   restore_path: str = ""
@@ -549,6 +569,9 @@ class TrainConfig:
   nonfinite_policy: str = "stop"
   rollback_lr_factor: float = 0.5
   max_rollbacks: int = 3
+  spike_guard: bool = True
+  spike_threshold: float = 10.
+  spike_warmup_steps: int = 50
 
   def __post_init__(self):
     check_optimizer(self.optimizer)
@@ -556,6 +579,11 @@ class TrainConfig:
     if not 0 < self.rollback_lr_factor < 1:
       raise ConfigError(f"rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor!r}.")
     _positive_int(self, "TrainConfig", "max_rollbacks")
+    if not self.spike_threshold > 0:
+      raise ConfigError(f"spike_threshold must be > 0, got {self.spike_threshold!r}.")
+    if not (isinstance(self.spike_warmup_steps, int) and self.spike_warmup_steps >= 0):
+      raise ConfigError(f"spike_warmup_steps must be an integer >= 0, got "
+                        f"{self.spike_warmup_steps!r}.")
     _one_of("TrainConfig", "strategy", self.strategy, STRATEGIES)
     for name in ("epochs", "n_batch_train", "n_batch_test", "n_batch_init",
                  "epochs_full_valid", "epochs_full_sample", "n_sample",
@@ -774,7 +802,8 @@ RESUMABLE_FIELDS = {
                         "log_every_steps", "quick_valid_batches", "max_nonfinite_steps",
                         "epochs_full_valid", "epochs_full_sample", "n_sample", "n_batch_test",
                         "strategy", "jit_compile", "nonfinite_policy", "rollback_lr_factor",
-                        "max_rollbacks"}),
+                        "max_rollbacks", "spike_guard", "spike_threshold",
+                        "spike_warmup_steps"}),
 }
 
 

@@ -6,19 +6,27 @@ import numpy as np
 import tensorflow as tf
 
 from glow_tf import nn
-from glow_tf.config import (ModelConfig, check_n_classes, check_positive_int, coupling_name,
-                            default_of, level_shapes, permutation_name)
+from glow_tf.config import (ModelConfig, check_log_scale_bound, check_n_classes,
+                            check_positive_int, coupling_name, default_of, level_shapes,
+                            permutation_name)
 from glow_tf import tracing
 from glow_tf.bijectors import base
 from glow_tf.bijectors import flow_step
 from glow_tf.bijectors import squeeze as squeeze_lib
 from glow_tf.ops import TensorLike
 
-__all__ = ["Glow", "SplitPrior", "TopPrior"]
+__all__ = ["Glow", "SplitPrior", "TopPrior", "bounded_log_scale"]
 
 _DEFAULT = {f: default_of(ModelConfig, f) for f in (
     "n_levels", "depth", "width", "flow_permutation", "flow_coupling", "learntop", "lu_decomposed",
-    "recompute_gradients", "seed", "precision")}
+    "recompute_gradients", "seed", "precision", "prior_log_scale_bound")}
+
+
+def bounded_log_scale(log_scale: tf.Tensor, bound: float) -> tf.Tensor:
+  """`bound * tanh(log_scale / bound)`, a soft clamp to `(-bound, bound)`; unchanged when `bound` is 0."""
+  if not bound:
+    return log_scale
+  return bound * tf.tanh(log_scale / bound)
 
 
 def _encode_steps_recomputing(steps, params, x, call):
@@ -83,12 +91,14 @@ class SplitPrior(tf.Module):
   """The original's `split2d_prior`: Gaussian of the leaving half given the kept half.
 
   `h = ZeroConv2D(z_kept)`, `mean = h[..., 0::2]`, `log_scale = h[..., 1::2]`;
-  zero-initialised, so it starts as a standard normal.
+  zero-initialised, so it starts as a standard normal. With `log_scale_bound`
+  `b > 0`, the log-scale is `b * tanh(h[..., 1::2] / b)` (`bounded_log_scale`).
   """
 
   def __init__(self, kept_channels: int, out_channels: int, dtype: tf.DType = tf.float32,
-               name: str = "split_prior"):
+               log_scale_bound: float = 0., name: str = "split_prior"):
     super().__init__(name=name)
+    self._bound = float(log_scale_bound)
     with self.name_scope:
       self.conv = nn.ZeroConv2D(kept_channels, 2 * out_channels, dtype=dtype)
     self._order = nn.deinterleaved(2 * out_channels)
@@ -99,7 +109,8 @@ class SplitPrior(tf.Module):
 
   def apply(self, params: dict, z_kept: tf.Tensor) -> List[tf.Tensor]:
     """z_kept: `[B, h, w, c]` -> mean, log_scale: `[B, h, w, c_out]`, with the variables `params`."""
-    return tf.split(self.conv.apply(params["conv"], z_kept, self._order), 2, axis=-1)
+    mean, log_scale = tf.split(self.conv.apply(params["conv"], z_kept, self._order), 2, axis=-1)
+    return mean, bounded_log_scale(log_scale, self._bound)
 
   def __call__(self, z_kept: tf.Tensor) -> List[tf.Tensor]:
     """`apply` with this prior's variables."""
@@ -116,8 +127,9 @@ class TopPrior(tf.Module):
   """
 
   def __init__(self, shape: Sequence[int], learntop: bool = False, n_classes: Optional[int] = None,
-               dtype: tf.DType = tf.float32, name: str = "top_prior"):
+               dtype: tf.DType = tf.float32, log_scale_bound: float = 0., name: str = "top_prior"):
     super().__init__(name=name)
+    self._bound = float(log_scale_bound)
     self._shape = list(shape)
     self._learntop = learntop
     self._n_classes = n_classes
@@ -160,7 +172,7 @@ class TopPrior(tf.Module):
     if self._n_classes:
       onehot = tf.one_hot(tf.cast(labels, tf.int32), self._n_classes, dtype=dtype)
       h = h + self.embedding.apply(params["embedding"], onehot)[:, None, None, :]
-    return h[..., :c], h[..., c:]
+    return h[..., :c], bounded_log_scale(h[..., c:], self._bound)
 
 
 @tracing.no_autograph
@@ -212,8 +224,9 @@ class Glow(base.GlowBijector):
                lu_decomposed: bool = _DEFAULT["lu_decomposed"],
                recompute_gradients: bool = _DEFAULT["recompute_gradients"],
                seed: int = _DEFAULT["seed"], dtype: tf.DType = tf.float32,
-               precision: str = _DEFAULT["precision"], validate_args: bool = False,
-               name: str = "glow"):
+               precision: str = _DEFAULT["precision"],
+               prior_log_scale_bound: float = _DEFAULT["prior_log_scale_bound"],
+               validate_args: bool = False, name: str = "glow"):
     """Creates the bijector.
 
     Args:
@@ -241,6 +254,10 @@ class Glow(base.GlowBijector):
         networks in bfloat16 with float32 variables (faster where bfloat16
         is fast, e.g. CPUs with AMX; the flow stays exactly invertible and
         its log-dets float32). Default value: `"float32"`.
+      prior_log_scale_bound: Python `float`: `0` for the original's
+        unbounded prior log-scales, or `b > 0` to soft-clamp the split and
+        learned top priors' log-scales to `(-b, b)` (`bounded_log_scale`).
+        Default value: `0.`.
       validate_args: Python `bool`. Default value: `False`.
       name: Python `str`. Default value: `"glow"`.
 
@@ -256,6 +273,7 @@ class Glow(base.GlowBijector):
     flow_permutation = permutation_name(flow_permutation)
     flow_coupling = coupling_name(flow_coupling)
     nn.compute_dtype(precision)  # raises on an unknown precision
+    prior_log_scale_bound = check_log_scale_bound("Glow", prior_log_scale_bound)
     with tf.name_scope(name) as name:
       self._image_shape = [int(d) for d in image_shape]
       self._n_levels = int(n_levels)
@@ -276,9 +294,11 @@ class Glow(base.GlowBijector):
             for k in range(depth)])
         if level < n_levels - 1:
           self.priors.append(SplitPrior(c // 2, c // 2, dtype=dtype,
+                                        log_scale_bound=prior_log_scale_bound,
                                         name=f"split_prior{level}"))
           c //= 2
-      self.top_prior = TopPrior(shapes[-1], learntop, n_classes, dtype=dtype)
+      self.top_prior = TopPrior(shapes[-1], learntop, n_classes, dtype=dtype,
+                                log_scale_bound=prior_log_scale_bound)
       self._traces = tracing.SharedTraces()
       super().__init__(forward_min_event_ndims=1, inverse_min_event_ndims=3,
                        dtype=dtype, validate_args=validate_args,

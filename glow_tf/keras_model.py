@@ -3,7 +3,7 @@
 `GlowKerasModel` is a thin `tf_keras.Model` around a `GlowModel` and a
 `GlowOptimizer`. Its `fit` runs, at each step, the training step that
 `train.py` runs (`steps.build_train_step`: the same loss, the replica sums,
-the finite-gradient guard, the original's Adamax with Polyak averages), not a
+the finite-gradient and spike guards, the original's Adamax with Polyak averages), not a
 second training loop: it replaces Keras's train function and so ignores
 `compile`'s optimizer and loss. It reports `loss` and `bits_per_dim` (running
 means over the epoch, as Keras metrics), runs the data-dependent actnorm
@@ -34,6 +34,7 @@ from glow_tf import config as config_lib
 from glow_tf import data as data_lib
 from glow_tf import model as model_lib
 from glow_tf import optim
+from glow_tf import spike_guard as spike_guard_lib
 from glow_tf import steps as steps_lib
 from glow_tf.ops import TensorLike
 
@@ -70,6 +71,7 @@ class GlowKerasModel(tf_keras.Model):
     self.glow_optimizer = optimizer or optim.GlowOptimizer()
     self.glow_optimizer.build(list(self.glow.trainable_variables))  # zero slots: restorable at once
     self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    self.spike_guard = spike_guard_lib.SpikeGuard()  # train.py's default guard
     self.initialized = tf.Variable(False, trainable=False, name="initialized")
     self.batch_size = int(batch_size)
     self.seed = int(seed)
@@ -129,14 +131,15 @@ class GlowKerasModel(tf_keras.Model):
     if self.train_function is not None and not force:
       return self.train_function
     step = steps_lib.build_train_step(self.glow, self.glow_optimizer, self.distribute_strategy,
-                                      self.batch_size, self.step)
+                                      self.batch_size, self.step, spike_guard=self.spike_guard)
 
     def train_function(iterator):
       self._initialize_if_needed()
       result = step(iterator)
       self._train_counter.assign_add(1)
-      if not result.finite:  # skipped, as train.py skips it
-        tf.print("glow_keras: non-finite loss or gradient, update skipped")
+      if not result.applied:  # skipped, as train.py skips it
+        tf.print("glow_keras: " + ("non-finite loss or gradient" if not result.finite
+                                   else "loss or gradient norm spike") + ", update skipped")
         return {m.name: m.result() for m in self.metrics}
       return self._update_metrics(result.sums, float(self.batch_size))
 
@@ -150,7 +153,7 @@ class GlowKerasModel(tf_keras.Model):
     eval_step = steps_lib.build_eval_step(self.glow, self.distribute_strategy)
 
     def test_function(iterator):
-      sums, count = eval_step(next(iterator))
+      sums, count, _ = eval_step(next(iterator))
       self._test_counter.assign_add(1)
       return self._update_metrics(sums, count)
 

@@ -121,13 +121,16 @@ class RunLog:
         tf.summary.scalar(f"train/{key}", record[key])
 
   def test_record(self, record: Dict[str, Any]) -> None:
-    """One `test.txt` line and its scalars: `test/bits_x` and `test/polyak_bits_x` (`_quick` for estimates)."""
+    """One `test.txt` line and its scalars (`test/bits_x`, `test/polyak_bits_x`, their medians).
+
+    The scalars of quick estimates get the suffix `_quick`.
+    """
     if self.run_dir is None:
       return
     self.run_dir.append_log("test", record)
     suffix = "" if record["full"] else "_quick"
     with self._summary_writer().as_default(step=record["step"]):
-      for key in ("bits_x", "polyak_bits_x"):
+      for key in ("bits_x", "polyak_bits_x", "bits_x_median", "polyak_bits_x_median"):
         if key in record:
           tf.summary.scalar(f"test/{key}{suffix}", record[key])
 

@@ -63,7 +63,8 @@ class GlowModel(tf.Module):
           config.image_shape, config.n_levels, config.depth, config.width,
           config.flow_permutation, config.flow_coupling, config.learntop,
           config.n_classes if config.ycond else None, config.lu_decomposed,
-          config.recompute_gradients, seed=config.seed, precision=config.precision)
+          config.recompute_gradients, seed=config.seed, precision=config.precision,
+          prior_log_scale_bound=config.prior_log_scale_bound)
       if config.ycond:
         self.classifier = nn.LinearZeros(
             config.latent_shapes[-1][-1], config.n_classes, name="classifier")

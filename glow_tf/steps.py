@@ -13,13 +13,14 @@ Dequantisation noise is drawn in the input pipeline, per global batch, from
 over replicas, and a resumed run draws the noise it would have drawn.
 """
 
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 
 if TYPE_CHECKING:  # for annotations only: at run time this module imports nothing of glow_tf
   from glow_tf.model import GlowModel
   from glow_tf.optim import GlowOptimizer
+  from glow_tf.spike_guard import SpikeGuard
 
 __all__ = ["StepResult", "TrainStep", "build_eval_step", "build_train_step", "finite_and_norm",
            "with_noise", "TRAIN_NOISE_STREAM", "TEST_NOISE_STREAM"]
@@ -65,9 +66,15 @@ def _labels(model, batch):
 class StepResult(NamedTuple):
   """What one training step reports."""
   sums: Dict[str, tf.Tensor]  # metric sums over the global batch (`GlowModel.losses` keys)
-  finite: bool  # the loss and every gradient were finite, and the update was applied
+  finite: bool  # the loss and every gradient were finite
+  spike: bool  # finite, but far outside the run's recent steps (`glow_tf.spike_guard`)
   grad_norm: tf.Tensor  # global norm of the summed gradients
   stop: bool  # some worker asked to stop after this step (all workers agree)
+
+  @property
+  def applied(self) -> bool:
+    """Whether the step's update was applied (finite and no spike)."""
+    return self.finite and not self.spike
 
 
 class TrainStep:
@@ -75,8 +82,9 @@ class TrainStep:
 
   Built by `build_train_step`: one `tf.function` that draws the batch,
   computes the loss and gradients, sums them over replicas and applies the
-  update only where the loss and all gradients are finite (the optimiser
-  skips the step inside the graph, `GlowOptimizer.apply_gradients(apply_if=)`).
+  update only where the loss and all gradients are finite and, with a spike
+  guard, not far outside the run's recent steps (the optimiser skips the
+  step inside the graph, `GlowOptimizer.apply_gradients(apply_if=)`).
   `stop_requested` is this worker's vote to stop after the step
   (`glow_tf.preemption`); the votes of all workers are summed with the
   metrics, so every worker reads the same `stop`.
@@ -86,11 +94,11 @@ class TrainStep:
     self._step = step
 
   def __call__(self, iterator: tf.distribute.DistributedIterator, stop_requested: bool = False) -> StepResult:
-    sums, finite, grad_norm = self._step(
+    sums, finite, spike, grad_norm = self._step(
         iterator, tf.constant(1. if stop_requested else 0., tf.float32))
     sums = dict(sums)
     stop = float(sums.pop(_STOP_VOTES)) > 0
-    return StepResult(sums, bool(finite), grad_norm, stop)
+    return StepResult(sums, bool(finite), bool(spike), grad_norm, stop)
 
   def tracing_count(self) -> int:
     """How often the step's function has been traced (1 after warm-up)."""
@@ -98,7 +106,8 @@ class TrainStep:
 
 
 def build_train_step(model: "GlowModel", optimizer: "GlowOptimizer", strategy: tf.distribute.Strategy,
-                     global_batch: int, step_counter: tf.Variable, jit_compile: bool = False) -> TrainStep:
+                     global_batch: int, step_counter: tf.Variable, jit_compile: bool = False,
+                     spike_guard: Optional["SpikeGuard"] = None) -> TrainStep:
   """The training step of `model` (a `GlowModel`) with `optimizer` (a `GlowOptimizer`).
 
   Args:
@@ -108,6 +117,9 @@ def build_train_step(model: "GlowModel", optimizer: "GlowOptimizer", strategy: t
     global_batch: images per step over all replicas (`n_batch_train`).
     step_counter: int64 variable incremented by every step (skipped ones too).
     jit_compile: XLA-compile the per-replica loss and gradient computation.
+    spike_guard: `None`, or a `SpikeGuard` (created in `strategy`'s scope)
+      that skips steps far outside the run's recent ones and learns from the
+      applied ones.
 
   Returns:
     A `TrainStep` taking an iterator over distributed batches of
@@ -133,39 +145,52 @@ def build_train_step(model: "GlowModel", optimizer: "GlowOptimizer", strategy: t
       ctx = tf.distribute.get_replica_context()
       grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, sums)
-    # Every replica computes it from the same summed values.
+    # Every replica computes them from the same summed values.
     finite, grad_norm = finite_and_norm(sums["loss"], grads)
-    return grads, sums, finite, grad_norm
+    spike = (tf.constant(False) if spike_guard is None
+             else spike_guard.is_spike(sums["loss"] / global_batch, grad_norm))
+    return grads, sums, finite, spike, grad_norm
 
   def replica_step(batch, stop_vote):
-    grads, sums, finite, grad_norm = replica_compute(batch, stop_vote)
-    optimizer.apply_gradients(zip(grads, variables), apply_if=finite)
-    return sums, finite, grad_norm
+    grads, sums, finite, spike, grad_norm = replica_compute(batch, stop_vote)
+    optimizer.apply_gradients(zip(grads, variables),
+                              apply_if=tf.logical_and(finite, tf.logical_not(spike)))
+    return sums, finite, spike, grad_norm
 
   # Every replica holds the same reduced values: read the first.
   first = lambda v: strategy.experimental_local_results(v)[0]
 
   @tf.function(autograph=False)
   def train_step(iterator, stop_vote):
-    sums, finite, grad_norm = strategy.run(replica_step, args=(next(iterator), stop_vote))
+    sums, finite, spike, grad_norm = strategy.run(replica_step, args=(next(iterator), stop_vote))
+    sums, finite, spike, grad_norm = (tf.nest.map_structure(first, x)
+                                      for x in (sums, finite, spike, grad_norm))
+    if spike_guard is not None:
+      spike_guard.update(sums["loss"] / global_batch, grad_norm,
+                         tf.logical_and(finite, tf.logical_not(spike)), spike)
     step_counter.assign_add(1)
-    return {k: first(v) for k, v in sums.items()}, first(finite), first(grad_norm)
+    return sums, finite, spike, grad_norm
 
   return TrainStep(train_step)
 
 
 def build_eval_step(model: "GlowModel", strategy: tf.distribute.Strategy) -> Callable:
-  """`eval_step(distributed batch) -> (metric sums over the batch, number of images)`."""
+  """`eval_step(distributed batch) -> (metric sums over the batch, number of images, bits_x [n])`.
+
+  The per-image `bits_x` of the whole batch are gathered from every replica
+  and worker (for the test median).
+  """
 
   def replica_eval(batch):
     out = model.losses(batch["image"], _labels(model, batch), noise=batch["noise"])
     count = tf.cast(tf.shape(batch["image"])[0], tf.float32)
-    return {k: tf.reduce_sum(v) for k, v in out.items()}, count
+    return {k: tf.reduce_sum(v) for k, v in out.items()}, count, out["bits_x"]
 
   @tf.function(autograph=False)
   def eval_step(batch):
-    sums, count = strategy.run(replica_eval, args=(batch,))
+    sums, count, bits_x = strategy.run(replica_eval, args=(batch,))
     total = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-    return {k: total(v) for k, v in sums.items()}, total(count)
+    return ({k: total(v) for k, v in sums.items()}, total(count),
+            strategy.gather(bits_x, axis=0))
 
   return eval_step

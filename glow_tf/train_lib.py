@@ -43,6 +43,7 @@ from glow_tf import hardware
 from glow_tf import optim
 from glow_tf import preemption
 from glow_tf import rundir as rundir_lib
+from glow_tf import spike_guard as spike_guard_lib
 from glow_tf import steps as steps_lib
 
 __all__ = ["Trainer", "TrainingError", "prepare", "train_and_evaluate", "SAMPLE_TEMPERATURES"]
@@ -109,6 +110,9 @@ class Trainer:
     with self.strategy.scope():
       self.model = model_lib.GlowModel(model_config)
       self.recovery = _Recovery()
+      self.spike_guard = (spike_guard_lib.SpikeGuard(train.spike_threshold,
+                                                     train.spike_warmup_steps)
+                          if train.spike_guard else None)
       self.evaluation = metrics.Evaluation()
       self.optimizer = optim.make_optimizer(
           train.optimizer, train.lr, train.beta1, self.schedule.warmup_steps, self.schedule.beta2,
@@ -195,7 +199,10 @@ class Trainer:
 
   def _attach_run_state(self) -> None:
     """Adds the rollback and evaluation state to the checkpoint (after a restore: see `_Recovery`)."""
-    for name, module in (("recovery", self.recovery), ("evaluation", self.evaluation)):
+    state = [("recovery", self.recovery), ("evaluation", self.evaluation)]
+    if self.spike_guard is not None:
+      state.append(("spike_guard", self.spike_guard))
+    for name, module in state:
       if not hasattr(self.checkpoint, name):
         setattr(self.checkpoint, name, module)
 
@@ -250,14 +257,15 @@ class Trainer:
     if self._train_step is None:
       self._train_step = steps_lib.build_train_step(
           self.model, self.optimizer, self.strategy, self.schedule.images_per_step,
-          self.step, jit_compile=self.config.train.jit_compile)
+          self.step, jit_compile=self.config.train.jit_compile, spike_guard=self.spike_guard)
     return self._train_step
 
   def evaluate(self, max_batches: Optional[int] = None) -> Tuple[Dict[str, float], int]:
     """Mean test metrics (bits/dim etc.) over the test set, or its first `max_batches` batches.
 
     Returns:
-      (metric means, number of test images).
+      (metric means and `bits_x_median`, the median of the images' bits/dim,
+      number of test images).
     """
     train = self.config.train
     if self._eval_step is None:
@@ -266,13 +274,17 @@ class Trainer:
                               steps_lib.TEST_NOISE_STREAM)
     if max_batches:
       ds = ds.take(max_batches)
-    totals, count = None, 0.
+    totals, count, per_image = None, 0., []
     for batch in self.strategy.experimental_distribute_dataset(ds):
-      sums, n = self._eval_step(batch)
+      sums, n, bits_x = self._eval_step(batch)
       sums = {k: float(v) for k, v in sums.items()}
       totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
       count += float(n)
-    return {k: v / count for k, v in totals.items()}, int(count)
+      per_image.append(bits_x.numpy())
+    means = {k: v / count for k, v in totals.items()}
+    # One broken image moves the mean, not the median; a broken model moves both.
+    means["bits_x_median"] = float(np.median(np.concatenate(per_image)))
+    return means, int(count)
 
   # ---- Outputs ------------------------------------------------------------------------
 
@@ -330,13 +342,17 @@ class Trainer:
         break
       result = step_fn(iterator, stop is not None and stop.requested)
       step += 1
-      if result.finite:
+      if result.applied:
         nonfinite_in_a_row = 0
         self._after_step(step, total_steps, result.sums, result.grad_norm, window, start)
       else:
         nonfinite_in_a_row += 1
-        self.log.info(f"step {step}: non-finite loss or gradient, update skipped "
-                      f"({nonfinite_in_a_row} in a row)")
+        what = ("non-finite loss or gradient" if not result.finite else
+                f"loss spike ({float(result.sums['loss']) / self.schedule.images_per_step:.4g} "
+                f"bits/dim, gradient norm {float(result.grad_norm):.4g})")
+        self.log.info(f"step {step}: {what}, update skipped ({nonfinite_in_a_row} in a row)")
+        if result.finite:
+          self.log.event(f"step {step}: {what}, update skipped", step)
         if nonfinite_in_a_row >= train.max_nonfinite_steps:
           step = self._nonfinite_limit(step, nonfinite_in_a_row)  # raises, or rolls back
           iterator = self._train_iterator()
@@ -344,7 +360,7 @@ class Trainer:
           continue
       if result.stop:
         return self._stop(step, stop)
-      if not result.finite:
+      if not result.applied:
         continue
       epoch_end = step % self.steps_per_epoch == 0
       if epoch_end:
@@ -366,8 +382,8 @@ class Trainer:
       The step training goes on from after a rollback.
     """
     train = self.config.train
-    what = (f"{in_a_row} consecutive steps had a non-finite loss or gradient (last at step "
-            f"{step})")
+    what = (f"{in_a_row} consecutive steps had a non-finite or spiking loss or gradient (last "
+            f"at step {step})")
     last = self.manager.latest_checkpoint if self.manager is not None else None
     rollbacks = int(self.recovery.rollbacks.numpy())
     if train.nonfinite_policy != "rollback" or last is None or rollbacks >= train.max_rollbacks:
@@ -451,8 +467,9 @@ class Trainer:
         "train_time": round(time.time() - start, 1), "n_test_images": n, "full": bool(full_valid),
         **raw, **{f"polyak_{k}": v for k, v in polyak.items()}, "best": best})
     self.log.info(f"{'test' if full_valid else 'quick test'} ({n} images) at epoch "
-                  f"{float(epoch):.2f}: {raw['bits_x']:.4f} bits/dim raw, {polyak['bits_x']:.4f} "
-                  f"with the Polyak averages{' (best so far: kept)' if best else ''}")
+                  f"{float(epoch):.2f}: {raw['bits_x']:.4f} bits/dim raw (median "
+                  f"{raw['bits_x_median']:.4f}), {polyak['bits_x']:.4f} with the Polyak averages "
+                  f"(median {polyak['bits_x_median']:.4f}){' (best so far: kept)' if best else ''}")
     if best:
       self.best_manager.save(checkpoint_number=step)
     if full_sample:
@@ -552,5 +569,6 @@ def train_and_evaluate(config: config_lib.RunConfig, strategy: Optional[tf.distr
   if trainer.is_chief:
     trainer.log.info(message)
   else:
-    print(f"[worker {trainer.strategy.cluster_resolver.task_id}] {message}", flush=True)
+    resolver = getattr(trainer.strategy, "cluster_resolver", None)
+    print(f"[worker {getattr(resolver, 'task_id', '?')}] {message}", flush=True)
   return trainer

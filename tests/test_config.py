@@ -100,6 +100,8 @@ def test_old_config_json_files_still_read():
   # Runs from before the original's augmentation and anchoring resume without them.
   assert config.data.dal == 0 and config.train.anchor_size == 0
   assert config.train.n_train == old["train"]["n_train"]
+  # ... and rebuild the original's unbounded priors, with the spike guard on.
+  assert config.model.prior_log_scale_bound == 0. and config.train.spike_guard
   assert RunConfig().data.dal == 1 and RunConfig().train.anchor_size == 32
   old["data"]["n_train"] = 640  # earlier versions' name of the subset
   assert RunConfig.from_dict(old).data.train_subset == 640

@@ -39,6 +39,7 @@ def perturbed_model(seed=0, scale=0.05, **kwargs):
     ([4, 4, 2], dict(flow_coupling="affine", learntop=True, n_classes=3)),
     ([8, 8, 1], dict(flow_coupling="additive", flow_permutation="shuffle")),
     ([4, 4, 2], dict(flow_coupling="affine", lu_decomposed=True)),
+    ([4, 4, 2], dict(flow_coupling="affine", learntop=True, prior_log_scale_bound=0.02)),
 ])
 def test_log_prob_is_the_change_of_variables_density(image_shape, kwargs):
   glow = Glow(image_shape, n_levels=2, depth=2, width=6, dtype=F64, **kwargs)
@@ -67,6 +68,23 @@ def test_log_prob_is_the_change_of_variables_density(image_shape, kwargs):
   np.testing.assert_allclose(fldj, -glow.inverse_log_det_jacobian(util.fresh(x), 3, **bkw),
                              atol=1e-10)
   np.testing.assert_allclose(glow.forward(eps, **bkw), x, atol=1e-10)
+
+
+def test_a_prior_log_scale_bound_keeps_an_extreme_split_prior_finite():
+  """The spike's cause: a split prior's log-scale of -53 puts an image beyond float32's range."""
+  images = uint8_images([4, 8, 8, 1], seed=3)
+  log_probs = {}
+  for bound in (0., 5.):
+    model = glow_tf.GlowModel(image_shape=(8, 8, 1), n_levels=2, depth=1, width=8,
+                              prior_log_scale_bound=bound)
+    model.initialize(images)
+    prior = model.glow.priors[0]
+    prior.conv.bias.assign(tf.fill(prior.conv.bias.shape, -53.))
+    log_probs[bound] = model.log_prob(images, noise=0.5).numpy()
+    _, log_scale = prior(tf.zeros([1, 4, 4, 2]))
+    assert np.all(log_scale.numpy() >= -bound) if bound else np.all(log_scale.numpy() == -53.)
+  assert np.all(log_probs[0.] == -np.inf)
+  assert np.all(np.isfinite(log_probs[5.]))
 
 
 def test_model_log_prob_and_losses_agree_with_the_original_objective():
