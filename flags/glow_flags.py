@@ -279,13 +279,14 @@ def define_flags(flag_values=flags.FLAGS):
       "Test batches for the quick estimate at epoch ends without a full validation.",
       flag_values=f)
   d.DEFINE_integer("max_nonfinite_steps", _train("max_nonfinite_steps"),
-                   "Consecutive non-finite steps (skipped) before --nonfinite_policy acts.",
+                   "Consecutive skipped steps (non-finite, or spikes with --spike_guard) before "
+                   "--nonfinite_policy acts.",
                    flag_values=f)
   d.DEFINE_enum("nonfinite_policy", _train("nonfinite_policy"),
                 list(config_lib.NONFINITE_POLICIES),
-                "After --max_nonfinite_steps non-finite steps in a row: stop the run, or "
-                "rollback: restore the last checkpoint, multiply the learning rate by "
-                "--rollback_lr_factor and go on (at most --max_rollbacks times).",
+                "After --max_nonfinite_steps skipped steps in a row: rollback: restore the "
+                "last checkpoint, multiply the learning rate by --rollback_lr_factor and go on "
+                "(at most --max_rollbacks times), or stop the run.",
                 flag_values=f)
   d.DEFINE_float("rollback_lr_factor", _train("rollback_lr_factor"),
                  "Learning-rate factor of each rollback, in (0, 1).", flag_values=f)

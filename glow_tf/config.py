@@ -528,9 +528,9 @@ class TrainConfig:
     quick_valid_batches: test batches for the quick estimate logged every epoch.
     max_nonfinite_steps: consecutive skipped (non-finite) steps before the
       `nonfinite_policy` acts.
-    nonfinite_policy: `"stop"` the run then, or `"rollback"`: restore the
-      last checkpoint, multiply the learning rate by `rollback_lr_factor`
-      and go on, at most `max_rollbacks` times in a run.
+    nonfinite_policy: `"rollback"` (the default): restore the last
+      checkpoint, multiply the learning rate by `rollback_lr_factor` and go
+      on, at most `max_rollbacks` times in a run; or `"stop"` the run then.
     rollback_lr_factor: the learning-rate factor of a rollback, in (0, 1).
     max_rollbacks: rollbacks allowed before the run stops.
     spike_guard: skip a step whose loss or gradient norm is far outside the
@@ -566,7 +566,7 @@ class TrainConfig:
   log_every_steps: int = 50
   quick_valid_batches: int = 10
   max_nonfinite_steps: int = 20
-  nonfinite_policy: str = "stop"
+  nonfinite_policy: str = "rollback"
   rollback_lr_factor: float = 0.5
   max_rollbacks: int = 3
   spike_guard: bool = True

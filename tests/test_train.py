@@ -248,7 +248,8 @@ def test_finite_and_norm_is_the_steps_check(loss, grads, finite):
 
 def test_nonfinite_steps_are_skipped_then_stop_without_bad_checkpoints(tmp_path):
   """The one traced step skips the update itself: weights, moments, averages and count unchanged."""
-  config = small_config(tmp_path / "run", epochs=100, max_nonfinite_steps=3)
+  config = small_config(tmp_path / "run", epochs=100, max_nonfinite_steps=3,
+                        nonfinite_policy="stop")
   trainer = train_lib.prepare(config)
   trainer.save_checkpoint()
   before = trainer.manager.checkpoints
