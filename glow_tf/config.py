@@ -125,7 +125,8 @@ def check_n_classes(owner: str, value: Any) -> Optional[int]:
 
 def check_log_scale_bound(owner: str, value: Any) -> float:
   """A prior log-scale bound: 0 (none, the original's) or a positive number, as a float."""
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+  if (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0
+      or not math.isfinite(value)):
     raise ConfigError(f"{owner}: prior_log_scale_bound must be 0 (unbounded) or > 0, "
                       f"got {value!r}.")
   return float(value)

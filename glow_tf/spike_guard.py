@@ -91,13 +91,17 @@ class SpikeGuard(tf.Module):
       stats = tf.convert_to_tensor(stats)
       limit = stats[0] + self.threshold * tf.maximum(stats[1], floor)
       above.append(value > limit)
-    return tf.logical_and(tf.logical_and(self.count >= self.warmup, finite),
+    armed = self.count >= max(self.warmup, 1)  # (statistics of at least one step)
+    return tf.logical_and(tf.logical_and(armed, finite),
                           tf.logical_or(*above))
 
   def update(self, loss: tf.Tensor, grad_norm: tf.Tensor, applied: tf.Tensor,
              spike: tf.Tensor) -> None:
     """Adds an applied step's figures to the statistics (nothing where `applied` is False); counts a `spike`."""
     loss, log_norm = self._figures(loss, grad_norm)
+    # (An applied step's gradient norm of exactly 0 has a log of -inf: not counted.)
+    applied = tf.logical_and(applied, tf.logical_and(tf.math.is_finite(loss),
+                                                     tf.math.is_finite(log_norm)))
     count = tf.cast(self.count, tf.float64)
     # A plain mean at first, then the moving average.
     rate = tf.maximum(1. / (count + 1.), 1. - self.decay)

@@ -197,19 +197,27 @@ class Trainer:
                   "uniformly from the whole training set")
     return None
 
-  def _attach_run_state(self) -> None:
-    """Adds the rollback and evaluation state to the checkpoint (after a restore: see `_Recovery`)."""
-    state = [("recovery", self.recovery), ("evaluation", self.evaluation)]
+  def _run_state(self) -> Dict[str, tf.Module]:
+    """The run's state beside model, optimiser and step: rollbacks, evaluation, spike statistics."""
+    state = {"recovery": self.recovery, "evaluation": self.evaluation}
     if self.spike_guard is not None:
-      state.append(("spike_guard", self.spike_guard))
-    for name, module in state:
+      state["spike_guard"] = self.spike_guard
+    return state
+
+  def _attach_run_state(self) -> None:
+    """Adds the run state to the checkpoint (after a restore: see `_Recovery`)."""
+    for name, module in self._run_state().items():
       if not hasattr(self.checkpoint, name):
         setattr(self.checkpoint, name, module)
 
   def _restore(self, prefix: str) -> str:
     self.optimizer.build(self.variables)
-    self.checkpoint.restore(prefix).assert_existing_objects_matched()
-    self._attach_run_state()  # restored from `prefix` where it holds them
+    # Model, optimiser and step must all be there; the run state where the
+    # checkpoint has it (checkpoints written before a part of it existed).
+    tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step).restore(
+        prefix).assert_existing_objects_matched()
+    tf.train.Checkpoint(**self._run_state()).restore(prefix).expect_partial()
+    self._attach_run_state()
     self.log.info(f"restored {prefix} at step {int(self.step.numpy())}")
     return prefix
 
@@ -360,7 +368,7 @@ class Trainer:
           continue
       if result.stop:
         return self._stop(step, stop)
-      if not result.applied:
+      if not result.applied:  # no checkpoint of a state that is being skipped
         continue
       epoch_end = step % self.steps_per_epoch == 0
       if epoch_end:
@@ -384,7 +392,9 @@ class Trainer:
     train = self.config.train
     what = (f"{in_a_row} consecutive steps had a non-finite or spiking loss or gradient (last "
             f"at step {step})")
-    last = self.manager.latest_checkpoint if self.manager is not None else None
+    # The run's newest checkpoint, the same for every worker (a non-chief
+    # worker's own manager writes to a scratch directory).
+    last = next(iter(self.run_dir.training_checkpoints()), None)
     rollbacks = int(self.recovery.rollbacks.numpy())
     if train.nonfinite_policy != "rollback" or last is None or rollbacks >= train.max_rollbacks:
       why = ("" if train.nonfinite_policy != "rollback" else

@@ -109,3 +109,20 @@ def test_the_guard_leaves_a_healthy_run_bit_identical(tmp_path):
       assert trainer.spike_guard is None
   for a, b in zip(weights[True], weights[False]):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_rollback_restores_a_checkpoint_written_without_the_guard(tmp_path):
+  """A run resumed with the guard on rolls back to its checkpoint from before (no guard in it)."""
+  logdir = tmp_path / "run"
+  old = train_lib.prepare(small_config(logdir, max_steps=2, epochs=1, spike_guard=False))
+  assert old.train() == 2  # checkpoint of step 2, without spike statistics
+  old.close()
+  trainer = train_lib.prepare(small_config(logdir, max_steps=5, epochs=1, max_nonfinite_steps=2,
+                                           max_rollbacks=1))
+  assert int(trainer.step.numpy()) == 2 and trainer.spike_guard is not None
+  actnorm = trainer.model.glow.levels[0][0].actnorm
+  actnorm.shift.assign(tf.fill(actnorm.shift.shape, np.nan))  # undone by the rollback
+  assert trainer.train() == 5
+  assert int(trainer.recovery.rollbacks.numpy()) == 1
+  assert all(np.all(np.isfinite(v.numpy())) for v in trainer.variables)
+  trainer.close()
