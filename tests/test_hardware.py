@@ -1,6 +1,7 @@
 """What `--precision=auto` picks: bfloat16 only where it is native and fast."""
 
 import pytest
+import tensorflow as tf
 
 from glow_tf import hardware, nn
 
@@ -39,7 +40,9 @@ def test_unknown_cpu_keeps_float32_and_explicit_precisions_are_kept():
       "mixed_bfloat16")
 
 
-def test_auto_in_a_layer_is_this_machines_choice():
-  here = hardware.resolve_precision("auto")[0]
-  assert nn.compute_dtype("auto") == nn.compute_dtype(here)
-  assert here in ("float32", "mixed_bfloat16")
+@pytest.mark.parametrize("choice, dtype", [("mixed_bfloat16", tf.bfloat16), ("float32", None)])
+def test_auto_in_a_layer_is_the_hardwares_choice(monkeypatch, choice, dtype):
+  monkeypatch.setattr(hardware, "resolve_precision", lambda precision: (
+      choice if precision == "auto" else precision, "stub"))
+  assert nn.compute_dtype("auto") == dtype
+  assert nn.compute_dtype("float32") is None
