@@ -36,7 +36,7 @@ __all__ = ["ARCHITECTURE_FIELDS", "AUGMENTED_DATASETS", "COUPLINGS", "DATASETS",
            "DataConfig", "ExportConfig", "ModelConfig", "RunConfig", "SampleConfig",
            "ScoreConfig", "Schedule", "TrainConfig", "augmentation_level", "check_latents_path",
            "check_log_scale_bound", "check_n_classes", "check_n_dequant_samples",
-           "check_optimizer", "check_positive_int",
+           "check_optimizer", "check_positive_int", "check_spike_guard",
            "check_replica_divisible", "check_score_output", "check_split", "check_temperature",
            "check_weight_decay", "coupling_name", "default_of", "level_shapes",
            "permutation_name", "resolve_for_data", "resume_differences", "with_architecture_of"]
@@ -130,6 +130,15 @@ def check_log_scale_bound(owner: str, value: Any) -> float:
     raise ConfigError(f"{owner}: prior_log_scale_bound must be 0 (unbounded) or > 0, "
                       f"got {value!r}.")
   return float(value)
+
+
+def check_spike_guard(threshold: Any, warmup: Any) -> Tuple[float, int]:
+  """The spike guard's threshold (> 0) and warm-up in applied steps (an integer >= 0)."""
+  if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold > 0:
+    raise ConfigError(f"spike_threshold must be > 0, got {threshold!r}.")
+  if isinstance(warmup, bool) or not isinstance(warmup, numbers.Integral) or warmup < 0:
+    raise ConfigError(f"spike_warmup_steps must be an integer >= 0, got {warmup!r}.")
+  return float(threshold), int(warmup)
 
 
 def check_optimizer(kind: Any) -> str:
@@ -580,11 +589,7 @@ class TrainConfig:
     if not 0 < self.rollback_lr_factor < 1:
       raise ConfigError(f"rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor!r}.")
     _positive_int(self, "TrainConfig", "max_rollbacks")
-    if not self.spike_threshold > 0:
-      raise ConfigError(f"spike_threshold must be > 0, got {self.spike_threshold!r}.")
-    if not (isinstance(self.spike_warmup_steps, int) and self.spike_warmup_steps >= 0):
-      raise ConfigError(f"spike_warmup_steps must be an integer >= 0, got "
-                        f"{self.spike_warmup_steps!r}.")
+    check_spike_guard(self.spike_threshold, self.spike_warmup_steps)
     _one_of("TrainConfig", "strategy", self.strategy, STRATEGIES)
     for name in ("epochs", "n_batch_train", "n_batch_test", "n_batch_init",
                  "epochs_full_valid", "epochs_full_sample", "n_sample",

@@ -35,8 +35,8 @@ gradient and the average's step 0, weight decay 1), which leave every weight,
 moment and average exactly as they were; an applied step uses the true operands, so it gives the
 same bits as an ungated update. Under `tf.distribute`,
 `apply_gradients` is called in replica context with gradients already summed
-over replicas; the update then runs once per device copy of each variable
-(`strategy.extended.update`), so replicas stay identical.
+over replicas; the update then runs once per device copy of each variable,
+on its device with that device's gradient, so replicas stay identical.
 """
 
 import contextlib
@@ -220,8 +220,7 @@ class GlowOptimizer(tf.Module):
           self._update_one(slots, g, h)
     if apply_if is None:
       return self.iterations.assign_add(1)
-    first = strategy.experimental_local_results(apply_if)[0]
-    return self.iterations.assign_add(tf.cast(first, tf.int64))
+    return self.iterations.assign_add(tf.cast(applies[0], tf.int64))
 
   def _update_one(self, slots: dict, grad: tf.Tensor, h: dict) -> None:
     """Updates one variable and its slots (`{"var", "m", "u"[, "avg"]}`) by `grad`.

@@ -25,6 +25,7 @@ only ever withholds an update.
 
 import tensorflow as tf
 
+from glow_tf import config as config_lib
 from glow_tf import tracing
 
 __all__ = ["SpikeGuard"]
@@ -52,14 +53,11 @@ class SpikeGuard(tf.Module):
       name: Python `str`.
     """
     super().__init__(name=name)
-    if (not threshold > 0 or not 0 < decay < 1 or not min_loss_deviation > 0
-        or not min_log_norm_deviation > 0 or warmup < 0):
+    self.threshold, self.warmup = config_lib.check_spike_guard(threshold, warmup)
+    if not 0 < decay < 1 or not min_loss_deviation > 0 or not min_log_norm_deviation > 0:
       raise ValueError(
-          "SpikeGuard needs threshold > 0, 0 < decay < 1, positive minimum deviations and "
-          f"warmup >= 0; got {threshold!r}, {decay!r}, {min_loss_deviation!r}, "
-          f"{min_log_norm_deviation!r}, {warmup!r}.")
-    self.threshold = float(threshold)
-    self.warmup = int(warmup)
+          "SpikeGuard needs 0 < decay < 1 and positive minimum deviations; got "
+          f"{decay!r}, {min_loss_deviation!r}, {min_log_norm_deviation!r}.")
     self.decay = float(decay)
     self.min_deviations = (float(min_loss_deviation), float(min_log_norm_deviation))
     only_first = tf.VariableAggregation.ONLY_FIRST_REPLICA

@@ -58,9 +58,8 @@ class TrainingError(RuntimeError):
 class _Recovery(tf.Module):
   """The rollback state of a run (`--nonfinite_policy=rollback`), checkpointed with it.
 
-  Attached to the checkpoint only after a restore, so that checkpoints
-  written before it existed still restore (restoring then fills it in from
-  checkpoints that have it).
+  Restored where a checkpoint has it (`Trainer._restore`): checkpoints
+  written before it existed still restore.
   """
 
   def __init__(self):
@@ -121,7 +120,7 @@ class Trainer:
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.variables = list(self.model.trainable_variables)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                          step=self.step)
+                                          step=self.step, **self._run_state())
     self.manager = None
     self.best_manager = None
     self.stopped_by: Optional[str] = None  # the signal that ended train(), if one did
@@ -192,7 +191,6 @@ class Trainer:
     labels = batch.get("label") if self.config.model.ycond else None
     self.model.initialize(batch["image"], labels, seed=[train.seed, 1])
     self.optimizer.build(self.variables)
-    self._attach_run_state()
     self.log.info(f"initialised actnorm on {batch['image'].shape[0]} training images drawn "
                   "uniformly from the whole training set")
     return None
@@ -204,12 +202,6 @@ class Trainer:
       state["spike_guard"] = self.spike_guard
     return state
 
-  def _attach_run_state(self) -> None:
-    """Adds the run state to the checkpoint (after a restore: see `_Recovery`)."""
-    for name, module in self._run_state().items():
-      if not hasattr(self.checkpoint, name):
-        setattr(self.checkpoint, name, module)
-
   def _restore(self, prefix: str) -> str:
     self.optimizer.build(self.variables)
     # Model, optimiser and step must all be there; the run state where the
@@ -217,7 +209,6 @@ class Trainer:
     tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step).restore(
         prefix).assert_existing_objects_matched()
     tf.train.Checkpoint(**self._run_state()).restore(prefix).expect_partial()
-    self._attach_run_state()
     self.log.info(f"restored {prefix} at step {int(self.step.numpy())}")
     return prefix
 
@@ -228,7 +219,6 @@ class Trainer:
     """
     rundir_lib.restore_weights(self.model, prefix)
     self.optimizer.build(self.variables)
-    self._attach_run_state()
     self.log.info(f"restored the weights of {prefix} (an export: the optimiser starts afresh)")
     return prefix
 

@@ -31,7 +31,7 @@ def test_statistics_warm_up_then_flag_loss_and_gradient_spikes():
     if v is not guard.spikes:
       np.testing.assert_array_equal(a, v.numpy())
   assert int(guard.spikes.numpy()) == 1
-  with pytest.raises(ValueError, match="threshold > 0"):
+  with pytest.raises(ValueError, match="spike_threshold must be > 0"):
     spike_guard.SpikeGuard(threshold=0.)
 
 
