@@ -82,12 +82,26 @@ def child(root: str, config: str, steps: int) -> dict:
           "first_loss": float(first.sums["loss"])}
 
 
-def in_process(base: str, config: str, steps: int) -> None:
-  """Both steps in this process, `base`'s glow_tf as `glow_tf_base`; single steps alternated ABBA."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def checkout(base: str) -> str:
+  """The directory holding `base`'s `glow_tf`: `base` itself, or a git revision exported to a temporary one."""
+  if os.path.isdir(base):
+    return base
+  into = tempfile.mkdtemp(prefix="glow_ab_base_")
+  archive = subprocess.run(["git", "-C", ROOT, "archive", base, "glow_tf"],
+                           check=True, capture_output=True).stdout
+  subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+  return into
+
+
+def as_base_package(base: str) -> str:
+  """A temporary directory holding `base`'s glow_tf (see `checkout`) as package `glow_tf_base`.
+
+  Put it on `sys.path` to import both revisions in one process.
+  """
+  source = os.path.join(checkout(base), "glow_tf")
   into = tempfile.mkdtemp(prefix="glow_ab_package_")
   # copy2 keeps the files' times (a build cache that compares them stays valid).
-  shutil.copytree(os.path.join(base, "glow_tf"), os.path.join(into, "glow_tf_base"))
+  shutil.copytree(source, os.path.join(into, "glow_tf_base"))
   for folder, _, files in os.walk(into):
     for name in files:
       if name.endswith(".py"):
@@ -96,9 +110,15 @@ def in_process(base: str, config: str, steps: int) -> None:
           text = f.read().replace("glow_tf", "glow_tf_base")
         with open(path, "w") as f:
           f.write(text)
-        shutil.copystat(os.path.join(base, "glow_tf", os.path.relpath(path, os.path.join(
+        shutil.copystat(os.path.join(source, os.path.relpath(path, os.path.join(
             into, "glow_tf_base"))), path)
-  sys.path.insert(0, into)
+  return into
+
+
+def in_process(base: str, config: str, steps: int) -> None:
+  """Both steps in this process, `base`'s glow_tf as `glow_tf_base`; single steps alternated ABBA."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  sys.path.insert(0, as_base_package(base))
   sys.path.insert(0, ROOT)
   run = {}
   for name, package in (("base", "glow_tf_base"), ("new", "glow_tf")):
@@ -134,12 +154,7 @@ def main():
   if args.child:
     print(json.dumps(child(args.child, args.config, args.steps)))
     return
-  base = args.base
-  if not os.path.isdir(base):
-    base = tempfile.mkdtemp(prefix="glow_ab_base_")
-    archive = subprocess.run(["git", "-C", ROOT, "archive", args.base, "glow_tf"],
-                             check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", base], input=archive, check=True)
+  base = checkout(args.base)
   sys.path.insert(0, HERE)
   import vs_tfp_glow
   print(f"CPU: {vs_tfp_glow.cpu_description()}; config {args.config}; base {args.base}; "

@@ -28,22 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def export_base(ref, into):
-  """`glow_tf` at git `ref` as package `glow_tf_base` under directory `into`."""
-  archive = subprocess.run(["git", "-C", ROOT, "archive", ref, "glow_tf"],
-                           check=True, capture_output=True).stdout
-  subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
-  os.rename(os.path.join(into, "glow_tf"), os.path.join(into, "glow_tf_base"))
-  for folder, _, files in os.walk(os.path.join(into, "glow_tf_base")):
-    for name in files:
-      if name.endswith(".py"):
-        path = os.path.join(folder, name)
-        with open(path) as f:
-          text = f.read()
-        with open(path, "w") as f:
-          f.write(text.replace("glow_tf", "glow_tf_base"))
-
-
 def write_sources(root, n, size=64):
   import numpy as np
   import tensorflow as tf
@@ -105,9 +89,8 @@ def main():
   p.add_argument("--n_images", type=int, default=2000)
   args = p.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  tmp = tempfile.mkdtemp()
-  export_base(args.base, tmp)
-  sys.path.insert(0, tmp)
+  import ab_step
+  sys.path.insert(0, ab_step.as_base_package(args.base))
   cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True,
                        text=True).stdout.split(":")[-1].strip()
   print(f"CPU: {cpu}; batch {args.batch}; {args.n_images} images of 64x64x3")
