@@ -193,6 +193,19 @@ def define_flags(flag_values=flags.FLAGS):
       "gets a scale below e^-b (see docs/reproducing.md, where we differ).",
       flag_values=f)
   d.DEFINE_boolean("ycond", _model("ycond"), "Use y conditioning.", flag_values=f)
+  d.DEFINE_enum(
+      "condition", _model("condition"), [c for c in config_lib.CONDITIONS if c != "tensor"],
+      "Conditional Glow: model p(x | c) for a condition c built from each training image: "
+      "lowres (the image downsampled by --condition_factor: super-resolution), gray (its "
+      "luminance: colourisation, RGB data), class (its one-hot label), attributes (CelebA's 40 "
+      "attributes); none: the original's unconditional model (docs/conditional.md).",
+      flag_values=f)
+  d.DEFINE_integer("condition_factor", _model("condition_factor"),
+                   "--condition=lowres: the downsampling factor; it must divide the image size.",
+                   flag_values=f)
+  d.DEFINE_integer("condition_width", _model("condition_width"),
+                   "Conditional Glow: channels of the conditioning network's features.",
+                   flag_values=f)
   d.DEFINE_float(
       "weight_y", _model("weight_y"),
       "Weight of log p(y|x) in weighted loss.",
@@ -334,7 +347,9 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       flow_permutation=f.flow_permutation, flow_coupling=f.flow_coupling,
       lu_decomposed=f.lu_decomposed, learntop=f.learntop, ycond=f.ycond,
       weight_y=f.weight_y, n_bits_x=f.n_bits_x, recompute_gradients=f.recompute_gradients,
-      precision=f.precision, seed=f.seed, prior_log_scale_bound=f.prior_log_scale_bound)
+      precision=f.precision, seed=f.seed, prior_log_scale_bound=f.prior_log_scale_bound,
+      condition=f.condition, condition_factor=f.condition_factor,
+      condition_width=f.condition_width)
   if f.restore_path:
     model = _architecture_of_restore(f, model)
   train = TrainConfig(
@@ -354,5 +369,8 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       spike_threshold=f.spike_threshold, spike_warmup_steps=f.spike_warmup_steps)
   if image_size is not None:  # checks that need only the flags, before any data is read
     config_lib.level_shapes((image_size, image_size, 1), f.n_levels)
+    if f.condition == "lowres":
+      config_lib.check_condition(f.condition, (image_size, image_size, 1), f.condition_factor,
+                                 where="--condition=lowres")
     train.schedule(image_size, num_train_examples=1)
   return config_lib.RunConfig(data=data, model=model, train=train)

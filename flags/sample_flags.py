@@ -18,7 +18,9 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_enum("mode", d("mode"), list(config_lib.SAMPLE_MODES),
                     "sample: a grid, one row per temperature; reconstruct: dataset images and "
                     "decode(encode(.)) side by side; interpolate: latent interpolation between "
-                    "two images; manipulate: move images along an attribute direction.",
+                    "two images; manipulate: move images along an attribute direction; "
+                    "conditional: a conditional Glow's samples given conditions "
+                    "(docs/conditional.md).",
                     flag_values=f)
   flags.DEFINE_string("logdir", d("logdir"), "train.py's logdir (or an exported model "
                       "directory) to load the latest checkpoint and config.json from. With no "
@@ -33,7 +35,8 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_string("output", d("output"), "PNG path to write (default: <logdir>/<mode>.png, "
                       "or ./<mode>.png for the shipped model).", flag_values=f)
   flags.DEFINE_string("label", d("label"), "Class (index or name) for class-conditional "
-                      "models; default: cycle through the classes.", flag_values=f)
+                      "models (--ycond or --condition=class); default: cycle through the "
+                      "classes.", flag_values=f)
   flags.DEFINE_list("images", list(d("images")), "interpolate/manipulate/reconstruct: image "
                     "files to use instead of dataset images (interpolate takes two).",
                     flag_values=f)
@@ -50,6 +53,12 @@ def define_flags(flag_values=flags.FLAGS):
                        "model).", flag_values=f)
   flags.DEFINE_string("data_dir", d("data_dir"), "Override the data_dir saved in the model's "
                       "config.", flag_values=f)
+  flags.DEFINE_integer("n_conditions", d("n_conditions"), "conditional (lowres, gray): test "
+                       "images to condition on, one row each (or the --images given).",
+                       flag_values=f)
+  flags.DEFINE_list("attributes", list(d("attributes")), "conditional (attributes): the "
+                    "attributes the samples have, e.g. Smiling,Male (the others absent).",
+                    flag_values=f)
   flags.DEFINE_integer("zoom", d("zoom"), "Integer upscaling of each image (0: enough to make "
                        "it >= 64 pixels).", flag_values=f)
 
@@ -76,4 +85,5 @@ def config_from_flags(f: flags.FlagValues) -> SampleConfig:
       seed=f.seed, output=f.output, label=f.label, images=tuple(f.images), n_steps=f.n_steps,
       attribute=f.attribute, scales=tuple(_floats("scales", f.scales)),
       n_direction_examples=f.n_direction_examples, data_dir=f.data_dir, polyak=f.polyak,
-      zoom=f.zoom, default_logdir=not f["logdir"].present)
+      zoom=f.zoom, default_logdir=not f["logdir"].present, n_conditions=f.n_conditions,
+      attributes=tuple(f.attributes))

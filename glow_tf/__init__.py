@@ -5,6 +5,9 @@
 * `glow_tf.Glow`: the multi-scale Glow as one bijector, flat latent -> image.
 * `glow_tf.GlowModel`: Glow on uint8 images (bits/dim, sampling, encode/decode).
 * `glow_tf.ModelConfig`: the architecture, validated.
+* `glow_tf.conditioning`: conditional Glow's conditioning network, its
+  distribution and `glow_tf.conditioning_kwargs` (a condition for every
+  conditional bijector of a TFP composition).
 
 The names are imported on first use, so that `glow_tf.config` (which the
 command-line flags read) loads without TensorFlow.
@@ -12,9 +15,11 @@ command-line flags read) loads without TensorFlow.
 
 import importlib
 
-__all__ = ["bijectors", "Glow", "GlowModel", "ModelConfig"]
+__all__ = ["bijectors", "conditioning", "conditioning_kwargs", "Glow", "GlowModel", "ModelConfig"]
 
 _WHERE = {"bijectors": ("glow_tf.bijectors", None), "Glow": ("glow_tf.glow", "Glow"),
+          "conditioning": ("glow_tf.conditioning", None),
+          "conditioning_kwargs": ("glow_tf.conditioning", "conditioning_kwargs"),
           "GlowModel": ("glow_tf.model", "GlowModel"), "ModelConfig": ("glow_tf.config", "ModelConfig")}
 
 

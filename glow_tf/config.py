@@ -30,7 +30,9 @@ import numbers
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
-__all__ = ["ARCHITECTURE_FIELDS", "AUGMENTED_DATASETS", "COUPLINGS", "DATASETS",
+__all__ = ["ARCHITECTURE_FIELDS", "AUGMENTED_DATASETS", "CONDITIONS", "COUPLINGS", "DATASETS",
+           "IMAGE_CONDITIONS", "N_ATTRIBUTES", "check_condition", "check_conditioning_shape",
+           "condition_shape",
            "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
            "SCORE_OUTPUT_EXTENSIONS", "RESUMABLE_FIELDS", "STRATEGIES", "ConfigError",
            "DataConfig", "ExportConfig", "ModelConfig", "RunConfig", "SampleConfig",
@@ -51,7 +53,7 @@ NONFINITE_POLICIES = ("stop", "rollback")
 SCORE_OUTPUT_EXTENSIONS = (".csv", ".jsonl", ".json")
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagenet32", "imagenet64", "celeba",
             "lsun", "folder")
-SAMPLE_MODES = ("sample", "reconstruct", "interpolate", "manipulate")
+SAMPLE_MODES = ("sample", "reconstruct", "interpolate", "manipulate", "conditional")
 
 
 class ConfigError(ValueError):
@@ -292,6 +294,74 @@ def _from_mapping(cls: Type[T], values: Mapping[str, Any], where: str,
 # ---- The architecture ---------------------------------------------------------------
 
 
+CONDITIONS = ("none", "lowres", "gray", "class", "attributes", "tensor")
+IMAGE_CONDITIONS = ("lowres", "gray")
+N_ATTRIBUTES = 40  # CelebA's binary attributes
+
+
+def check_conditioning_shape(where: str, conditioning_shape: Optional[Sequence[int]]
+                             ) -> Optional[List[int]]:
+  """`None`, or the condition's event shape `[K]` or `[h, w, K]` as ints; raises on anything else."""
+  if conditioning_shape is None:
+    return None
+  try:
+    shape = [int(d) for d in conditioning_shape]
+  except (TypeError, ValueError):
+    shape = None
+  if shape is None or len(shape) not in (1, 3) or min(shape) < 1:
+    raise ConfigError(
+        f"{where}: conditioning_shape must be [K] (a vector) or [h, w, K] (an image or "
+        f"feature map) of positive sizes, got {conditioning_shape!r}.")
+  return shape
+
+
+def check_condition(condition: str, image_shape: Optional[Sequence[int]], factor: int,
+                    given_shape: Optional[Sequence[int]] = None, where: str = "ModelConfig") -> None:
+  """Raises ConfigError, naming the fix, for a condition that cannot be built for these images.
+
+  (Whether the data has the labels `class` needs, or the attributes
+  `attributes` needs, is checked where the data is known.)
+  """
+  if condition not in CONDITIONS:
+    raise ConfigError(f"{where}: condition must be one of {', '.join(CONDITIONS)}, got {condition!r}.")
+  if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+    raise ConfigError(f"{where}: condition_factor must be a positive int, got {factor!r}.")
+  if condition == "tensor" and given_shape is None:
+    raise ConfigError(f"{where}: condition='tensor' needs conditioning_shape ([K] or [h, w, K]).")
+  if image_shape is None:
+    return
+  h, w, c = (int(d) for d in image_shape)
+  if condition == "lowres" and (factor < 2 or h % factor or w % factor):
+    raise ConfigError(
+        f"{where}: condition='lowres' needs a condition_factor >= 2 that divides the image "
+        f"size {h}x{w}, got {factor}; pick a divisor (e.g. 2 or 4) or another --image_size.")
+  if condition == "gray" and c != 3:
+    raise ConfigError(
+        f"{where}: condition='gray' (colourisation) needs RGB images; these have {c} "
+        "channel(s). Use another condition, e.g. lowres.")
+
+
+def condition_shape(condition: str, image_shape: Sequence[int], factor: int,
+                    n_classes: Optional[int], given_shape: Optional[Sequence[int]] = None
+                    ) -> Optional[Tuple[int, ...]]:
+  """The condition's event shape (after `check_condition`).
+
+  `None` for `none`, and for `class` before the classes are known.
+  """
+  h, w, c = (int(d) for d in image_shape)
+  if condition == "none":
+    return None
+  if condition == "lowres":
+    return (h // factor, w // factor, c)
+  if condition == "gray":
+    return (h, w, 1)
+  if condition == "class":
+    return None if n_classes is None else (int(n_classes),)
+  if condition == "attributes":
+    return (N_ATTRIBUTES,)
+  return tuple(int(d) for d in given_shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The Glow architecture and its data representation (the original's defaults).
@@ -324,6 +394,16 @@ class ModelConfig:
     prior_log_scale_bound: `0` (the original's priors: unbounded), or `b > 0`:
       the priors' (split and learned top) log-scales are soft-clamped to
       `b * tanh(log_scale / b)`, in `(-b, b)` (`--prior_log_scale_bound`).
+    condition: what a conditional Glow is conditioned on (`--condition`):
+      `"none"` (the original's model), `"lowres"`, `"gray"`, `"class"`,
+      `"attributes"` (built from each image or its labels, see
+      `glow_tf.condition_sources`), or `"tensor"`: any tensor of
+      `conditioning_shape` the caller passes.
+    condition_factor: `lowres`'s downsampling factor (`--condition_factor`).
+    condition_width: the conditioning network's feature channels
+      (`--condition_width`).
+    conditioning_shape: the condition's event shape; derived from the data
+      for the named sources, given for `"tensor"`.
   """
   image_shape: Optional[Tuple[int, int, int]] = (32, 32, 3)
   n_levels: int = 3
@@ -341,6 +421,10 @@ class ModelConfig:
   precision: str = "float32"
   seed: int = 0
   prior_log_scale_bound: float = 0.
+  condition: str = "none"
+  condition_factor: int = 4
+  condition_width: int = 64
+  conditioning_shape: Optional[Tuple[int, ...]] = None
 
   def __post_init__(self):
     if self.image_shape is not None:
@@ -360,6 +444,22 @@ class ModelConfig:
     if not self.weight_y >= 0:
       raise ConfigError(f"ModelConfig: weight_y must be >= 0, got {self.weight_y!r}.")
     check_log_scale_bound("ModelConfig", self.prior_log_scale_bound)
+    _positive_int(self, "ModelConfig", "condition_width")
+    given = self.conditioning_shape if self.condition == "tensor" else None
+    check_condition(self.condition, self.image_shape, self.condition_factor, given)
+    if self.condition == "tensor":
+      shape = tuple(check_conditioning_shape("ModelConfig", given))
+    elif self.image_shape is not None:
+      shape = condition_shape(self.condition, self.image_shape, self.condition_factor,
+                              self.n_classes, given)
+    else:
+      shape = None
+    object.__setattr__(self, "conditioning_shape", shape)
+
+  @property
+  def is_conditional(self) -> bool:
+    """Whether the model is a conditional Glow (`condition` other than `"none"`)."""
+    return self.condition != "none"
 
   @property
   def is_resolved(self) -> bool:
@@ -380,7 +480,8 @@ class ModelConfig:
 
 
 def resolve_for_data(model: ModelConfig, image_shape: Sequence[int],
-                     n_classes: Optional[int], dataset: str = "the dataset") -> ModelConfig:
+                     n_classes: Optional[int], dataset: str = "the dataset",
+                     attribute_names: Optional[Sequence[str]] = None) -> ModelConfig:
   """The model config completed with what the data says: the image shape and classes.
 
   Raises:
@@ -389,15 +490,22 @@ def resolve_for_data(model: ModelConfig, image_shape: Sequence[int],
   """
   if model.ycond and not n_classes:
     raise ConfigError(f"--ycond needs labels, and {dataset} has none.")
+  if model.condition == "class" and not n_classes:
+    raise ConfigError(f"--condition=class needs labels, and {dataset} has none.")
+  if model.condition == "attributes" and len(attribute_names or ()) != N_ATTRIBUTES:
+    raise ConfigError(f"--condition=attributes needs CelebA's {N_ATTRIBUTES} attributes (TFDS "
+                      f"celeb_a, or the original's shards with `attr`), and {dataset} has none.")
+  labelled = model.ycond or model.condition == "class"
   return dataclasses.replace(model, image_shape=tuple(int(d) for d in image_shape),
-                             n_classes=n_classes if model.ycond else model.n_classes)
+                             n_classes=n_classes if labelled else model.n_classes)
 
 
 # What a model restored from another run or an export (train.py --restore_path) takes
 # from that run's config.json rather than from the flags (plus `seed`, which fixes
 # the shuffle permutations).
 ARCHITECTURE_FIELDS = ("n_levels", "depth", "width", "flow_permutation", "flow_coupling",
-                       "lu_decomposed", "learntop", "ycond", "n_bits_x", "prior_log_scale_bound")
+                       "lu_decomposed", "learntop", "ycond", "n_bits_x", "prior_log_scale_bound",
+                       "condition", "condition_factor", "condition_width")
 
 
 def with_architecture_of(saved: ModelConfig, model: ModelConfig, given: Sequence[str] = (),
@@ -847,6 +955,8 @@ class SampleConfig:
   polyak: Optional[bool] = None  # None: the weights with the better test bits/dim
   zoom: int = 0
   default_logdir: bool = False  # the user did not choose --logdir: fall back to the shipped model
+  n_conditions: int = 4
+  attributes: Tuple[str, ...] = ()
 
   def __post_init__(self):
     _one_of("sample.py", "--mode", self.mode, SAMPLE_MODES)
@@ -856,7 +966,8 @@ class SampleConfig:
                        tuple(check_temperature(t) for t in self.temperatures))
     object.__setattr__(self, "images", tuple(self.images))
     object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-    for name in ("n_samples", "n_direction_examples"):
+    object.__setattr__(self, "attributes", tuple(self.attributes))
+    for name in ("n_samples", "n_direction_examples", "n_conditions"):
       _positive_int(self, "sample.py", name, label=f"--{name}")
     if isinstance(self.n_steps, bool) or not isinstance(self.n_steps, int) or self.n_steps < 2:
       raise ConfigError(f"--n_steps must be an integer >= 2, got {self.n_steps!r}.")

@@ -14,7 +14,10 @@ with the better test bits/dim in the run's latest evaluation) and writes
 `tf.saved_model.load(<output>)` then gives, in any TensorFlow program, these
 `tf.function`s with fixed input signatures (`B` any batch size, `H, W, C` the
 model's image shape; a class-conditional model takes `labels` int32 `[B]`
-after `images` or `latents`, and `sample` returns the labels it drew):
+after `images` or `latents`, and `sample` returns the labels it drew; a
+conditional Glow takes `conditioning` float32 `[B] + conditioning_shape`
+after those, `sample` last, and draws `n` images per condition,
+`[n, B, H, W, C]`):
 
 * `sample(n, temperature, seed)`: int32 `n`, float32 `temperature`, int64
   `seed` `[2]` -> `{"images": uint8 [n, H, W, C]}` (+ `"labels"`); the same
@@ -29,6 +32,9 @@ after `images` or `latents`, and `sample` returns the labels it drew):
   and `decode(latents)` -> uint8 images: `decode(encode(x))` is `x` at
   `n_bits_x` bits;
 
+a conditional Glow also has `keras_bits_per_dim(inputs)` and
+`keras_log_prob(inputs)`, taking one dict `{"images", "conditioning"[,
+"labels"]}` (the form a Keras `TFSMLayer` calls an endpoint with);
 and the signatures `serving_default` (= `bits_per_dim`), `bits_per_dim`,
 `log_prob`, `sample`, `encode`, `decode` for TensorFlow Serving and
 `saved_model_cli run` (named inputs, dicts of named outputs). The default is
@@ -98,6 +104,9 @@ class GlowExport(tf.Module):
     self.model = model
     cfg = model.config
     self._ycond = cfg.ycond
+    self._conditional = cfg.is_conditional
+    self._conditioning = (tf.TensorSpec([None] + list(cfg.conditioning_shape), tf.float32,
+                                        name="conditioning") if cfg.is_conditional else None)
     self._images = tf.TensorSpec([None] + model.image_shape, tf.uint8, name="images")
     self._labels = tf.TensorSpec([None], tf.int32, name="labels")
     self._seed = tf.TensorSpec([2], tf.int64, name="seed")
@@ -108,6 +117,23 @@ class GlowExport(tf.Module):
     self.bits_per_dim = tf.function(self._bits_per_dim, autograph=False)
     self.encode = tf.function(self._encode, autograph=False)
     self.decode = tf.function(self._decode, autograph=False)
+    if self._conditional:  # one dict input, as a Keras TFSMLayer calls an endpoint
+      self.keras_bits_per_dim = tf.function(
+          lambda inputs: self._bits_per_dim(inputs["images"], *self._given(inputs)),
+          autograph=False)
+      self.keras_log_prob = tf.function(
+          lambda inputs: self._log_prob(inputs["images"], *self._given(inputs)), autograph=False)
+
+  def _given(self, inputs):
+    """The conditions (labels, conditioning) of a dict input, in positional order."""
+    return [inputs[k] for k in ("labels", "conditioning") if k in inputs]
+
+  def _split(self, extra):
+    """`(labels, conditioning)` from the positional conditions after images or latents."""
+    extra = list(extra)
+    labels = extra.pop(0) if self._ycond else None
+    conditioning = extra.pop(0) if self._conditional else None
+    return labels, conditioning
 
   # ---- The functions (traced for the signatures in `trace`) --------------------------
 
@@ -120,7 +146,7 @@ class GlowExport(tf.Module):
             tf.debugging.assert_non_negative(
         labels, message=f"labels must be class indices in 0..{n_classes - 1}")]
 
-  def _sample(self, n, temperature, seed):
+  def _sample(self, n, temperature, seed, conditioning=None):
     checks = [tf.debugging.assert_non_negative(n, message="sample: n must be >= 0"),
               tf.debugging.assert_non_negative(
                   temperature, message="sample: temperature must be >= 0")]
@@ -128,37 +154,51 @@ class GlowExport(tf.Module):
       out = {}
       labels = None
       if self._ycond:
-        labels = tf.random.stateless_uniform([n], seed, 0, self.model.config.n_classes, tf.int32)
+        count = n if conditioning is None else n * tf.shape(conditioning)[0]
+        labels = tf.random.stateless_uniform([count], seed, 0, self.model.config.n_classes,
+                                             tf.int32)
         out["labels"] = labels
-      out["images"] = self.model.sample(n, temperature, labels=labels, seed=seed)
+      out["images"] = self.model.sample(n, temperature, labels=labels, seed=seed,
+                                        conditioning=conditioning)
     return out
 
-  def _log_prob(self, images, labels=None, seed=None):
+  def _log_prob(self, images, *conditions, seed=None):
+    labels, conditioning = self._split(conditions)
     with tf.control_dependencies(self._check_labels(labels)):
-      return self.model.log_prob(images, labels, noise=0.5 if seed is None else None, seed=seed)
+      return self.model.log_prob(images, labels, noise=0.5 if seed is None else None, seed=seed,
+                                 conditioning=conditioning)
 
-  def _bits_per_dim(self, images, labels=None, seed=None):
+  def _bits_per_dim(self, images, *conditions, seed=None):
+    labels, conditioning = self._split(conditions)
     with tf.control_dependencies(self._check_labels(labels)):
       return self.model.bits_per_dim(images, labels, noise=0.5 if seed is None else None,
-                                     seed=seed)
+                                     seed=seed, conditioning=conditioning)
 
-  def _encode(self, images, labels=None):
+  def _encode(self, images, *conditions):
+    labels, conditioning = self._split(conditions)
     with tf.control_dependencies(self._check_labels(labels)):
-      return self.model.encode(images, labels)
+      return self.model.encode(images, labels, conditioning)
 
-  def _decode(self, latents, labels=None):
+  def _decode(self, latents, *conditions):
+    labels, conditioning = self._split(conditions)
     with tf.control_dependencies(self._check_labels(labels)):
-      return self.model.decode(latents, labels)
+      return self.model.decode(latents, labels, conditioning)
 
   # ---- Tracing ----------------------------------------------------------------------
 
   def trace(self) -> Dict[str, Any]:
     """Traces every function at its input signatures; returns the serving signatures."""
     images, seed = self._images, self._seed
-    cond = [self._labels] if self._ycond else []
+    cond = self._condition_specs()
     scalar_n = tf.TensorSpec([], tf.int32, name="n")
     scalar_t = tf.TensorSpec([], tf.float32, name="temperature")
-    self.sample.get_concrete_function(scalar_n, scalar_t, seed)
+    self.sample.get_concrete_function(scalar_n, scalar_t, seed,
+                                      *([self._conditioning] if self._conditional else []))
+    if self._conditional:
+      inputs = dict(zip(("labels", "conditioning") if self._ycond else ("conditioning",), cond))
+      inputs["images"] = images
+      self.keras_bits_per_dim.get_concrete_function(inputs)
+      self.keras_log_prob.get_concrete_function(inputs)
     for fn in (self.log_prob, self.bits_per_dim):
       fn.get_concrete_function(images, *cond)
       fn.get_concrete_function(images, *cond, seed=seed)
@@ -166,10 +206,14 @@ class GlowExport(tf.Module):
     self.decode.get_concrete_function(list(self._latents), *cond)
     return self._signatures()
 
+  def _condition_specs(self):
+    """The specs of the conditions after images or latents: labels (`ycond`), then conditioning."""
+    return (([self._labels] if self._ycond else [])
+            + ([self._conditioning] if self._conditional else []))
+
   def _signatures(self) -> Dict[str, Any]:
-    ycond = self._ycond
     n_latents = len(self._latents)
-    cond = [self._labels] if ycond else []
+    cond = self._condition_specs()
 
     def bits_per_dim(images, *labels):
       return {"bits_per_dim": self.bits_per_dim(images, *labels)}
@@ -193,7 +237,7 @@ class GlowExport(tf.Module):
         "log_prob": concrete(log_prob, [self._images] + cond),
         "sample": self.sample.get_concrete_function(
             tf.TensorSpec([], tf.int32, name="n"), tf.TensorSpec([], tf.float32, name="temperature"),
-            self._seed),
+            self._seed, *([self._conditioning] if self._conditional else [])),
         "encode": concrete(encode, [self._images] + cond),
         "decode": concrete(decode, list(self._latents) + cond),
     }

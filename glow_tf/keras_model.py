@@ -92,7 +92,8 @@ class GlowKerasModel(tf_keras.Model):
 
   def initialize(self, images: TensorLike, labels: Optional[TensorLike] = None) -> None:
     """The data-dependent actnorm initialisation (explicit, once); `fit` calls it if you do not."""
-    self.glow.initialize(images, labels, seed=[self.seed, 1])
+    batch = {"image": images} if labels is None else {"image": images, "label": labels}
+    self.glow.initialize(images, seed=[self.seed, 1], **self.glow.batch_conditions(batch))
     self.initialized.assign(True)
 
   @contextlib.contextmanager
@@ -119,7 +120,7 @@ class GlowKerasModel(tf_keras.Model):
       raise ValueError("GlowKerasModel: call initialize(images) before fit, or fit on a "
                        "tf.data.Dataset (its first batch initialises the actnorms).")
     batch = next(iter(self._init_data))
-    self.initialize(batch["image"], batch.get("label") if self.glow.config.ycond else None)
+    self.initialize(batch["image"], batch.get("label"))
 
   def _update_metrics(self, sums: Dict[str, tf.Tensor], count: float) -> Dict[str, tf.Tensor]:
     self.loss_tracker.update_state(sums["loss"] / count, sample_weight=count)

@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from glow_tf import condition_sources
+from glow_tf import conditioning as conditioning_lib
 from glow_tf import config as config_lib
 from glow_tf import glow as glow_lib
 from glow_tf import nn
@@ -40,7 +42,11 @@ class GlowModel(tf.Module):
   * `encode`/`decode`: per-level latents, exact inverses up to the
     quantisation;
   * with `ycond`, the top prior depends on the label and a classifier head
-    on the mean of the top latent adds `weight_y * bits_y` to the loss.
+    on the mean of the top latent adds `weight_y * bits_y` to the loss;
+  * with a `condition` (conditional Glow), everything is `p(x | c)`: each
+    method takes `conditioning=` (`[B] + conditioning_shape`); for a
+    condition built from the images or labels (`lowres`, `gray`, `class`)
+    it is built from the very images scored when not given (`condition`).
 
   Build it from a `ModelConfig` or keyword arguments of `ModelConfig`:
   `GlowModel(image_shape=(32, 32, 1), n_levels=2, depth=8, width=128)`.
@@ -64,11 +70,15 @@ class GlowModel(tf.Module):
           config.flow_permutation, config.flow_coupling, config.learntop,
           config.n_classes if config.ycond else None, config.lu_decomposed,
           config.recompute_gradients, seed=config.seed, precision=config.precision,
-          prior_log_scale_bound=config.prior_log_scale_bound)
+          prior_log_scale_bound=config.prior_log_scale_bound,
+          conditioning_shape=config.conditioning_shape,
+          conditioning_width=config.condition_width)
       if config.ycond:
         self.classifier = nn.LinearZeros(
             config.latent_shapes[-1][-1], config.n_classes, name="classifier")
-    self.distribution = tfd.TransformedDistribution(self._base(tf.float32), self.glow)
+    distribution = (conditioning_lib.ConditionalTransformedDistribution
+                    if config.is_conditional else tfd.TransformedDistribution)
+    self.distribution = distribution(self._base(tf.float32), self.glow)
 
   def _base(self, dtype: tf.DType) -> tfd.Distribution:
     """The standard normal over the flat latent `[B, latent_size]`, in `dtype`."""
@@ -136,9 +146,53 @@ class GlowModel(tf.Module):
     labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
     return tf.broadcast_to(labels, [batch_size]) if labels.shape.rank == 0 else labels
 
+  def condition(self, images: TensorLike, labels: Optional[TensorLike] = None,
+                attributes: Optional[TensorLike] = None) -> tf.Tensor:
+    """The condition of each image, float32 `[B] + conditioning_shape` (`glow_tf.condition_sources`).
+
+    Args:
+      images: uint8 `[B, H, W, C]`.
+      labels: int `[B]`, for `condition="class"`.
+      attributes: `[B, 40]` (+1/-1 as the datasets' `attr`, or 0/1), for
+        `condition="attributes"`.
+    """
+    c = self.config
+    if not c.is_conditional or c.condition == "tensor":
+      raise ValueError(f"this model's condition is {c.condition!r}: there is nothing to build "
+                       "from images" + (" (pass the conditioning tensor itself)."
+                                        if c.is_conditional else "."))
+    return condition_sources.build(c.condition, self._check_images(images), c.n_bits_x,
+                                   c.condition_factor, c.n_classes, labels, attributes)
+
+  def batch_conditions(self, batch: Dict[str, tf.Tensor]) -> Dict[str, Optional[tf.Tensor]]:
+    """`{"labels", "conditioning"}` for `losses`, `log_prob` or `initialize` from a data batch.
+
+    `batch`: `{"image"[, "label"][, "attr"]}` as the datasets give it.
+    `labels` are the batch's labels for a `ycond` model (else `None`);
+    `conditioning` is each image's condition for a conditional model (else `None`).
+    """
+    labels = batch.get("label") if self.config.ycond else None
+    conditioning = None
+    if self.config.is_conditional:
+      conditioning = self.condition(batch["image"], batch.get("label"), batch.get("attr"))
+    return {"labels": labels, "conditioning": conditioning}
+
+  def _conditioning(self, images, labels, conditioning):
+    """The conditioning tensor of a conditional model (`conditioning`, or built from the images)."""
+    if not self.config.is_conditional:
+      if conditioning is not None:
+        raise ValueError("got `conditioning`, but this model is unconditional (condition='none').")
+      return None
+    if conditioning is not None:
+      return tf.convert_to_tensor(conditioning, tf.float32)
+    if self.config.condition in ("attributes", "tensor"):
+      raise ValueError(f"this model is conditioned on {self.config.condition!r}: pass "
+                       f"conditioning= ([batch] + {list(self.config.conditioning_shape)}).")
+    return self.condition(images, labels)
+
   # ---- Likelihood -------------------------------------------------------------------
 
-  def _log_prob_and_top(self, images, labels, noise, seed, dtype=tf.float32):
+  def _log_prob_and_top(self, images, labels, noise, seed, dtype=tf.float32, conditioning=None):
     """The encoding and the density, computed once for `log_prob` and `losses`.
 
     `log p(x) = base.log_prob(eps) + ildj - D log(n_bins)`: the density of
@@ -151,9 +205,10 @@ class GlowModel(tf.Module):
       log_p: `[B]`, nats per image; top: `[B, h, w, c]`, the top latent
       before its prior's standardisation; labels: int `[B]` or `None`.
     """
+    conditioning = self._conditioning(images, labels, conditioning)
     x = self.preprocess(images, noise, seed)
     labels = self._labels(labels, tf.shape(x)[0])
-    eps, top, ildj = self.glow.encode(x, labels)
+    eps, top, ildj = self.glow.encode(x, labels, conditioning)
     base, flat = self.distribution.distribution, self.glow.join_latents(eps)
     if dtype != flat.dtype:
       base, flat, ildj = self._base(dtype), tf.cast(flat, dtype), tf.cast(ildj, dtype)
@@ -161,7 +216,8 @@ class GlowModel(tf.Module):
     return log_p, top, labels
 
   def log_prob(self, images: TensorLike, labels: Optional[TensorLike] = None, noise: Optional[TensorLike] = None,
-               seed: Optional[TensorLike] = None, dtype: tf.DType = tf.float32) -> tf.Tensor:
+               seed: Optional[TensorLike] = None, dtype: tf.DType = tf.float32,
+               conditioning: Optional[TensorLike] = None) -> tf.Tensor:
     """Discrete log-likelihood of uint8 images, nats per image `[B]`.
 
     The continuous density of `distribution` at the dequantised images
@@ -176,16 +232,22 @@ class GlowModel(tf.Module):
         for an image the model puts far outside its data (a latent above
         ~1.8e19, e.g. where a split prior predicts a log-scale of -53: its
         square exceeds float32's 3.4e38). The flow runs as always.
+      conditioning: a conditional model's condition, `[B] + conditioning_shape`
+        (`None`: built from `images`/`labels` where the source allows).
     """
-    return self._log_prob_and_top(images, labels, noise, seed, tf.as_dtype(dtype))[0]
+    return self._log_prob_and_top(images, labels, noise, seed, tf.as_dtype(dtype),
+                                  conditioning)[0]
 
   def bits_per_dim(self, images: TensorLike, labels: Optional[TensorLike] = None, noise: Optional[TensorLike] = None,
-                   seed: Optional[TensorLike] = None) -> tf.Tensor:
+                   seed: Optional[TensorLike] = None, conditioning: Optional[TensorLike] = None
+                   ) -> tf.Tensor:
     """`-log p(images) / (D ln 2)`, `[B]`."""
-    return -self.log_prob(images, labels, noise, seed) / (self.num_dims * LN2)
+    return -self.log_prob(images, labels, noise, seed, conditioning=conditioning) / (
+        self.num_dims * LN2)
 
   def losses(self, images: TensorLike, labels: Optional[TensorLike] = None, noise: Optional[TensorLike] = None,
-             seed: Optional[TensorLike] = None) -> Dict[str, tf.Tensor]:
+             seed: Optional[TensorLike] = None, conditioning: Optional[TensorLike] = None
+             ) -> Dict[str, tf.Tensor]:
     """The original's training objective and metrics, per image.
 
     Returns:
@@ -194,7 +256,8 @@ class GlowModel(tf.Module):
       `bits_y` (classifier cross-entropy in bits) and `classification_error`
       (0 or 1).
     """
-    log_p, top, labels = self._log_prob_and_top(images, labels, noise, seed)
+    log_p, top, labels = self._log_prob_and_top(images, labels, noise, seed,
+                                                conditioning=conditioning)
     bits_x = -log_p / (self.num_dims * LN2)
     out = {"bits_x": bits_x, "loss": bits_x}
     if self.config.ycond:
@@ -212,13 +275,15 @@ class GlowModel(tf.Module):
       raise ValueError("predict_labels needs a class-conditional model (ycond=True).")
     x = self.preprocess(images, noise=0.5)
     # The top latent does not depend on the label; any label encodes it.
-    _, top, _ = self.glow.encode(x, tf.zeros(tf.shape(x)[:1], tf.int32))
+    _, top, _ = self.glow.encode(x, tf.zeros(tf.shape(x)[:1], tf.int32),
+                                 self._conditioning(images, None, None))
     return tf.nn.softmax(self.classifier(tf.reduce_mean(top, [1, 2])))
 
   # ---- Initialisation -------------------------------------------------------------
 
   def initialize(self, images: TensorLike, labels: Optional[TensorLike] = None,
-                 seed: Optional[TensorLike] = None) -> tf.Tensor:
+                 seed: Optional[TensorLike] = None, conditioning: Optional[TensorLike] = None
+                 ) -> tf.Tensor:
     """The data-dependent actnorm initialisation (the original's `n_batch_init` pass).
 
     Call once, before training, on a batch of training images. In
@@ -230,12 +295,16 @@ class GlowModel(tf.Module):
       images: uint8 `[B, H, W, C]`.
       labels: int `[B]` for a class-conditional model.
       seed: optional stateless seed for the dequantisation noise.
+      conditioning: a conditional model's condition (see `log_prob`).
 
     Returns:
       The flat latents `[B, D]` of the batch after initialisation.
     """
+    conditioning = self._conditioning(images, labels, conditioning)
     x = self.preprocess(images, seed=seed)
     kwargs = {"labels": self._labels(labels, tf.shape(x)[0])} if self.config.ycond else {}
+    if conditioning is not None:
+      kwargs["conditioning"] = conditioning
     return self.glow.initialize(x, **kwargs)
 
   # ---- Sampling, encoding, decoding -------------------------------------------------
@@ -251,8 +320,12 @@ class GlowModel(tf.Module):
     return self.glow.split_latent(eps * temperature)
 
   def sample(self, n: int, temperature: Union[float, tf.Tensor] = 1.0, labels: Optional[TensorLike] = None,
-             seed: Optional[TensorLike] = None) -> tf.Tensor:
+             seed: Optional[TensorLike] = None, conditioning: Optional[TensorLike] = None
+             ) -> tf.Tensor:
     """Draws `n` uint8 images `[n, H, W, C]` at the given temperature.
+
+    A conditional model draws `n` images for each of the `B` conditions of
+    `conditioning` (`[B] + conditioning_shape`, required): `[n, B, H, W, C]`.
 
     Args:
       n: Python `int`, number of images.
@@ -261,13 +334,30 @@ class GlowModel(tf.Module):
       labels: int `[n]` (or a scalar) for a class-conditional model; when
         `None`, labels are drawn uniformly.
       seed: optional stateless seed `[2]`; the same seed gives the same images.
+      conditioning: a conditional model's conditions `[B] + conditioning_shape`.
     """
+    if self.config.is_conditional:
+      if conditioning is None:
+        raise ValueError("this model is conditional: pass conditioning= ([B] + "
+                         f"{list(self.config.conditioning_shape)}), e.g. model.condition(images).")
+      c = tf.convert_to_tensor(conditioning, tf.float32)
+      b = tf.shape(c)[0]
+      tiled = tf.tile(c, tf.concat([[n], tf.ones([tf.rank(c) - 1], tf.int32)], 0))
+      if labels is not None:
+        labels = tf.tile(tf.reshape(tf.cast(labels, tf.int32), [-1]), [n])
+      if self.config.ycond and labels is None:
+        labels = (tf.random.uniform([n * b], 0, self.config.n_classes, tf.int32) if seed is None
+                  else tf.random.stateless_uniform([n * b], seed, 0, self.config.n_classes,
+                                                   tf.int32))
+      images = self.decode(self.sample_latents(n * b, temperature, seed), labels, tiled)
+      return tf.reshape(images, tf.concat([[n, b], tf.shape(images)[1:]], 0))
     if self.config.ycond and labels is None:
       labels = (tf.random.uniform([n], 0, self.config.n_classes, tf.int32) if seed is None
                 else tf.random.stateless_uniform([n], seed, 0, self.config.n_classes, tf.int32))
     return self.decode(self.sample_latents(n, temperature, seed), labels)
 
-  def encode(self, images: TensorLike, labels: Optional[TensorLike] = None) -> List[tf.Tensor]:
+  def encode(self, images: TensorLike, labels: Optional[TensorLike] = None,
+             conditioning: Optional[TensorLike] = None) -> List[tf.Tensor]:
     """uint8 images -> per-level latents (the original's `eps` list).
 
     Deterministic: each value sits at the middle of its quantisation bin.
@@ -275,13 +365,23 @@ class GlowModel(tf.Module):
     Returns:
       A list of float32 `[B, h, w, c]`, one per split, then the top latent.
     """
+    conditioning = self._conditioning(images, labels, conditioning)
     x = self.preprocess(images, noise=0.5)
-    return self.glow.encode(x, self._labels(labels, tf.shape(x)[0]))[0]
+    return self.glow.encode(x, self._labels(labels, tf.shape(x)[0]), conditioning)[0]
 
-  def decode(self, latents: Sequence[TensorLike], labels: Optional[TensorLike] = None) -> tf.Tensor:
-    """Per-level latents (as from `encode`) -> uint8 images `[B, H, W, C]`."""
+  def decode(self, latents: Sequence[TensorLike], labels: Optional[TensorLike] = None,
+             conditioning: Optional[TensorLike] = None) -> tf.Tensor:
+    """Per-level latents (as from `encode`) -> uint8 images `[B, H, W, C]`.
+
+    A conditional model needs `conditioning` (`[B] + conditioning_shape`).
+    """
     labels = self._labels(labels, tf.shape(latents[0])[0])
-    return self.postprocess(self.glow.decode(latents, labels))
+    if self.config.is_conditional and conditioning is None:
+      raise ValueError("this model is conditional: decode needs conditioning= "
+                       f"([B] + {list(self.config.conditioning_shape)}).")
+    if not self.config.is_conditional and conditioning is not None:
+      raise ValueError("got `conditioning`, but this model is unconditional (condition='none').")
+    return self.postprocess(self.glow.decode(latents, labels, conditioning))
 
   def num_parameters(self) -> int:
     """The number of trainable scalars."""

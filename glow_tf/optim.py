@@ -33,7 +33,12 @@ device and under XLA. A step can be skipped inside the traced step
 runs with neutral operands (`beta1 = beta2 = 1`, learning rate, Polyak rate,
 gradient and the average's step 0, weight decay 1), which leave every weight,
 moment and average exactly as they were; an applied step uses the true operands, so it gives the
-same bits as an ungated update. Under `tf.distribute`,
+same bits as an ungated update. The per-variable work is only the fused
+kernels and the reads of the Polyak update: the gradients' zeroing on a
+skipped step and the Polyak differences are taken on the stacked tensors of
+each shape, a few ops per shape, which keeps the traced step small (its
+tracing and graph optimisation are most of the time to the first step).
+Under `tf.distribute`,
 `apply_gradients` is called in replica context with gradients already summed
 over replicas; the update then runs once per device copy of each variable,
 on its device with that device's gradient, so replicas stay identical.
@@ -197,6 +202,7 @@ class GlowOptimizer(tf.Module):
             for name, value in neutral.items():
               h[name] = tf.where(apply, h[name], tf.constant(value, dtype))
             h["apply"] = apply
+            h["zero"] = tf.zeros([], dtype)
           scalars[key] = h
       return scalars[key]
 
@@ -204,6 +210,7 @@ class GlowOptimizer(tf.Module):
     # device's gradient and `apply_if` (one value of either serves every copy).
     applies = ((None,) if apply_if is None
                else strategy.experimental_local_results(apply_if))
+    updates = []  # (slots, gradient, scalar operands) of each device copy
     for grad, var in grads_and_vars:
       m, u, avg = self._slots(var)
       copies = strategy.experimental_local_results(var)
@@ -215,22 +222,25 @@ class GlowOptimizer(tf.Module):
         slots = {"var": copy, "m": _on_device_of(m, copy), "u": _on_device_of(u, copy)}
         if avg is not None:
           slots["avg"] = _on_device_of(avg, copy)
-        h = hyper(copy.dtype, copy.device, applies[i if len(applies) > 1 else 0])
-        with tf.device(copy.device):
-          self._update_one(slots, g, h)
+        updates.append((slots, g, hyper(copy.dtype, copy.device, applies[i if len(applies) > 1 else 0])))
+    if apply_if is not None:
+      updates = _zero_skipped_gradients(updates)
+    for slots, g, h in updates:
+      with tf.device(slots["var"].device):
+        self._update_one(slots, g, h)
+    if self.use_polyak:
+      _update_averages(updates)
     if apply_if is None:
       return self.iterations.assign_add(1)
     return self.iterations.assign_add(tf.cast(applies[0], tf.int64))
 
   def _update_one(self, slots: dict, grad: tf.Tensor, h: dict) -> None:
-    """Updates one variable and its slots (`{"var", "m", "u"[, "avg"]}`) by `grad`.
+    """Updates one variable and its moments (`slots["var"]`, `["m"]`, `["u"]`) by `grad`.
 
-    `h`: the scalar operands of `_apply`, with `"apply"` where the step is gated.
+    `h`: the scalar operands of `_apply`. (A skipped step's gradient is
+    already 0 here, and the Polyak averages follow in `_update_averages`.)
     """
-    var, m, u, avg = slots["var"], slots["m"], slots["u"], slots.get("avg")
-    if "apply" in h:  # a skipped step's gradient may be inf or NaN
-      zero = tf.constant(0., var.dtype)
-      grad = tf.raw_ops.SelectV2(condition=h["apply"], t=grad, e=zero)
+    var, m, u = slots["var"], slots["m"], slots["u"]
     read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
     if self.weight_decay != 1.:  # w <- wd * w, then the update (the gradient is w's)
       tf.raw_ops.AssignVariableOp(resource=var.handle,
@@ -245,14 +255,6 @@ class GlowOptimizer(tf.Module):
           var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
           beta2_power=h["beta2_power"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
           epsilon=h["epsilon"], grad=grad)
-    if avg is None:
-      return
-    # avg <- avg - (1 - beta2) * (avg - var), reading var after its update.
-    # (Raw reads: `read_value()` adds an Identity and costs more to trace.)
-    delta = tf.raw_ops.Sub(x=read(avg), y=read(var))
-    if "apply" in h:  # (0 * delta is not 0 where a weight itself is not finite)
-      delta = tf.raw_ops.SelectV2(condition=h["apply"], t=delta, e=zero)
-    tf.raw_ops.ResourceApplyGradientDescent(var=avg.handle, alpha=h["polyak_rate"], delta=delta)
 
   def polyak_values(self, variables: Sequence[tf.Variable]) -> List[tf.Tensor]:
     """The (debiased) Polyak averages of `variables`, in order; the weights before any update."""
@@ -277,6 +279,52 @@ class GlowOptimizer(tf.Module):
     finally:
       for var, value in zip(variables, backup):
         var.assign(value)
+
+
+def _zero_skipped_gradients(updates):
+  """`updates` with each gradient 0 where its step is skipped (it may be inf or NaN).
+
+  The gradients of one device, dtype and shape are stacked, selected and
+  unstacked together: three ops per shape rather than one per variable keeps
+  the traced step small.
+  """
+  groups = {}
+  for index, (slots, g, _) in enumerate(updates):
+    groups.setdefault((slots["var"].device, g.dtype, tuple(g.shape)), []).append(index)
+  updates = list(updates)
+  for (device, _, _), indices in groups.items():
+    h = updates[indices[0]][2]
+    with tf.device(device):
+      stacked = tf.stack([updates[i][1] for i in indices])
+      zeroed = tf.raw_ops.SelectV2(condition=h["apply"], t=stacked, e=h["zero"])
+      for i, g in zip(indices, tf.unstack(zeroed, num=len(indices))):
+        updates[i] = (updates[i][0], g, updates[i][2])
+  return updates
+
+
+def _update_averages(updates):
+  """`avg <- avg - (1 - beta2) * (avg - var)` for each update's Polyak average, after its variable's update.
+
+  Like `_zero_skipped_gradients`, by device, dtype and shape: the differences
+  are taken and, where the step is skipped, zeroed (`0 * (avg - var)` is not
+  0 where a weight itself is not finite) a few ops per shape.
+  """
+  read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
+  groups = {}
+  for slots, _, h in updates:
+    groups.setdefault((slots["var"].device, slots["var"].dtype, tuple(slots["var"].shape)),
+                      []).append((slots, h))
+  for (device, _, _), members in groups.items():
+    h = members[0][1]
+    with tf.device(device):
+      # (The reads follow the variables' updates: automatic control dependencies order them.)
+      delta = (tf.stack([read(slots["avg"]) for slots, _ in members])
+               - tf.stack([read(slots["var"]) for slots, _ in members]))
+      if "apply" in h:
+        delta = tf.raw_ops.SelectV2(condition=h["apply"], t=delta, e=h["zero"])
+      for (slots, _), d in zip(members, tf.unstack(delta, num=len(members))):
+        tf.raw_ops.ResourceApplyGradientDescent(var=slots["avg"].handle,
+                                                alpha=h["polyak_rate"], delta=d)
 
 
 def _on_device_of(slot, var):

@@ -169,6 +169,46 @@ def temperature_grid(model: model_lib.GlowModel, temperatures: Sequence[float], 
           for i, t in enumerate(temperatures)]
 
 
+def condition_pictures(model: model_lib.GlowModel, conditioning: TensorLike) -> np.ndarray:
+  """An image condition as uint8 pictures of the model's image shape `[B, H, W, C]`.
+
+  A low-resolution condition is upscaled (each pixel repeated), a gray one
+  repeated over the channels.
+  """
+  c = np.asarray(conditioning, np.float32)
+  h, w, channels = model.image_shape
+  c = np.repeat(np.repeat(c, h // c.shape[1], axis=1), w // c.shape[2], axis=2)
+  if c.shape[-1] != channels:
+    c = np.repeat(c, channels, axis=-1)
+  return np.clip(np.floor((c + .5) * 256.), 0., 255.).astype(np.uint8)
+
+
+def conditional_grid(model: model_lib.GlowModel, images: TensorLike, temperatures: Sequence[float],
+                     n: int, seed: int = 0) -> List[np.ndarray]:
+  """A conditional model with an image condition (`lowres`, `gray`): one row per image.
+
+  Each row: the image's condition (upscaled), `n` samples given it at each
+  temperature (0: the decoded prior means, SRFlow's mean image), the image.
+  """
+  c = model.condition(images)
+  shown = model.postprocess(model.preprocess(images, noise=0.5)).numpy()
+  samples = [model.sample(n, t, seed=[seed, i], conditioning=c).numpy()
+             for i, t in enumerate(temperatures)]  # each [n, B, H, W, C]
+  pictures = condition_pictures(model, c)
+  return [np.concatenate([pictures[b:b + 1]] + [s[:, b] for s in samples] + [shown[b:b + 1]])
+          for b in range(len(shown))]
+
+
+def vector_condition_grid(model: model_lib.GlowModel, conditioning: TensorLike,
+                          temperatures: Sequence[float], seed: int = 0) -> List[np.ndarray]:
+  """A conditional model with a vector condition (`class`, `attributes`): one row per temperature.
+
+  `conditioning` `[n, K]`: the condition of each column.
+  """
+  return [model.sample(1, t, seed=[seed, i], conditioning=conditioning).numpy()[0]
+          for i, t in enumerate(temperatures)]
+
+
 def reconstruction_grid(model: model_lib.GlowModel, images: TensorLike, labels: Optional[TensorLike] = None
                         ) -> Tuple[List[np.ndarray], int]:
   """Rows: the images (quantised to the model's bits) and their decode(encode(.)).
@@ -263,11 +303,32 @@ def manipulation_grid(model: model_lib.GlowModel, images: TensorLike, direction:
 # ---- sample.py's job ---------------------------------------------------------------
 
 
+def _vector_conditions(loaded, config, ds_names):
+  """`[n_samples, K]` conditions of a `class` or `attributes` model from --label / --attributes."""
+  cfg, n = loaded.config.model, config.n_samples
+  if cfg.condition == "class":
+    if config.label is None:
+      labels = np.arange(n) % cfg.n_classes
+    elif str(config.label).isdigit() and int(config.label) < cfg.n_classes:
+      labels = np.full([n], int(config.label))
+    else:
+      raise ValueError(f"--label {config.label!r} is not a class index in 0..{cfg.n_classes - 1}.")
+    return np.eye(cfg.n_classes, dtype=np.float32)[labels]
+  names = list(ds_names())
+  unknown = [a for a in config.attributes if a not in names]
+  if unknown:
+    raise ValueError(f"--attributes: unknown {', '.join(unknown)}; available: {', '.join(names)}.")
+  vector = np.zeros([len(names)], np.float32)
+  vector[[names.index(a) for a in config.attributes]] = 1.
+  return np.tile(vector, [n, 1])
+
+
 def _labels_for(loaded, n, label):
   cfg = loaded.config.model
   if not cfg.ycond:
     if label is not None:
-      raise ValueError("--label is for class-conditional models (trained with --ycond).")
+      raise ValueError("--label is for class-conditional models (trained with --ycond or "
+                       "--condition=class).")
     return None
   if label is None:
     return np.arange(n) % cfg.n_classes
@@ -308,7 +369,24 @@ def run(config: SampleConfig, log: Callable[[str], Any] = print) -> Tuple[str, n
   output = config.output or (f"{config.mode}.png" if shipped
                              else rundir_lib.RunDir(config.logdir).output_path(f"{config.mode}.png"))
   n = config.n_samples
-  if config.mode == "sample":
+  condition = loaded.config.model.condition
+  if (config.mode == "conditional") != loaded.config.model.is_conditional:
+    raise ValueError(
+        f"--mode=conditional is for conditional models; this one is conditioned on "
+        f"{condition!r}." if config.mode == "conditional" else
+        f"this model is a conditional Glow (condition {condition!r}): use --mode=conditional.")
+  if config.mode == "conditional":
+    if condition in config_lib.IMAGE_CONDITIONS:
+      rows = conditional_grid(model, _input_images(config, loaded, config.n_conditions),
+                              config.temperatures, n, config.seed)
+      log(f"condition {condition!r}: per row the condition, {n} samples at each temperature "
+          f"{list(config.temperatures)}, the image")
+    else:
+      c = _vector_conditions(loaded, config,
+                             lambda: _dataset(loaded, config.data_dir).attribute_names or ())
+      rows = vector_condition_grid(model, c, config.temperatures, config.seed)
+      log(f"condition {condition!r}: one row per temperature {list(config.temperatures)}")
+  elif config.mode == "sample":
     labels = _labels_for(loaded, n, config.label)
     rows = temperature_grid(model, config.temperatures, n, config.seed, labels)
     log(f"temperatures {list(config.temperatures)}: one row each")

@@ -363,14 +363,18 @@ class Scorer:
                 seed: tf.Tensor) -> tf.Tensor:
     """`log P_K(x)` in nats `[B]` of uint8 images `[B, H, W, C]` numbered `index` `[B]`."""
     model, cfg = self.model, self.model.config
+    # A conditional model scores log p(x | c), c built from each image (or its label).
+    conditioning = model.batch_conditions({"image": images, "label": labels})["conditioning"]
 
     def draw(k):  # log p(x + u_k) [B]
       noise = dequantization_noise(index, model.image_shape, seed, k)
       if cfg.ycond and labels is None:  # p(x) = mean_y p(x | y), uniform over the classes
         by_class = [model.log_prob(images, tf.fill(tf.shape(images)[:1], y), noise=noise,
-                                   dtype=tf.float64) for y in range(cfg.n_classes)]
+                                   dtype=tf.float64, conditioning=conditioning)
+                    for y in range(cfg.n_classes)]
         return tf.reduce_logsumexp(tf.stack(by_class), 0) - math.log(cfg.n_classes)
-      return model.log_prob(images, labels if cfg.ycond else None, noise=noise, dtype=tf.float64)
+      return model.log_prob(images, labels if cfg.ycond else None, noise=noise, dtype=tf.float64,
+                            conditioning=conditioning)
 
     n = self.n_dequant_samples
     if n == 1:

@@ -76,9 +76,9 @@ class SharedTraces:
     """The number of shared functions (kinds of calls) made so far."""
     return len(self._functions)
 
-  def call(self, key: Hashable, fn: Callable[[Any, tf.Tensor], Any], params: Any,
-           x: tf.Tensor) -> Any:
-    """`fn(params, x)`, through the function shared by every call with `key`.
+  def call(self, key: Hashable, fn: Callable[..., Any], params: Any,
+           x: tf.Tensor, *more: tf.Tensor) -> Any:
+    """`fn(params, x, *more)`, through the function shared by every call with `key`.
 
     Args:
       key: hashable static configuration; calls with equal keys must pass
@@ -88,6 +88,7 @@ class SharedTraces:
         missing from `params`.
       params: nested structure (dicts, lists) of `tf.Variable`s.
       x: the input tensor.
+      *more: further input tensors (a conditional flow step's features).
 
     Returns:
       What `fn` returns.
@@ -105,7 +106,7 @@ class SharedTraces:
           # step by a third (docs/performance.md); a call costs microseconds.
           experimental_attributes={"_noinline": True})
     params = tf.nest.map_structure(_local, params)
-    captured = [t for t in function.get_concrete_function(params, x).captured_inputs
+    captured = [t for t in function.get_concrete_function(params, x, *more).captured_inputs
                 if t.dtype == tf.resource]
     if captured:
       raise ValueError(
@@ -113,4 +114,4 @@ class SharedTraces:
           f"({', '.join(t.name for t in captured if hasattr(t, 'name')) or 'eager handles'}): "
           "a variable read other than through the function's `params` would be the "
           "same variable for every call sharing the trace.")
-    return function(params, x)
+    return function(params, x, *more)

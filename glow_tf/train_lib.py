@@ -91,7 +91,7 @@ class Trainer:
     self.dataset = dataset or data_lib.load(config.data)
     model_config = config_lib.resolve_for_data(
         config.model, self.dataset.image_shape, self.dataset.n_classes,
-        f"dataset {config.data.dataset!r}")
+        f"dataset {config.data.dataset!r}", self.dataset.attribute_names)
     self.notes = []
     if model_config.precision == "auto":  # the hardware's choice, saved in config.json
       precision, why = hardware.resolve_precision("auto")
@@ -188,8 +188,8 @@ class Trainer:
             f"{str(e).strip()[:300]}). It must hold a checkpoint or an export of the same "
             "architecture (compare its run's config.json with these flags).") from None
     batch = self.dataset.init_batch(self.schedule.init_images, train.seed)
-    labels = batch.get("label") if self.config.model.ycond else None
-    self.model.initialize(batch["image"], labels, seed=[train.seed, 1])
+    self.model.initialize(batch["image"], seed=[train.seed, 1],
+                          **self.model.batch_conditions(batch))
     self.optimizer.build(self.variables)
     self.log.info(f"initialised actnorm on {batch['image'].shape[0]} training images drawn "
                   "uniformly from the whole training set")
@@ -287,11 +287,22 @@ class Trainer:
   # ---- Outputs ------------------------------------------------------------------------
 
   def sample_grid(self, step: int) -> np.ndarray:
-    """Writes the sample grid of `step`: one row of `n_sample` images per temperature."""
+    """Writes the sample grid of `step`: one row of `n_sample` images per temperature.
+
+    A conditional model draws one image for the condition of each of the
+    first `n_sample` test images.
+    """
     n, model_config = self.config.train.n_sample, self.config.model
     labels = (np.arange(n) % model_config.n_classes) if model_config.ycond else None
-    rows = [self.model.sample(n, t, labels=labels, seed=[self.config.train.seed, i]).numpy()
-            for i, t in enumerate(SAMPLE_TEMPERATURES)]
+    if model_config.is_conditional:  # given the conditions of the first n test images
+      batch = next(iter(self.dataset.test_dataset(n)))
+      c = self.model.batch_conditions(batch)["conditioning"]
+      rows = [self.model.sample(1, t, labels=labels, seed=[self.config.train.seed, i],
+                                conditioning=c).numpy()[0]
+              for i, t in enumerate(SAMPLE_TEMPERATURES)]
+    else:
+      rows = [self.model.sample(n, t, labels=labels, seed=[self.config.train.seed, i]).numpy()
+              for i, t in enumerate(SAMPLE_TEMPERATURES)]
     grid = images_lib.make_grid(rows)
     if self.log.writes_files:
       images_lib.save_png(self.run_dir.samples_path(step), grid)

@@ -37,7 +37,8 @@ def _public_methods(cls):
     if isinstance(attr, property):
       attr = attr.fget
     fn = getattr(attr, "__wrapped__", attr)
-    if inspect.isfunction(fn):
+    # (TFP's metaclasses copy inherited methods into a subclass: only ours count.)
+    if inspect.isfunction(fn) and fn.__module__.startswith("glow_tf"):
       yield name, fn
 
 

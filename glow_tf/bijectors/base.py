@@ -20,7 +20,9 @@ this base class
   asks for `inverse(y)` and then `inverse_log_det_jacobian(y)`, evaluates the
   bijector once;
 * accepts any number of batch dimensions (`[..., H, W, C]`), folding them into
-  one for the rank-4 implementation and restoring them after;
+  one for the rank-4 implementation and restoring them after; the batch
+  dimensions of conditioning kwargs (`labels`, `conditioning`) broadcast
+  against the input's, as TFP's batch shapes do;
 * checks static event shapes and raises a `ValueError` naming the problem;
 * declares no batched parameters (`_parameter_properties` is empty: the
   variables are created by the bijector, not passed in), so TFP's
@@ -188,8 +190,7 @@ class GlowBijector(tfb.Bijector):
     y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
     event = self._expected_inverse_event()
     self._check_event(y, event, "input", image_side=True)
-    y4, batch_shape = fold_batch(y, len(event))
-    kwargs = self._fold_kwargs(kwargs, batch_shape)
+    y4, batch_shape, kwargs = self._fold(y, len(event), kwargs)
     x4 = self._initialize_4d(y4, **kwargs)
     return unfold_batch(x4, batch_shape, len(self._expected_forward_event()))
 
@@ -214,18 +215,29 @@ class GlowBijector(tfb.Bijector):
     # `parameters`.)
     return id(self)
 
-  def _fold_kwargs(self, kwargs, batch_shape):
-    """Folds the batch dimensions of conditioning tensors like the input's."""
-    del batch_shape
-    out = {}
-    for k, v in kwargs.items():
-      if v is None:
-        out[k] = None
-        continue
-      v = tf.convert_to_tensor(v)
+  def _fold(self, t, event_ndims, kwargs):
+    """`t` `[..., *event]` and the conditioning kwargs with their batch dimensions folded into one.
+
+    The batch shapes of `t` and of every conditioning tensor broadcast
+    together (right-aligned, as TFP's batch shapes); each is broadcast to the
+    result before folding. Returns `(t4, batch_shape, kwargs)`.
+    """
+    given = {k: tf.convert_to_tensor(v) for k, v in kwargs.items() if v is not None}
+    if given:
+      batch_shape = _batch_of(t, event_ndims)
+      for k, v in given.items():
+        batch_shape = tf.broadcast_dynamic_shape(
+            batch_shape, _batch_of(v, self._conditioning_event_ndims(k)))
+      t = _broadcast_batch(t, event_ndims, batch_shape)
+      given = {k: _broadcast_batch(v, self._conditioning_event_ndims(k), batch_shape)
+               for k, v in given.items()}
+    t4, batch_shape = fold_batch(t, event_ndims)
+    out = {k: None for k in kwargs}
+    for k, v in given.items():
       ndims = self._conditioning_event_ndims(k)
       out[k] = fold_batch(v, ndims)[0] if ndims else tf.reshape(v, [-1])
-    return out
+    return t4, batch_shape, out
+
 
   def _conditioning_event_ndims(self, name):
     """Event rank of conditioning input `name` (0 for a label)."""
@@ -235,18 +247,16 @@ class GlowBijector(tfb.Bijector):
   def _forward_and_log_det(self, x, **kwargs):
     event = self._expected_forward_event()
     self._check_event(x, event, "forward input", image_side=False)
-    x4, batch_shape = fold_batch(x, len(event))
-    y4, fldj = self.forward_with(
-        self.params(), x4, **self._fold_kwargs(kwargs, batch_shape))
+    x4, batch_shape, kwargs = self._fold(x, len(event), kwargs)
+    y4, fldj = self.forward_with(self.params(), x4, **kwargs)
     y = unfold_batch(y4, batch_shape, len(self._expected_inverse_event()))
     return y, tf.reshape(tf.broadcast_to(fldj, tf.shape(x4)[:1]), batch_shape)
 
   def _inverse_and_log_det(self, y, **kwargs):
     event = self._expected_inverse_event()
     self._check_event(y, event, "inverse input", image_side=True)
-    y4, batch_shape = fold_batch(y, len(event))
-    x4, ildj = self.inverse_with(
-        self.params(), y4, **self._fold_kwargs(kwargs, batch_shape))
+    y4, batch_shape, kwargs = self._fold(y, len(event), kwargs)
+    x4, ildj = self.inverse_with(self.params(), y4, **kwargs)
     x = unfold_batch(x4, batch_shape, len(self._expected_forward_event()))
     return x, tf.reshape(tf.broadcast_to(ildj, tf.shape(y4)[:1]), batch_shape)
 
@@ -270,3 +280,28 @@ class GlowBijector(tfb.Bijector):
   def _inverse_log_det_jacobian(self, y, **kwargs):
     return self._inverse_and_log_det(y, **kwargs)[1]
 
+
+
+def _batch_of(t, event_ndims):
+  """The batch shape (a 1-D int32 tensor) of `t` with `event_ndims` event dimensions."""
+  shape = tf.shape(t)
+  if t.shape.rank is not None:  # (a static length keeps the broadcast's rank static)
+    return shape[:t.shape.rank - event_ndims]
+  return shape[:tf.rank(t) - event_ndims]
+
+
+def _broadcast_batch(t, event_ndims, batch_shape):
+  """`t` broadcast to `batch_shape + event shape`, keeping its static event shape."""
+  event = _static_event(t, event_ndims)
+  shape = tf.shape(t)
+  out = tf.broadcast_to(t, tf.concat([batch_shape, shape[tf.rank(t) - event_ndims:]], 0))
+  if event is not None and batch_shape.shape[0] is not None:
+    out = tf.ensure_shape(out, [None] * batch_shape.shape[0] + event)
+  return out
+
+
+def _static_event(t, event_ndims):
+  """The static event shape of `t` (a list, `None` where unknown), or `None` for an unknown rank."""
+  if t.shape.rank is None:
+    return None
+  return t.shape[t.shape.rank - event_ndims:].as_list()

@@ -107,7 +107,8 @@ class FlowStep(base.GlowBijector):
     return (type(perm).__name__, getattr(perm, "lu_decomposed", None),
             tuple(perm.permutation) if isinstance(perm, permute.Shuffle) else (),
             self.coupling.coupling, self.coupling.precision, self._num_channels,
-            self.coupling.hidden_channels, self._conditioning_shape is None,
+            self.coupling.hidden_channels,
+            None if self._conditioning_shape is None else tuple(self._conditioning_shape),
             self.dtype.name)
 
   def inverse_with(self, params: dict, x: tf.Tensor, conditioning: Optional[tf.Tensor] = None

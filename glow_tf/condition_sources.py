@@ -1,0 +1,64 @@
+"""Where a conditional Glow's condition comes from: `lowres`, `gray`, `class`, `attributes` or any tensor.
+
+`ModelConfig.condition` names the source; this module builds each source's
+condition (its shape and checks: `glow_tf.config.condition_shape` and
+`check_condition`):
+
+* `lowres`: the image area-downsampled by `condition_factor`,
+  `[H / f, W / f, C]` (super-resolution);
+* `gray`: the image's luminance (ITU-R BT.601 weights), `[H, W, 1]`
+  (colourisation; RGB images only);
+* `class`: the one-hot label, `[n_classes]`;
+* `attributes`: the image's binary attributes (CelebA's 40: the datasets'
+  `attr`), `[40]`, as 0/1;
+* `tensor`: any tensor the caller passes, of the configured
+  `conditioning_shape` (library use).
+
+Image conditions are built from the same quantised values the model sees,
+at the centres of their bins (`n_bits_x`), in the model's `[-0.5, 0.5)`
+range, deterministically: the same image always gives the same condition.
+"""
+
+from typing import Optional
+
+import tensorflow as tf
+
+from glow_tf.config import IMAGE_CONDITIONS
+
+__all__ = ["build"]
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def build(condition: str, images: tf.Tensor, n_bits_x: int, factor: int,
+          n_classes: Optional[int] = None, labels: Optional[tf.Tensor] = None,
+          attributes: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """The condition of each image, float32 `[B] + conditioning_shape`.
+
+  Args:
+    condition: the source (not `none` or `tensor`, which have none to build).
+    images: uint8 `[B, H, W, C]`.
+    n_bits_x: the bits per channel the model keeps.
+    factor: `lowres`'s downsampling factor.
+    n_classes: `class`'s number of classes.
+    labels: int `[B]`, for `class`.
+    attributes: `[B, 40]`, present where > 0 (the datasets' `attr`, +1/-1,
+      or 0/1, or bool), for `attributes`.
+  """
+  if condition in IMAGE_CONDITIONS:
+    shift = 8 - n_bits_x
+    bins = 2 ** n_bits_x
+    x = (tf.floor(tf.cast(images, tf.float32) / 2 ** shift) + 0.5) / bins - 0.5
+    if condition == "lowres":
+      return tf.nn.avg_pool2d(x, factor, factor, "VALID")
+    return tf.reduce_sum(x * tf.constant(_LUMA), -1, keepdims=True)
+  if condition == "class":
+    if labels is None:
+      raise ValueError("condition 'class': the batch has no labels.")
+    return tf.one_hot(tf.cast(labels, tf.int32), int(n_classes), dtype=tf.float32)
+  if condition == "attributes":
+    if attributes is None:
+      raise ValueError("condition 'attributes': the batch has no attributes.")
+    return tf.cast(tf.cast(attributes, tf.float32) > 0., tf.float32)
+  raise ValueError(f"condition {condition!r} has nothing to build from images; pass the "
+                   "conditioning tensor itself.")
