@@ -82,7 +82,7 @@ class ConditioningNetwork(tf.Module):
   """
 
   def __init__(self, conditioning_shape: Sequence[int], level_sizes: Sequence[Sequence[int]],
-               width: int = 64, seed: int = 0, dtype: tf.DType = tf.float32,
+               width: int = 16, seed: int = 0, dtype: tf.DType = tf.float32,
                name: str = "conditioning"):
     """Creates the network.
 
@@ -90,7 +90,7 @@ class ConditioningNetwork(tf.Module):
       conditioning_shape: `[K]` or `[h, w, K]`, the condition's event shape.
       level_sizes: per level, its spatial size `[h_l, w_l]` (after the
         level's squeeze).
-      width: Python `int` `F`, the features' channels. Default value: `64`.
+      width: Python `int` `F`, the features' channels. Default value: `16`.
       seed: Python `int`, seeds the initialisation. Default value: `0`.
       dtype: float dtype of the variables and features. Default value: `tf.float32`.
       name: Python `str`. Default value: `"conditioning"`.

@@ -423,7 +423,7 @@ class ModelConfig:
   prior_log_scale_bound: float = 0.
   condition: str = "none"
   condition_factor: int = 4
-  condition_width: int = 64
+  condition_width: int = 16
   conditioning_shape: Optional[Tuple[int, ...]] = None
 
   def __post_init__(self):

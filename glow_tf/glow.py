@@ -347,7 +347,7 @@ class Glow(base.GlowBijector):
         or `[h, w, K]` of the condition `c` of a conditional Glow, passed as
         the kwarg `conditioning`. Default value: `None`.
       conditioning_width: Python `int`, the channels of the default
-        conditioning network's features. Default value: `64`.
+        conditioning network's features. Default value: `16`.
       conditioning_network: `None` (the default
         `glow_tf.conditioning.ConditioningNetwork`), or your own network
         with `feature_shapes`, `params()` and `apply(params, c)` (see

