@@ -203,6 +203,16 @@ def define_flags(flag_values=flags.FLAGS):
   d.DEFINE_integer("condition_factor", _model("condition_factor"),
                    "--condition=lowres: the downsampling factor; it must divide the image size.",
                    flag_values=f)
+  d.DEFINE_enum(
+      "dequantization", _model("dequantization"), list(config_lib.DEQUANTIZATIONS),
+      "uniform: the original's uniform noise within each bin. variational: a learned noise "
+      "distribution q(u | x), a small conditional flow trained with the model on the tighter "
+      "variational bound (Flow++; docs/training.md).", flag_values=f)
+  d.DEFINE_integer("dequant_depth", _model("dequant_depth"),
+                   "--dequantization=variational: flow steps of q.", flag_values=f)
+  d.DEFINE_integer("dequant_width", _model("dequant_width"),
+                   "--dequantization=variational: width of q's coupling networks.",
+                   flag_values=f)
   d.DEFINE_integer("condition_width", _model("condition_width"),
                    "Conditional Glow: channels of the conditioning network's features.",
                    flag_values=f)
@@ -349,7 +359,8 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       weight_y=f.weight_y, n_bits_x=f.n_bits_x, recompute_gradients=f.recompute_gradients,
       precision=f.precision, seed=f.seed, prior_log_scale_bound=f.prior_log_scale_bound,
       condition=f.condition, condition_factor=f.condition_factor,
-      condition_width=f.condition_width)
+      condition_width=f.condition_width, dequantization=f.dequantization,
+      dequant_depth=f.dequant_depth, dequant_width=f.dequant_width)
   if f.restore_path:
     model = _architecture_of_restore(f, model)
   train = TrainConfig(

@@ -64,6 +64,11 @@ def define_flags(flag_values=flags.FLAGS):
       "K dequantisation draws per image: the score is -log2 mean_k p(x + u_k) per dimension, a "
       "tighter bound of the discrete likelihood as K grows (K=1: the original's test figure).",
       flag_values=f)
+  flags.DEFINE_string(
+      "dequantization", _d("dequantization"),
+      "Empty: the model's own (its learned q(u | x) as the proposal for a model trained with "
+      "--dequantization=variational, else uniform). uniform: uniform draws for any model (the "
+      "figure comparable with uniformly dequantised models).", flag_values=f)
   flags.DEFINE_integer("batch_size", _d("batch_size"), "Global batch size.", flag_values=f)
   flags.DEFINE_integer("seed", _d("seed"), "Seed of the dequantisation draws.", flag_values=f)
   flags.DEFINE_integer("typicality_batch", _d("typicality_batch"), "M, the batch size of the "
@@ -84,6 +89,7 @@ def config_from_flags(f: flags.FlagValues) -> ScoreConfig:
       max_images=f.max_images, ood_dataset=f.ood_dataset, ood_data_dir=f.ood_data_dir or None,
       ood_split=f.ood_split, ood_images=tuple(f.ood_images), output=f.output, latents=f.latents,
       histogram=f.histogram, overwrite=f.overwrite, n_dequant_samples=f.n_dequant_samples,
+      dequantization=f.dequantization,
       batch_size=f.batch_size, seed=f.seed, typicality_batch=f.typicality_batch,
       typicality_train_images=f.typicality_train_images, strategy=f.strategy,
       download=f.download, default_logdir=not f["logdir"].present)

@@ -175,7 +175,7 @@ class ConditionalTransformedDistribution(tfd.TransformedDistribution):
     if conditioning is not None:
       conditioning = tf.convert_to_tensor(conditioning)
       ndims = len(self.bijector.conditioning_shape)
-      batch = tf.shape(conditioning)[:conditioning.shape.rank - ndims]
+      batch = tf.shape(conditioning)[:tf.rank(conditioning) - ndims]
       sample_shape = tf.concat([tf.reshape(tf.cast(sample_shape, tf.int32), [-1]), batch], 0)
     return super()._call_sample_n(sample_shape, seed, **kwargs)
 

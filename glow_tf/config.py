@@ -31,6 +31,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 __all__ = ["ARCHITECTURE_FIELDS", "AUGMENTED_DATASETS", "CONDITIONS", "COUPLINGS", "DATASETS",
+           "DEQUANTIZATIONS",
            "IMAGE_CONDITIONS", "N_ATTRIBUTES", "check_condition", "check_conditioning_shape",
            "condition_shape",
            "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
@@ -295,6 +296,7 @@ def _from_mapping(cls: Type[T], values: Mapping[str, Any], where: str,
 
 
 CONDITIONS = ("none", "lowres", "gray", "class", "attributes", "tensor")
+DEQUANTIZATIONS = ("uniform", "variational")
 IMAGE_CONDITIONS = ("lowres", "gray")
 N_ATTRIBUTES = 40  # CelebA's binary attributes
 
@@ -404,6 +406,11 @@ class ModelConfig:
       (`--condition_width`).
     conditioning_shape: the condition's event shape; derived from the data
       for the named sources, given for `"tensor"`.
+    dequantization: `"uniform"` (the original's noise) or `"variational"`:
+      a learned noise distribution `q(u | x)` trained with the model
+      (`glow_tf.dequantization`; `--dequantization`).
+    dequant_depth, dequant_width: the depth and width of `q`'s conditional
+      Glow (`--dequant_depth`, `--dequant_width`).
   """
   image_shape: Optional[Tuple[int, int, int]] = (32, 32, 3)
   n_levels: int = 3
@@ -425,6 +432,9 @@ class ModelConfig:
   condition_factor: int = 4
   condition_width: int = 16
   conditioning_shape: Optional[Tuple[int, ...]] = None
+  dequantization: str = "uniform"
+  dequant_depth: int = 4
+  dequant_width: int = 32
 
   def __post_init__(self):
     if self.image_shape is not None:
@@ -441,10 +451,16 @@ class ModelConfig:
     object.__setattr__(self, "n_classes", check_n_classes("ModelConfig", self.n_classes))
     if self.ycond and self.image_shape is not None and self.n_classes is None:
       raise ConfigError("ModelConfig: ycond=True needs n_classes >= 2 (a labelled dataset).")
+    if self.condition == "class" and self.image_shape is not None and self.n_classes is None:
+      raise ConfigError("ModelConfig: condition='class' needs n_classes >= 2 (a labelled "
+                        "dataset).")
     if not self.weight_y >= 0:
       raise ConfigError(f"ModelConfig: weight_y must be >= 0, got {self.weight_y!r}.")
     check_log_scale_bound("ModelConfig", self.prior_log_scale_bound)
     _positive_int(self, "ModelConfig", "condition_width")
+    _one_of("ModelConfig", "dequantization", self.dequantization, DEQUANTIZATIONS)
+    for name in ("dequant_depth", "dequant_width"):
+      _positive_int(self, "ModelConfig", name)
     given = self.conditioning_shape if self.condition == "tensor" else None
     check_condition(self.condition, self.image_shape, self.condition_factor, given)
     if self.condition == "tensor":
@@ -505,7 +521,8 @@ def resolve_for_data(model: ModelConfig, image_shape: Sequence[int],
 # the shuffle permutations).
 ARCHITECTURE_FIELDS = ("n_levels", "depth", "width", "flow_permutation", "flow_coupling",
                        "lu_decomposed", "learntop", "ycond", "n_bits_x", "prior_log_scale_bound",
-                       "condition", "condition_factor", "condition_width")
+                       "condition", "condition_factor", "condition_width", "dequantization",
+                       "dequant_depth", "dequant_width")
 
 
 def with_architecture_of(saved: ModelConfig, model: ModelConfig, given: Sequence[str] = (),
@@ -529,7 +546,7 @@ def with_architecture_of(saved: ModelConfig, model: ModelConfig, given: Sequence
         f"--restore_path's model is defined by {where}, which these flags contradict: "
         f"{'; '.join(conflicts)} there. Drop those flags (the architecture is read from "
         "there), or train from scratch without --restore_path.")
-  return dataclasses.replace(model, seed=saved.seed,
+  return dataclasses.replace(model, seed=saved.seed, conditioning_shape=saved.conditioning_shape,
                              **{name: getattr(saved, name) for name in ARCHITECTURE_FIELDS})
 
 
@@ -1007,6 +1024,7 @@ class ScoreConfig:
   histogram: str = ""
   overwrite: bool = False
   n_dequant_samples: int = 1
+  dequantization: str = ""  # "": the model's; "uniform": uniform draws for any model
   batch_size: int = 100
   seed: int = 0
   typicality_batch: int = 10
@@ -1029,6 +1047,8 @@ class ScoreConfig:
     for name in ("split", "ood_split"):
       check_split(getattr(self, name), f"--{name}")
     object.__setattr__(self, "n_dequant_samples", check_n_dequant_samples(self.n_dequant_samples))
+    if self.dequantization:
+      _one_of("score.py", "--dequantization", self.dequantization, DEQUANTIZATIONS)
     for name in ("batch_size", "typicality_batch", "typicality_train_images"):
       _positive_int(self, "score.py", name, label=f"--{name}")
     _positive_int(self, "score.py", "max_images", optional=True, label="--max_images")

@@ -27,7 +27,9 @@ after those, `sample` last, and draws `n` images per condition,
   mid-bin dequantisation (deterministic); `log_prob(images, seed=seed)` and
   `bits_per_dim(images, seed=seed)` add uniform noise from the stateless seed
   instead, equal to the training objective with that noise
-  (`GlowModel.losses(images, noise=tf.random.stateless_uniform(shape, seed))`);
+  (`GlowModel.losses(images, noise=tf.random.stateless_uniform(shape, seed))`)
+  of a uniformly dequantised model; a model trained with variational
+  dequantisation is evaluated the same way, by its flow alone (no `q`);
 * `encode(images)` -> a list of float32 latents `[B, h, w, c]`, one per level,
   and `decode(latents)` -> uint8 images: `decode(encode(x))` is `x` at
   `n_bits_x` bits;
@@ -153,9 +155,9 @@ class GlowExport(tf.Module):
     with tf.control_dependencies(checks):
       out = {}
       labels = None
-      if self._ycond:
-        count = n if conditioning is None else n * tf.shape(conditioning)[0]
-        labels = tf.random.stateless_uniform([count], seed, 0, self.model.config.n_classes,
+      if self._ycond:  # [n], or [n, B]: one per image drawn
+        shape = [n] if conditioning is None else [n, tf.shape(conditioning)[0]]
+        labels = tf.random.stateless_uniform(shape, seed, 0, self.model.config.n_classes,
                                              tf.int32)
         out["labels"] = labels
       out["images"] = self.model.sample(n, temperature, labels=labels, seed=seed,
@@ -166,13 +168,14 @@ class GlowExport(tf.Module):
     labels, conditioning = self._split(conditions)
     with tf.control_dependencies(self._check_labels(labels)):
       return self.model.log_prob(images, labels, noise=0.5 if seed is None else None, seed=seed,
-                                 conditioning=conditioning)
+                                 conditioning=conditioning, dequantization="uniform")
 
   def _bits_per_dim(self, images, *conditions, seed=None):
     labels, conditioning = self._split(conditions)
     with tf.control_dependencies(self._check_labels(labels)):
       return self.model.bits_per_dim(images, labels, noise=0.5 if seed is None else None,
-                                     seed=seed, conditioning=conditioning)
+                                     seed=seed, conditioning=conditioning,
+                                     dequantization="uniform")
 
   def _encode(self, images, *conditions):
     labels, conditioning = self._split(conditions)

@@ -87,8 +87,9 @@ class GlowKerasModel(tf_keras.Model):
   def call(self, inputs: TensorLike, training: bool = False) -> tf.Tensor:
     """Bits per dimension `[B]` of uint8 images `[B, H, W, C]` (or `{'image': ...}`), mid-bin dequantised."""
     del training
-    images = inputs["image"] if isinstance(inputs, dict) else inputs
-    return self.glow.bits_per_dim(images, noise=0.5)
+    if isinstance(inputs, dict):  # with the batch's labels, attributes or conditioning
+      return self.glow.bits_per_dim(inputs["image"], noise=0.5, **self.glow.batch_conditions(inputs))
+    return self.glow.bits_per_dim(inputs, noise=0.5)
 
   def initialize(self, images: TensorLike, labels: Optional[TensorLike] = None) -> None:
     """The data-dependent actnorm initialisation (explicit, once); `fit` calls it if you do not."""
@@ -120,7 +121,8 @@ class GlowKerasModel(tf_keras.Model):
       raise ValueError("GlowKerasModel: call initialize(images) before fit, or fit on a "
                        "tf.data.Dataset (its first batch initialises the actnorms).")
     batch = next(iter(self._init_data))
-    self.initialize(batch["image"], batch.get("label"))
+    self.glow.initialize(batch["image"], seed=[self.seed, 1], **self.glow.batch_conditions(batch))
+    self.initialized.assign(True)
 
   def _update_metrics(self, sums: Dict[str, tf.Tensor], count: float) -> Dict[str, tf.Tensor]:
     self.loss_tracker.update_state(sums["loss"] / count, sample_weight=count)

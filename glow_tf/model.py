@@ -10,6 +10,7 @@ import tensorflow_probability as tfp
 from glow_tf import condition_sources
 from glow_tf import conditioning as conditioning_lib
 from glow_tf import config as config_lib
+from glow_tf import dequantization as dequantization_lib
 from glow_tf import glow as glow_lib
 from glow_tf import nn
 from glow_tf.ops import TensorLike
@@ -46,7 +47,13 @@ class GlowModel(tf.Module):
   * with a `condition` (conditional Glow), everything is `p(x | c)`: each
     method takes `conditioning=` (`[B] + conditioning_shape`); for a
     condition built from the images or labels (`lowres`, `gray`, `class`)
-    it is built from the very images scored when not given (`condition`).
+    it is built from the very images scored when not given (`condition`);
+  * with `dequantization="variational"`, a learned noise distribution
+    `q(u | x)` (`dequantizer`, `glow_tf.dequantization`) replaces the uniform
+    noise, and `log_prob` is the variational bound
+    `log p(x + u) - D log(n_bins) - log q(u | x)`, `u ~ q` (`losses` trains
+    it); `dequantization="uniform"` in `log_prob` evaluates `p` alone with
+    uniform noise, as a uniform model.
 
   Build it from a `ModelConfig` or keyword arguments of `ModelConfig`:
   `GlowModel(image_shape=(32, 32, 1), n_levels=2, depth=8, width=128)`.
@@ -73,6 +80,9 @@ class GlowModel(tf.Module):
           prior_log_scale_bound=config.prior_log_scale_bound,
           conditioning_shape=config.conditioning_shape,
           conditioning_width=config.condition_width)
+      if config.dequantization == "variational":
+        self.dequantizer = dequantization_lib.VariationalDequantization(
+            config.image_shape, config.dequant_depth, config.dequant_width, seed=config.seed)
       if config.ycond:
         self.classifier = nn.LinearZeros(
             config.latent_shapes[-1][-1], config.n_classes, name="classifier")
@@ -123,13 +133,45 @@ class GlowModel(tf.Module):
       float32 `[B, H, W, C]`: `floor(images / 2^(8 - n_bits)) / n_bins - 0.5
       + noise / n_bins`.
     """
-    images = self._check_images(images)
-    x = tf.floor(tf.cast(images, tf.float32) / 2 ** (8 - self.config.n_bits_x))
+    x = self._bins(images)
     if noise is None:
       shape = tf.shape(x)
       noise = (tf.random.uniform(shape) if seed is None
                else tf.random.stateless_uniform(shape, seed))
     return (x + tf.cast(noise, tf.float32)) / self.n_bins - .5
+
+  def _bins(self, images):
+    """uint8 images -> their bin indices `floor(img / 2^(8 - n_bits))`, float32."""
+    images = self._check_images(images)
+    return tf.floor(tf.cast(images, tf.float32) / 2 ** (8 - self.config.n_bits_x))
+
+  def _dequantize(self, images, noise, seed, dequantization):
+    """The dequantised images `[B, H, W, C]` and `log q(u | x)` `[B]` (0 for uniform noise).
+
+    Variational dequantisation (`dequantization` "variational") draws `u`
+    from `q` unless `noise` is a scalar (a fixed offset, e.g. 0.5 mid-bin:
+    `p` alone at that point); its Gaussian noise comes from the uniform
+    `noise` (`glow_tf.dequantization.gaussian_noise`) or, without, from
+    `seed` or at random.
+    """
+    kind = dequantization or self.config.dequantization
+    if kind not in config_lib.DEQUANTIZATIONS:
+      raise ValueError(f"dequantization must be one of {', '.join(config_lib.DEQUANTIZATIONS)}, "
+                       f"got {kind!r}.")
+    if kind == "variational" and self.config.dequantization != "variational":
+      raise ValueError("dequantization='variational' needs a model trained with it "
+                       "(ModelConfig.dequantization='variational').")
+    fixed = noise is not None and tf.convert_to_tensor(noise).shape.rank == 0
+    if kind == "uniform" or fixed:
+      return self.preprocess(images, noise, seed), 0.
+    bins = self._bins(images)
+    shape = tf.shape(bins)
+    if noise is not None:
+      eps = dequantization_lib.gaussian_noise(noise)
+    else:
+      eps = tf.random.normal(shape) if seed is None else tf.random.stateless_normal(shape, seed)
+    u, log_q = self.dequantizer.sample((bins + .5) / self.n_bins - .5, eps)
+    return (bins + u) / self.n_bins - .5, log_q
 
   def postprocess(self, x: tf.Tensor) -> tf.Tensor:
     """Floats in `[-0.5, 0.5)` -> uint8 images, as the original (`n_bits_x` levels spread over 0..255)."""
@@ -167,13 +209,14 @@ class GlowModel(tf.Module):
   def batch_conditions(self, batch: Dict[str, tf.Tensor]) -> Dict[str, Optional[tf.Tensor]]:
     """`{"labels", "conditioning"}` for `losses`, `log_prob` or `initialize` from a data batch.
 
-    `batch`: `{"image"[, "label"][, "attr"]}` as the datasets give it.
+    `batch`: `{"image"[, "label"][, "attr"]}` as the datasets give it, or
+    with its own `"conditioning"` (a `condition="tensor"` model's).
     `labels` are the batch's labels for a `ycond` model (else `None`);
     `conditioning` is each image's condition for a conditional model (else `None`).
     """
     labels = batch.get("label") if self.config.ycond else None
-    conditioning = None
-    if self.config.is_conditional:
+    conditioning = batch.get("conditioning")
+    if self.config.is_conditional and conditioning is None:
       conditioning = self.condition(batch["image"], batch.get("label"), batch.get("attr"))
     return {"labels": labels, "conditioning": conditioning}
 
@@ -192,7 +235,8 @@ class GlowModel(tf.Module):
 
   # ---- Likelihood -------------------------------------------------------------------
 
-  def _log_prob_and_top(self, images, labels, noise, seed, dtype=tf.float32, conditioning=None):
+  def _log_prob_and_top(self, images, labels, noise, seed, dtype=tf.float32, conditioning=None,
+                        dequantization=None):
     """The encoding and the density, computed once for `log_prob` and `losses`.
 
     `log p(x) = base.log_prob(eps) + ildj - D log(n_bins)`: the density of
@@ -206,18 +250,20 @@ class GlowModel(tf.Module):
       before its prior's standardisation; labels: int `[B]` or `None`.
     """
     conditioning = self._conditioning(images, labels, conditioning)
-    x = self.preprocess(images, noise, seed)
+    x, log_q = self._dequantize(images, noise, seed, dequantization)
     labels = self._labels(labels, tf.shape(x)[0])
     eps, top, ildj = self.glow.encode(x, labels, conditioning)
     base, flat = self.distribution.distribution, self.glow.join_latents(eps)
     if dtype != flat.dtype:
       base, flat, ildj = self._base(dtype), tf.cast(flat, dtype), tf.cast(ildj, dtype)
-    log_p = base.log_prob(flat) + ildj - self.num_dims * math.log(self.n_bins)
+      log_q = tf.cast(log_q, dtype)
+    log_p = base.log_prob(flat) + ildj - self.num_dims * math.log(self.n_bins) - log_q
     return log_p, top, labels
 
   def log_prob(self, images: TensorLike, labels: Optional[TensorLike] = None, noise: Optional[TensorLike] = None,
                seed: Optional[TensorLike] = None, dtype: tf.DType = tf.float32,
-               conditioning: Optional[TensorLike] = None) -> tf.Tensor:
+               conditioning: Optional[TensorLike] = None,
+               dequantization: Optional[str] = None) -> tf.Tensor:
     """Discrete log-likelihood of uint8 images, nats per image `[B]`.
 
     The continuous density of `distribution` at the dequantised images
@@ -234,16 +280,19 @@ class GlowModel(tf.Module):
         square exceeds float32's 3.4e38). The flow runs as always.
       conditioning: a conditional model's condition, `[B] + conditioning_shape`
         (`None`: built from `images`/`labels` where the source allows).
+      dequantization: `None` (the model's), or `"uniform"`: `p` alone with
+        uniform noise, for a model trained with variational dequantisation
+        (a figure comparable with uniform models').
     """
     return self._log_prob_and_top(images, labels, noise, seed, tf.as_dtype(dtype),
-                                  conditioning)[0]
+                                  conditioning, dequantization)[0]
 
   def bits_per_dim(self, images: TensorLike, labels: Optional[TensorLike] = None, noise: Optional[TensorLike] = None,
-                   seed: Optional[TensorLike] = None, conditioning: Optional[TensorLike] = None
-                   ) -> tf.Tensor:
-    """`-log p(images) / (D ln 2)`, `[B]`."""
-    return -self.log_prob(images, labels, noise, seed, conditioning=conditioning) / (
-        self.num_dims * LN2)
+                   seed: Optional[TensorLike] = None, conditioning: Optional[TensorLike] = None,
+                   dequantization: Optional[str] = None) -> tf.Tensor:
+    """`-log p(images) / (D ln 2)`, `[B]` (the arguments as `log_prob`'s)."""
+    return -self.log_prob(images, labels, noise, seed, conditioning=conditioning,
+                          dequantization=dequantization) / (self.num_dims * LN2)
 
   def losses(self, images: TensorLike, labels: Optional[TensorLike] = None, noise: Optional[TensorLike] = None,
              seed: Optional[TensorLike] = None, conditioning: Optional[TensorLike] = None
@@ -305,6 +354,9 @@ class GlowModel(tf.Module):
     kwargs = {"labels": self._labels(labels, tf.shape(x)[0])} if self.config.ycond else {}
     if conditioning is not None:
       kwargs["conditioning"] = conditioning
+    if self.config.dequantization == "variational":  # q first, on the same uniform noise
+      bins = self._bins(images)
+      self.dequantizer.initialize((bins + .5) / self.n_bins - .5, (x + .5) * self.n_bins - bins)
     return self.glow.initialize(x, **kwargs)
 
   # ---- Sampling, encoding, decoding -------------------------------------------------
@@ -325,7 +377,8 @@ class GlowModel(tf.Module):
     """Draws `n` uint8 images `[n, H, W, C]` at the given temperature.
 
     A conditional model draws `n` images for each of the `B` conditions of
-    `conditioning` (`[B] + conditioning_shape`, required): `[n, B, H, W, C]`.
+    `conditioning` (`[B] + conditioning_shape`, required): `[n, B, H, W, C]`;
+    a `ycond` model's `labels` are then a scalar, `[B]` or `[n, B]`.
 
     Args:
       n: Python `int`, number of images.
@@ -343,8 +396,8 @@ class GlowModel(tf.Module):
       c = tf.convert_to_tensor(conditioning, tf.float32)
       b = tf.shape(c)[0]
       tiled = tf.tile(c, tf.concat([[n], tf.ones([tf.rank(c) - 1], tf.int32)], 0))
-      if labels is not None:
-        labels = tf.tile(tf.reshape(tf.cast(labels, tf.int32), [-1]), [n])
+      if labels is not None:  # a scalar, [B] (one per condition) or [n, B]
+        labels = tf.reshape(tf.broadcast_to(tf.cast(labels, tf.int32), [n, b]), [-1])
       if self.config.ycond and labels is None:
         labels = (tf.random.uniform([n * b], 0, self.config.n_classes, tf.int32) if seed is None
                   else tf.random.stateless_uniform([n * b], seed, 0, self.config.n_classes,

@@ -184,15 +184,16 @@ def condition_pictures(model: model_lib.GlowModel, conditioning: TensorLike) -> 
 
 
 def conditional_grid(model: model_lib.GlowModel, images: TensorLike, temperatures: Sequence[float],
-                     n: int, seed: int = 0) -> List[np.ndarray]:
+                     n: int, seed: int = 0, labels: Optional[TensorLike] = None) -> List[np.ndarray]:
   """A conditional model with an image condition (`lowres`, `gray`): one row per image.
 
   Each row: the image's condition (upscaled), `n` samples given it at each
   temperature (0: the decoded prior means, SRFlow's mean image), the image.
+  `labels` `[B]`: a `ycond` model's label of each row.
   """
   c = model.condition(images)
   shown = model.postprocess(model.preprocess(images, noise=0.5)).numpy()
-  samples = [model.sample(n, t, seed=[seed, i], conditioning=c).numpy()
+  samples = [model.sample(n, t, labels=labels, seed=[seed, i], conditioning=c).numpy()
              for i, t in enumerate(temperatures)]  # each [n, B, H, W, C]
   pictures = condition_pictures(model, c)
   return [np.concatenate([pictures[b:b + 1]] + [s[:, b] for s in samples] + [shown[b:b + 1]])
@@ -200,12 +201,14 @@ def conditional_grid(model: model_lib.GlowModel, images: TensorLike, temperature
 
 
 def vector_condition_grid(model: model_lib.GlowModel, conditioning: TensorLike,
-                          temperatures: Sequence[float], seed: int = 0) -> List[np.ndarray]:
+                          temperatures: Sequence[float], seed: int = 0,
+                          labels: Optional[TensorLike] = None) -> List[np.ndarray]:
   """A conditional model with a vector condition (`class`, `attributes`): one row per temperature.
 
-  `conditioning` `[n, K]`: the condition of each column.
+  `conditioning` `[n, K]`: the condition of each column; `labels` `[n]`: a
+  `ycond` model's label of each column.
   """
-  return [model.sample(1, t, seed=[seed, i], conditioning=conditioning).numpy()[0]
+  return [model.sample(1, t, labels=labels, seed=[seed, i], conditioning=conditioning).numpy()[0]
           for i, t in enumerate(temperatures)]
 
 
@@ -376,15 +379,21 @@ def run(config: SampleConfig, log: Callable[[str], Any] = print) -> Tuple[str, n
         f"{condition!r}." if config.mode == "conditional" else
         f"this model is a conditional Glow (condition {condition!r}): use --mode=conditional.")
   if config.mode == "conditional":
+    ycond = loaded.config.model.ycond
     if condition in config_lib.IMAGE_CONDITIONS:
-      rows = conditional_grid(model, _input_images(config, loaded, config.n_conditions),
-                              config.temperatures, n, config.seed)
+      images = _input_images(config, loaded, config.n_conditions)
+      labels = _labels_for(loaded, len(images), config.label) if ycond else None
+      rows = conditional_grid(model, images, config.temperatures, n, config.seed, labels)
       log(f"condition {condition!r}: per row the condition, {n} samples at each temperature "
           f"{list(config.temperatures)}, the image")
     else:
       c = _vector_conditions(loaded, config,
                              lambda: _dataset(loaded, config.data_dir).attribute_names or ())
-      rows = vector_condition_grid(model, c, config.temperatures, config.seed)
+      labels = None
+      if ycond:  # the class of the condition, else --label or the classes in turn
+        labels = (np.argmax(c, -1) if condition == "class"
+                  else _labels_for(loaded, len(c), config.label))
+      rows = vector_condition_grid(model, c, config.temperatures, config.seed, labels)
       log(f"condition {condition!r}: one row per temperature {list(config.temperatures)}")
   elif config.mode == "sample":
     labels = _labels_for(loaded, n, config.label)

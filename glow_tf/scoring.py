@@ -19,7 +19,16 @@ bits/dim = -log P_K(x) / (D ln 2),
 ```
 
 a lower bound of `log P(x)` that tightens as `K` grows (K = 1 is the
-original's test figure). The draws are stateless: draw `k` of image `i` is
+original's test figure). For a model trained with variational dequantisation
+the draws come from its `q(u | x)` and are weighted by it (`q` is the
+proposal),
+
+```none
+log P_K(x) = logsumexp_k [log p(x + u_k) - log q(u_k | x)] - log K;
+```
+
+`dequantization="uniform"` scores such a model with uniform draws instead.
+The draws are stateless: draw `k` of image `i` is
 `dequantization_noise([i], shape, seed, k)`, so a score does not depend on
 the batch size, the strategy or the number of replicas.
 """
@@ -101,6 +110,8 @@ def dataset_images(data_config: config_lib.DataConfig, split: str, image_shape: 
   size = ds.num_test if split == "test" else ds.num_train
   size = min(size, limit) if limit else size
   keep = ("image", "label") if ds.n_classes else ("image",)  # (a label of 0 means none)
+  if ds.attribute_names:  # (an attributes-conditioned model's condition)
+    keep += ("attr",)
   examples = ds.labelled_examples(split, limit).enumerate().map(
       lambda i, e: dict({k: e[k] for k in keep}, index=i), num_parallel_calls=tf.data.AUTOTUNE)
   return ImageSet(examples, size, None, f"{data_config.dataset} {split}")
@@ -347,34 +358,41 @@ class Scorer:
     strategy: a `tf.distribute` strategy (default: the current one); global
       batches are split over its replicas.
     n_dequant_samples: `K >= 1` dequantisation draws per image.
+    dequantization: `None` (the model's: `q` for a variational model) or
+      `"uniform"`.
     use_labels: condition a class-conditional model on a set's labels
       (else its likelihood is marginalised over the classes).
   """
 
   def __init__(self, model: model_lib.GlowModel, strategy: Optional[tf.distribute.Strategy] = None,
-               n_dequant_samples: int = 1, use_labels: bool = True):
+               n_dequant_samples: int = 1, use_labels: bool = True,
+               dequantization: Optional[str] = None):
     self.model = model
+    self.dequantization = dequantization
     self.strategy = strategy or tf.distribute.get_strategy()
     self.n_dequant_samples = config_lib.check_n_dequant_samples(n_dequant_samples)
     self.use_labels = use_labels
     self._steps: Dict[tuple, Callable] = {}
 
   def _log_prob(self, images: tf.Tensor, labels: Optional[tf.Tensor], index: tf.Tensor,
-                seed: tf.Tensor) -> tf.Tensor:
-    """`log P_K(x)` in nats `[B]` of uint8 images `[B, H, W, C]` numbered `index` `[B]`."""
+                seed: tf.Tensor, conditioning: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """`log P_K(x)` in nats `[B]` of uint8 images `[B, H, W, C]` numbered `index` `[B]`.
+
+    `conditioning`: a conditional model's condition of each image (then
+    `log P_K(x | c)`).
+    """
     model, cfg = self.model, self.model.config
-    # A conditional model scores log p(x | c), c built from each image (or its label).
-    conditioning = model.batch_conditions({"image": images, "label": labels})["conditioning"]
 
     def draw(k):  # log p(x + u_k) [B]
       noise = dequantization_noise(index, model.image_shape, seed, k)
       if cfg.ycond and labels is None:  # p(x) = mean_y p(x | y), uniform over the classes
         by_class = [model.log_prob(images, tf.fill(tf.shape(images)[:1], y), noise=noise,
-                                   dtype=tf.float64, conditioning=conditioning)
+                                   dtype=tf.float64, conditioning=conditioning,
+                                   dequantization=self.dequantization)
                     for y in range(cfg.n_classes)]
         return tf.reduce_logsumexp(tf.stack(by_class), 0) - math.log(cfg.n_classes)
       return model.log_prob(images, labels if cfg.ycond else None, noise=noise, dtype=tf.float64,
-                            conditioning=conditioning)
+                            conditioning=conditioning, dequantization=self.dequantization)
 
     n = self.n_dequant_samples
     if n == 1:
@@ -393,13 +411,17 @@ class Scorer:
 
     def replica(b, seed):
       labels = b["label"] if with_labels else None
-      out = {"nll": -self._log_prob(b["image"], labels, b["index"], seed), "index": b["index"]}
+      # A conditional model scores log p(x | c), c built from each image (its label, its
+      # attributes) as in training.
+      conditioning = model.batch_conditions(b)["conditioning"]
+      out = {"nll": -self._log_prob(b["image"], labels, b["index"], seed, conditioning),
+             "index": b["index"]}
       if with_labels:
         out["label"] = b["label"]
       if latents:  # encode's mid-bin latents (decode gives the images back exactly)
         encode_labels = labels if model.config.ycond and with_labels else (
             tf.zeros(tf.shape(b["image"])[:1], tf.int32) if model.config.ycond else None)
-        out["z"] = model.encode(b["image"], encode_labels)
+        out["z"] = model.encode(b["image"], encode_labels, conditioning)
       if images:
         out["image"] = b["image"]
       return out
@@ -588,8 +610,11 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
                                  and not config.restore_path)
   if loaded.directory == sampling.SHIPPED_MODEL:
     log(f"no trained model in {config.logdir}: using the model shipped in {sampling.SHIPPED_MODEL}")
+  dequantization = config.dequantization or loaded.config.model.dequantization
   log(f"loaded {loaded.checkpoint}: {loaded.weights}; "
-      f"{strategy.num_replicas_in_sync} replica(s), K={config.n_dequant_samples}")
+      f"{strategy.num_replicas_in_sync} replica(s), K={config.n_dequant_samples}, "
+      f"{dequantization} dequantisation" + (" (q as the proposal)"
+                                            if dequantization == "variational" else ""))
   progress = metrics.Progress(distribute.is_chief(strategy))
   in_set = _image_set(loaded, config.dataset, config.data_dir, config.split, config.images,
                       config.max_images, config.download)
@@ -597,7 +622,8 @@ def run(config: config_lib.ScoreConfig, log: Callable[[str], None] = print) -> D
                         config.ood_images, config.max_images, config.download, "ood_")
              if config.has_ood else None)
   files = []
-  scorer = Scorer(loaded.model, strategy, config.n_dequant_samples)
+  scorer = Scorer(loaded.model, strategy, config.n_dequant_samples,
+                  dequantization=config.dequantization or None)
   summary, written = _score_set(scorer, loaded, in_set, config, progress, config.output,
                                 config.latents, png_bits=config.has_ood)
   files += written

@@ -294,11 +294,11 @@ class Trainer:
     """
     n, model_config = self.config.train.n_sample, self.config.model
     labels = (np.arange(n) % model_config.n_classes) if model_config.ycond else None
-    if model_config.is_conditional:  # given the conditions of the first n test images
-      batch = next(iter(self.dataset.test_dataset(n)))
-      c = self.model.batch_conditions(batch)["conditioning"]
-      rows = [self.model.sample(1, t, labels=labels, seed=[self.config.train.seed, i],
-                                conditioning=c).numpy()[0]
+    if model_config.is_conditional:  # given the conditions (and labels) of the first test images
+      conditions = self.model.batch_conditions(next(iter(self.dataset.test_dataset(n))))
+      rows = [self.model.sample(1, t, labels=conditions["labels"],
+                                seed=[self.config.train.seed, i],
+                                conditioning=conditions["conditioning"]).numpy()[0]
               for i, t in enumerate(SAMPLE_TEMPERATURES)]
     else:
       rows = [self.model.sample(n, t, labels=labels, seed=[self.config.train.seed, i]).numpy()
@@ -476,6 +476,7 @@ class Trainer:
     self.log.test_record({
         "epoch": round(float(epoch), 4), "step": step, **self._processed(step),
         "train_time": round(time.time() - start, 1), "n_test_images": n, "full": bool(full_valid),
+        "dequantization": self.config.model.dequantization,
         **raw, **{f"polyak_{k}": v for k, v in polyak.items()}, "best": best})
     self.log.info(f"{'test' if full_valid else 'quick test'} ({n} images) at epoch "
                   f"{float(epoch):.2f}: {raw['bits_x']:.4f} bits/dim raw (median "

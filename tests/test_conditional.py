@@ -10,6 +10,7 @@ from glow_tf import Glow
 from glow_tf.config import ConfigError, ModelConfig
 from glow_tf.model import GlowModel
 from tests import bijector_test_util as util
+from tests.test_glow import _count_ops
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -134,6 +135,18 @@ def test_sampling_draws_for_every_condition_and_compositions_route_it():
   np.testing.assert_allclose(inverted.forward(flow.forward(eps, **kwargs),
                                               **glow_tf.conditioning_kwargs(inverted, c)),
                              eps, atol=1e-10)
+
+
+def test_log_prob_evaluates_each_network_once_with_a_condition():
+  n_levels, depth = 2, 3
+  model = GlowModel(image_shape=(16, 16, 3), n_levels=n_levels, depth=depth, width=8,
+                    flow_coupling="affine", condition="lowres", condition_factor=4)
+  # Per coupling network two 3x3 convolutions, one per split prior, one in the
+  # top prior, and the conditioning network once: its trunk (2) and a head per level.
+  one_pass = n_levels * depth * 2 + (n_levels - 1) + 1 + 2 + n_levels
+  spec = tf.TensorSpec([None, 16, 16, 3], tf.uint8)
+  assert _count_ops(model.log_prob, spec, "Conv2D") == one_pass
+  assert _count_ops(lambda x: model.losses(x)["loss"], spec, "Conv2D") == one_pass
 
 
 def _model(**kwargs):

@@ -155,7 +155,9 @@ def test_apply_if_false_changes_nothing_and_true_is_the_ungated_update(kind, wei
                                                                        jit_compile):
   """Skipped steps (their gradients NaN or inf) leave every variable's bits; applied ones equal ungated ones."""
   rng = np.random.RandomState(6)
-  w0 = [rng.randn(3, 10).astype(np.float32), rng.randn(7).astype(np.float32)]
+  # (Two variables of one shape: the update stacks them, and a NaN in one is in the stack.)
+  w0 = [rng.randn(3, 10).astype(np.float32), rng.randn(7).astype(np.float32),
+        rng.randn(3, 10).astype(np.float32)]
   oks = [True, False, True, False, True]
   grads = [[tf.constant(rng.randn(*w.shape).astype(np.float32)) for w in w0] for _ in oks]
   grads[1][0] = tf.fill([3, 10], np.nan)

@@ -223,6 +223,7 @@ class GlowBijector(tfb.Bijector):
     result before folding. Returns `(t4, batch_shape, kwargs)`.
     """
     given = {k: tf.convert_to_tensor(v) for k, v in kwargs.items() if v is not None}
+    event = _static_event(t, event_ndims)
     if given:
       batch_shape = _batch_of(t, event_ndims)
       for k, v in given.items():
@@ -232,6 +233,8 @@ class GlowBijector(tfb.Bijector):
       given = {k: _broadcast_batch(v, self._conditioning_event_ndims(k), batch_shape)
                for k, v in given.items()}
     t4, batch_shape = fold_batch(t, event_ndims)
+    if given and event is not None:  # (a kwarg of unknown rank leaves the broadcast's rank open)
+      t4 = tf.ensure_shape(t4, [None] + event)
     out = {k: None for k in kwargs}
     for k, v in given.items():
       ndims = self._conditioning_event_ndims(k)
