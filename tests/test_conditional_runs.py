@@ -23,7 +23,7 @@ from glow_tf import train_lib
 from tests import test_data
 from tests.test_data import no_network  # noqa: F401  # (autouse: TFDS's download probe answers)
 from tests.synthetic_data import FASHION_MNIST_DIR
-from tests.test_export import _quiet_env
+from tests.test_export import SAVED_MODEL_CLI, _quiet_env
 from tests.test_train import (FAULT_ARGS, ROOT, _final_weights, _start, _wait_for, run_cli,
                               small_config)
 
@@ -116,6 +116,10 @@ def test_a_conditional_run_samples_scores_and_exports(lowres_run, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(proc.stdout.strip().splitlines()[-1])
   assert "conditioning" in report["sample_inputs"]
+  shown = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", exported, "--tag_set", "serve",
+                          "--signature_def", "bits_per_dim"], capture_output=True, text=True,
+                         timeout=120, env=_quiet_env())
+  assert "inputs['conditioning']" in shown.stdout and "(-1, 8, 8, 1)" in shown.stdout
   result = np.load(got)
   for key in ("bpd", "signature", "keras"):
     np.testing.assert_allclose(result[key], want, rtol=1e-5, err_msg=key)

@@ -87,6 +87,11 @@ def test_resolve_for_data_completes_the_model():
     config_lib.resolve_for_data(ModelConfig(image_shape=None, n_levels=3), [28, 28, 1], None)
   with pytest.raises(ConfigError, match="not known yet"):
     _ = model.latent_shapes
+  # A class condition: its one-hot shape from the data's classes, which it needs.
+  by_class = ModelConfig(image_shape=None, n_levels=2, condition="class")
+  assert config_lib.resolve_for_data(by_class, [32, 32, 1], 10).conditioning_shape == (10,)
+  with pytest.raises(ConfigError, match="--condition=class needs labels, and dataset 'x'"):
+    config_lib.resolve_for_data(by_class, [32, 32, 1], None, "dataset 'x'")
 
 
 def test_old_config_json_files_still_read():
