@@ -1,14 +1,18 @@
 """The spike guard: a finite but enormous step is skipped exactly; a healthy run is unchanged."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from glow_tf import spike_guard, train_lib
+from tests import multi_worker
 from tests.conftest import two_replica_strategy
-from tests.test_train import small_config
+from tests.test_train import ROOT, small_config
 
 
 def test_statistics_warm_up_then_flag_loss_and_gradient_spikes():
@@ -126,3 +130,68 @@ def test_a_rollback_restores_a_checkpoint_written_without_the_guard(tmp_path):
   assert int(trainer.recovery.rollbacks.numpy()) == 1
   assert all(np.all(np.isfinite(v.numpy())) for v in trainer.variables)
   trainer.close()
+
+
+# Worker `index` of 2: train.py's run in process under MultiWorkerMirroredStrategy, where
+# worker 1's batch of step 6 alone spikes (its split prior predicts a log-scale of -15).
+SPIKING_WORKER = r'''
+import json, sys
+import tensorflow as tf
+from glow_tf import train_lib
+from tests.test_train import small_config
+
+index, logdir, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+build = train_lib.steps_lib.build_train_step
+seen = {}
+
+def build_with_spike(model, optimizer, *args, **kwargs):
+  step = build(model, optimizer, *args, **kwargs)
+  calls = [0]
+  def spiking_step(iterator, stop_requested=False):
+    calls[0] += 1
+    if calls[0] != 6:
+      return step(iterator, stop_requested)
+    bias = model.glow.priors[0].conv.bias
+    saved = bias.numpy()
+    if index == 1:
+      bias.assign(tf.fill(bias.shape, -15.))
+    result = step(iterator, stop_requested)
+    bias.assign(saved)
+    seen.update(finite=bool(result.finite), spike=bool(result.spike))
+    return result
+  return spiking_step
+
+train_lib.steps_lib.build_train_step = build_with_spike
+config = small_config(logdir, max_steps=10, epochs=1, spike_warmup_steps=3)
+trainer = train_lib.train_and_evaluate(config, strategy=strategy)
+seen.update(iterations=int(trainer.optimizer.iterations.numpy()),
+            spikes=int(trainer.spike_guard.spikes.numpy()),
+            weights=[v.numpy().tolist() for v in trainer.variables[:6]])
+json.dump(seen, open(out, "w"))
+'''
+
+
+@pytest.mark.slow  # two worker processes
+def test_two_workers_skip_a_spike_of_one_workers_batch_alike(tmp_path):
+  """Only worker 1's batch spikes; the summed loss is the same on both, and both skip the step."""
+  ports = multi_worker.free_ports(2)
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  outs = [tmp_path / f"worker{i}.json" for i in range(2)]
+  procs = [subprocess.Popen([sys.executable, "-c", SPIKING_WORKER, str(i), str(tmp_path / "run"),
+                             str(outs[i])], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(env, **multi_worker.tf_config(ports, i)))
+           for i in range(2)]
+  try:
+    results = [p.communicate(timeout=600) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
+  seen = [json.loads(o.read_text()) for o in outs]
+  for s in seen:
+    assert s["finite"] and s["spike"], s  # worker 0's own batch was ordinary
+    assert s["iterations"] == 9 and s["spikes"] == 1, s
+  assert seen[0]["weights"] == seen[1]["weights"]
