@@ -43,7 +43,8 @@ RECIPE = ["--dataset=fashion_mnist", "--n_levels=2", "--depth=8", "--width=128",
 CONDITION = ["--condition=lowres", "--condition_factor=4"]
 
 
-def _run(args, log):
+def run(args, log):
+  """Runs a repository entry point (`args[0]`) with its flags; its output is kept quiet."""
   log(" ".join(args))
   subprocess.run([sys.executable] + args, cwd=ROOT, check=True,
                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -58,7 +59,6 @@ def _psnr(a, b):
 
 def measure(workdir, n_test, grid_path, log):
   """The figures of the two trained runs in `workdir`."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from glow_tf import images as images_lib  # pylint: disable=import-outside-toplevel
   from glow_tf import sampling  # pylint: disable=import-outside-toplevel
@@ -67,13 +67,12 @@ def measure(workdir, n_test, grid_path, log):
   for name in ("unconditional", "conditional"):
     logdir = os.path.join(workdir, name)
     scores = os.path.join(workdir, f"{name}_scores.csv")
-    _run(["score.py", f"--logdir={logdir}", f"--output={scores}", "--overwrite"]
+    run(["score.py", f"--logdir={logdir}", f"--output={scores}", "--overwrite"]
          + ([f"--max_images={n_test}"] if n_test else []), log)
     with open(os.path.join(logdir, "test.txt")) as f:
       last = [json.loads(line) for line in f][-1]
-    bits = np.loadtxt(scores, delimiter=",", skiprows=1, usecols=_bits_column(scores))
-    out[name] = {"test_bits_per_dim": float(np.mean(bits)), "images": int(bits.size),
-                 "steps": int(last["step"])}
+    bits, n = mean_bits(scores)
+    out[name] = {"test_bits_per_dim": bits, "images": n, "steps": int(last["step"])}
   loaded = sampling.load_model(os.path.join(workdir, "conditional"))
   model = loaded.model
   data = sampling._dataset(loaded, None)  # pylint: disable=protected-access
@@ -101,10 +100,12 @@ def measure(workdir, n_test, grid_path, log):
   return out
 
 
-def _bits_column(path):
+def mean_bits(path):
+  """The mean of score.py's `bits_per_dim` column in the CSV `path`, and the number of images."""
   with open(path) as f:
-    header = f.readline().strip().split(",")
-  return header.index("bits_per_dim")
+    column = f.readline().strip().split(",").index("bits_per_dim")
+    values = [float(line.split(",")[column]) for line in f if line.strip()]
+  return sum(values) / len(values), len(values)
 
 
 def main():
@@ -123,7 +124,7 @@ def main():
     for name, extra in (("unconditional", []), ("conditional", CONDITION)):
       logdir = os.path.join(args.workdir, name)
       start = time.time()
-      _run(["train.py"] + RECIPE + extra
+      run(["train.py"] + RECIPE + extra
            + [f"--time_budget_minutes={args.minutes}", f"--logdir={logdir}"], log)
       log(f"{name}: trained in {time.time() - start:.0f} s")
   result = measure(args.workdir, args.n_test, args.grid, log)

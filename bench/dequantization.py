@@ -22,7 +22,6 @@ images (all 10,000 by default), three ways:
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -30,24 +29,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from conditional_sr import RECIPE  # noqa: E402  # the same 15-minute recipe
+from conditional_sr import RECIPE, mean_bits, run  # noqa: E402  # the same 15-minute recipe
 
 SCORINGS = (("own, K=1", []), ("uniform, K=1", ["--dequantization=uniform"]),
             ("own, K=16", ["--n_dequant_samples=16"]))
-
-
-def _run(args, log):
-  log(" ".join(args))
-  subprocess.run([sys.executable] + args, cwd=ROOT, check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _mean_bits(path):
-  with open(path) as f:
-    header = f.readline().strip().split(",")
-    column = header.index("bits_per_dim")
-    values = [float(line.split(",")[column]) for line in f if line.strip()]
-  return sum(values) / len(values), len(values)
 
 
 def main():
@@ -66,7 +51,7 @@ def main():
     logdir = os.path.join(args.workdir, kind)
     if not args.measure_only:
       start = time.time()
-      _run(["train.py"] + RECIPE + [f"--dequantization={kind}",
+      run(["train.py"] + RECIPE + [f"--dequantization={kind}",
                                     f"--time_budget_minutes={args.minutes}", f"--logdir={logdir}"],
            log)
       log(f"{kind}: trained in {time.time() - start:.0f} s")
@@ -75,9 +60,9 @@ def main():
     result[kind] = {"steps": steps}
     for name, extra in SCORINGS:
       out = os.path.join(args.workdir, f"{kind}_{name.replace(', ', '_').replace('=', '')}.csv")
-      _run(["score.py", f"--logdir={logdir}", f"--output={out}", "--overwrite"] + extra
+      run(["score.py", f"--logdir={logdir}", f"--output={out}", "--overwrite"] + extra
            + ([f"--max_images={args.n_test}"] if args.n_test else []), log)
-      result[kind][name], n = _mean_bits(out)
+      result[kind][name], n = mean_bits(out)
     log(f"{kind} ({steps} steps, {n} test images): " + ", ".join(
         f"{name} {result[kind][name]:.4f}" for name, _ in SCORINGS) + " bits/dim")
   print(json.dumps(result))
