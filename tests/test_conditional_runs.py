@@ -59,9 +59,10 @@ print(json.dumps({"sample_inputs": sorted(m.signatures["sample"].structured_inpu
 '''
 
 
-def _lowres_config(logdir, **train):
+def _lowres_config(logdir, depth=2, **train):
   config = small_config(logdir, **train)
-  return dataclasses.replace(config, model=dataclasses.replace(config.model, **LOWRES))
+  return dataclasses.replace(config, model=dataclasses.replace(config.model, depth=depth,
+                                                               **LOWRES))
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_a_conditional_run_samples_scores_and_exports(lowres_run, tmp_path):
 def test_one_replica_equals_two_replicas_with_a_condition(tmp_path, two_replicas):
   results = []
   for name, strategy in (("one", tf.distribute.get_strategy()), ("two", two_replicas)):
-    trainer = train_lib.prepare(_lowres_config(tmp_path / name, max_steps=2, epochs=1),
+    trainer = train_lib.prepare(_lowres_config(tmp_path / name, depth=1, max_steps=2, epochs=1),
                                 strategy=strategy, stream=io.StringIO())
     assert trainer.train() == 2
     results.append([v.numpy() for v in trainer.variables])
@@ -154,6 +155,7 @@ def test_bad_combinations_stop_at_once_and_write_nothing(tmp_path, model, messag
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a train.py process; the same check in process above
 def test_the_cli_refuses_a_factor_that_does_not_divide_the_image_size(tmp_path):
   out = run_cli(["--dataset=fashion_mnist", "--image_size=32", "--condition=lowres",
                  "--condition_factor=3", f"--logdir={tmp_path / 'run'}"], timeout=120)

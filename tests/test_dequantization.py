@@ -90,7 +90,8 @@ def test_variational_training_is_the_same_on_two_replicas_and_scores_with_q(tmp_
   for name, strategy in (("one", tf.distribute.get_strategy()), ("two", two_replicas)):
     config = small_config(tmp_path / name, max_steps=2, epochs=1)
     config = dataclasses.replace(config, model=dataclasses.replace(
-        config.model, dequantization="variational", dequant_depth=2, dequant_width=8))
+        config.model, depth=1, width=8, dequantization="variational", dequant_depth=1,
+        dequant_width=8))
     trainer = train_lib.prepare(config, strategy=strategy, stream=io.StringIO())
     assert trainer.train() == 2
     results.append([v.numpy() for v in trainer.variables])
