@@ -120,6 +120,10 @@ def test_identical_under_two_replicas(two_replicas):
     ref.apply_gradients([(tf.fill([2, 3], 3.), single)])
   np.testing.assert_allclose(values[0], single.numpy(), rtol=1e-6)
   assert int(opt.iterations.numpy()) == 2
+  # The Polyak averages too: the same on both devices, and as on one.
+  averages = [a.numpy() for a in two_replicas.experimental_local_results(opt.polyak[0])]
+  np.testing.assert_array_equal(averages[0], averages[1])
+  np.testing.assert_allclose(averages[0], ref.polyak[0].numpy(), rtol=1e-6)
 
 
 def test_a_checkpointed_optimiser_resumes_to_the_same_bits(tmp_path):
