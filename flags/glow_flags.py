@@ -203,6 +203,9 @@ def define_flags(flag_values=flags.FLAGS):
   d.DEFINE_integer("condition_factor", _model("condition_factor"),
                    "--condition=lowres: the downsampling factor; it must divide the image size.",
                    flag_values=f)
+  d.DEFINE_integer("condition_width", _model("condition_width"),
+                   "Conditional Glow: channels of the conditioning network's features.",
+                   flag_values=f)
   d.DEFINE_enum(
       "dequantization", _model("dequantization"), list(config_lib.DEQUANTIZATIONS),
       "uniform: the original's uniform noise within each bin. variational: a learned noise "
@@ -212,9 +215,6 @@ def define_flags(flag_values=flags.FLAGS):
                    "--dequantization=variational: flow steps of q.", flag_values=f)
   d.DEFINE_integer("dequant_width", _model("dequant_width"),
                    "--dequantization=variational: width of q's coupling networks.",
-                   flag_values=f)
-  d.DEFINE_integer("condition_width", _model("condition_width"),
-                   "Conditional Glow: channels of the conditioning network's features.",
                    flag_values=f)
   d.DEFINE_float(
       "weight_y", _model("weight_y"),

@@ -23,35 +23,29 @@ from typing import Optional
 
 import tensorflow as tf
 
-from glow_tf.config import IMAGE_CONDITIONS
-
 __all__ = ["build"]
 
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def build(condition: str, images: tf.Tensor, n_bits_x: int, factor: int,
-          n_classes: Optional[int] = None, labels: Optional[tf.Tensor] = None,
-          attributes: Optional[tf.Tensor] = None) -> tf.Tensor:
+def build(condition: str, centres: tf.Tensor, factor: int, n_classes: Optional[int] = None,
+          labels: Optional[tf.Tensor] = None, attributes: Optional[tf.Tensor] = None) -> tf.Tensor:
   """The condition of each image, float32 `[B] + conditioning_shape`.
 
   Args:
     condition: the source (not `none` or `tensor`, which have none to build).
-    images: uint8 `[B, H, W, C]`.
-    n_bits_x: the bits per channel the model keeps.
+    centres: float32 `[B, H, W, C]`: the images' bin centres in the model's
+      space (`GlowModel` computes them from its `n_bits_x`).
     factor: `lowres`'s downsampling factor.
     n_classes: `class`'s number of classes.
     labels: int `[B]`, for `class`.
     attributes: `[B, 40]`, present where > 0 (the datasets' `attr`, +1/-1,
       or 0/1, or bool), for `attributes`.
   """
-  if condition in IMAGE_CONDITIONS:
-    shift = 8 - n_bits_x
-    bins = 2 ** n_bits_x
-    x = (tf.floor(tf.cast(images, tf.float32) / 2 ** shift) + 0.5) / bins - 0.5
-    if condition == "lowres":
-      return tf.nn.avg_pool2d(x, factor, factor, "VALID")
-    return tf.reduce_sum(x * tf.constant(_LUMA), -1, keepdims=True)
+  if condition == "lowres":
+    return tf.nn.avg_pool2d(centres, factor, factor, "VALID")
+  if condition == "gray":
+    return tf.reduce_sum(centres * tf.constant(_LUMA), -1, keepdims=True)
   if condition == "class":
     if labels is None:
       raise ValueError("condition 'class': the batch has no labels.")

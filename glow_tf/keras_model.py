@@ -93,8 +93,11 @@ class GlowKerasModel(tf_keras.Model):
 
   def initialize(self, images: TensorLike, labels: Optional[TensorLike] = None) -> None:
     """The data-dependent actnorm initialisation (explicit, once); `fit` calls it if you do not."""
-    batch = {"image": images} if labels is None else {"image": images, "label": labels}
-    self.glow.initialize(images, seed=[self.seed, 1], **self.glow.batch_conditions(batch))
+    self._initialize_from({"image": images} if labels is None else {"image": images, "label": labels})
+
+  def _initialize_from(self, batch: Dict[str, tf.Tensor]) -> None:
+    """`initialize` on a data batch, with its labels, attributes or conditioning."""
+    self.glow.initialize(batch["image"], seed=[self.seed, 1], **self.glow.batch_conditions(batch))
     self.initialized.assign(True)
 
   @contextlib.contextmanager
@@ -120,9 +123,7 @@ class GlowKerasModel(tf_keras.Model):
     if not isinstance(self._init_data, tf.data.Dataset):
       raise ValueError("GlowKerasModel: call initialize(images) before fit, or fit on a "
                        "tf.data.Dataset (its first batch initialises the actnorms).")
-    batch = next(iter(self._init_data))
-    self.glow.initialize(batch["image"], seed=[self.seed, 1], **self.glow.batch_conditions(batch))
-    self.initialized.assign(True)
+    self._initialize_from(next(iter(self._init_data)))
 
   def _update_metrics(self, sums: Dict[str, tf.Tensor], count: float) -> Dict[str, tf.Tensor]:
     self.loss_tracker.update_state(sums["loss"] / count, sample_weight=count)

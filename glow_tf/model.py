@@ -135,15 +135,17 @@ class GlowModel(tf.Module):
     """
     x = self._bins(images)
     if noise is None:
-      shape = tf.shape(x)
-      noise = (tf.random.uniform(shape) if seed is None
-               else tf.random.stateless_uniform(shape, seed))
+      noise = _uniform_noise(tf.shape(x), seed)
     return (x + tf.cast(noise, tf.float32)) / self.n_bins - .5
 
   def _bins(self, images):
     """uint8 images -> their bin indices `floor(img / 2^(8 - n_bits))`, float32."""
     images = self._check_images(images)
     return tf.floor(tf.cast(images, tf.float32) / 2 ** (8 - self.config.n_bits_x))
+
+  def _centres(self, bins):
+    """Bin indices -> the bins' centres in the model's space, `(bins + 0.5) / n_bins - 0.5`."""
+    return (bins + .5) / self.n_bins - .5
 
   def _dequantize(self, images, noise, seed, dequantization):
     """The dequantised images `[B, H, W, C]` and `log q(u | x)` `[B]` (0 for uniform noise).
@@ -170,7 +172,7 @@ class GlowModel(tf.Module):
       eps = dequantization_lib.gaussian_noise(noise)
     else:
       eps = tf.random.normal(shape) if seed is None else tf.random.stateless_normal(shape, seed)
-    u, log_q = self.dequantizer.sample((bins + .5) / self.n_bins - .5, eps)
+    u, log_q = self.dequantizer.sample(self._centres(bins), eps)
     return (bins + u) / self.n_bins - .5, log_q
 
   def postprocess(self, x: tf.Tensor) -> tf.Tensor:
@@ -203,7 +205,7 @@ class GlowModel(tf.Module):
       raise ValueError(f"this model's condition is {c.condition!r}: there is nothing to build "
                        "from images" + (" (pass the conditioning tensor itself)."
                                         if c.is_conditional else "."))
-    return condition_sources.build(c.condition, self._check_images(images), c.n_bits_x,
+    return condition_sources.build(c.condition, self._centres(self._bins(images)),
                                    c.condition_factor, c.n_classes, labels, attributes)
 
   def batch_conditions(self, batch: Dict[str, tf.Tensor]) -> Dict[str, Optional[tf.Tensor]]:
@@ -350,13 +352,14 @@ class GlowModel(tf.Module):
       The flat latents `[B, D]` of the batch after initialisation.
     """
     conditioning = self._conditioning(images, labels, conditioning)
-    x = self.preprocess(images, seed=seed)
+    bins = self._bins(images)
+    noise = _uniform_noise(tf.shape(bins), seed)
+    x = self.preprocess(images, noise, seed)
     kwargs = {"labels": self._labels(labels, tf.shape(x)[0])} if self.config.ycond else {}
     if conditioning is not None:
       kwargs["conditioning"] = conditioning
     if self.config.dequantization == "variational":  # q first, on the same uniform noise
-      bins = self._bins(images)
-      self.dequantizer.initialize((bins + .5) / self.n_bins - .5, (x + .5) * self.n_bins - bins)
+      self.dequantizer.initialize(self._centres(bins), noise)
     return self.glow.initialize(x, **kwargs)
 
   # ---- Sampling, encoding, decoding -------------------------------------------------
@@ -439,3 +442,8 @@ class GlowModel(tf.Module):
   def num_parameters(self) -> int:
     """The number of trainable scalars."""
     return int(sum(np.prod(v.shape) for v in self.trainable_variables))
+
+
+def _uniform_noise(shape: tf.Tensor, seed: Optional[TensorLike]) -> tf.Tensor:
+  """Uniform `[0, 1)` noise of `shape`: from the stateless `seed`, or at random without one."""
+  return tf.random.uniform(shape) if seed is None else tf.random.stateless_uniform(shape, seed)

@@ -25,7 +25,8 @@ from glow_tf.config import SampleConfig
 from glow_tf.ops import TensorLike
 from glow_tf.rundir import NoCheckpointError
 
-__all__ = ["LoadedModel", "load_model", "temperature_grid", "reconstruction_grid",
+__all__ = ["LoadedModel", "load_model", "temperature_grid", "conditional_grid", "conditions_grid",
+           "reconstruction_grid",
            "interpolation_grid", "attribute_direction", "manipulation_grid",
            "run", "SHIPPED_MODEL"]
 
@@ -200,13 +201,15 @@ def conditional_grid(model: model_lib.GlowModel, images: TensorLike, temperature
           for b in range(len(shown))]
 
 
-def vector_condition_grid(model: model_lib.GlowModel, conditioning: TensorLike,
-                          temperatures: Sequence[float], seed: int = 0,
-                          labels: Optional[TensorLike] = None) -> List[np.ndarray]:
-  """A conditional model with a vector condition (`class`, `attributes`): one row per temperature.
+def conditions_grid(model: model_lib.GlowModel, conditioning: TensorLike,
+                    temperatures: Sequence[float], seed: int = 0,
+                    labels: Optional[TensorLike] = None) -> List[np.ndarray]:
+  """A conditional model: one row per temperature, one sample given each condition.
 
-  `conditioning` `[n, K]`: the condition of each column; `labels` `[n]`: a
-  `ycond` model's label of each column.
+  `conditioning` `[n] + conditioning_shape`: the condition of each column
+  (a class or attributes chosen by sample.py, or the conditions of test
+  images in train.py's grid); `labels` `[n]`: a `ycond` model's label of
+  each column.
   """
   return [model.sample(1, t, labels=labels, seed=[seed, i], conditioning=conditioning).numpy()[0]
           for i, t in enumerate(temperatures)]
@@ -310,13 +313,7 @@ def _vector_conditions(loaded, config, ds_names):
   """`[n_samples, K]` conditions of a `class` or `attributes` model from --label / --attributes."""
   cfg, n = loaded.config.model, config.n_samples
   if cfg.condition == "class":
-    if config.label is None:
-      labels = np.arange(n) % cfg.n_classes
-    elif str(config.label).isdigit() and int(config.label) < cfg.n_classes:
-      labels = np.full([n], int(config.label))
-    else:
-      raise ValueError(f"--label {config.label!r} is not a class index in 0..{cfg.n_classes - 1}.")
-    return np.eye(cfg.n_classes, dtype=np.float32)[labels]
+    return np.eye(cfg.n_classes, dtype=np.float32)[_class_labels(cfg.n_classes, n, config.label)]
   names = list(ds_names())
   unknown = [a for a in config.attributes if a not in names]
   if unknown:
@@ -326,6 +323,15 @@ def _vector_conditions(loaded, config, ds_names):
   return np.tile(vector, [n, 1])
 
 
+def _class_labels(n_classes, n, label):
+  """`[n]` class indices: `--label` for every one, or with none given the classes in turn."""
+  if label is None:
+    return np.arange(n) % n_classes
+  if str(label).isdigit() and int(label) < n_classes:
+    return np.full([n], int(label))
+  raise ValueError(f"--label {label!r} is not a class index in 0..{n_classes - 1}.")
+
+
 def _labels_for(loaded, n, label):
   cfg = loaded.config.model
   if not cfg.ycond:
@@ -333,11 +339,7 @@ def _labels_for(loaded, n, label):
       raise ValueError("--label is for class-conditional models (trained with --ycond or "
                        "--condition=class).")
     return None
-  if label is None:
-    return np.arange(n) % cfg.n_classes
-  if str(label).isdigit() and int(label) < cfg.n_classes:
-    return np.full([n], int(label))
-  raise ValueError(f"--label {label!r} is not a class index in 0..{cfg.n_classes - 1}.")
+  return _class_labels(cfg.n_classes, n, label)
 
 
 def _dataset(loaded, data_dir):
@@ -393,7 +395,7 @@ def run(config: SampleConfig, log: Callable[[str], Any] = print) -> Tuple[str, n
       if ycond:  # the class of the condition, else --label or the classes in turn
         labels = (np.argmax(c, -1) if condition == "class"
                   else _labels_for(loaded, len(c), config.label))
-      rows = vector_condition_grid(model, c, config.temperatures, config.seed, labels)
+      rows = conditions_grid(model, c, config.temperatures, config.seed, labels)
       log(f"condition {condition!r}: one row per temperature {list(config.temperatures)}")
   elif config.mode == "sample":
     labels = _labels_for(loaded, n, config.label)

@@ -43,6 +43,7 @@ from glow_tf import hardware
 from glow_tf import optim
 from glow_tf import preemption
 from glow_tf import rundir as rundir_lib
+from glow_tf import sampling
 from glow_tf import spike_guard as spike_guard_lib
 from glow_tf import steps as steps_lib
 
@@ -292,17 +293,14 @@ class Trainer:
     A conditional model draws one image for the condition of each of the
     first `n_sample` test images.
     """
-    n, model_config = self.config.train.n_sample, self.config.model
-    labels = (np.arange(n) % model_config.n_classes) if model_config.ycond else None
+    n, model_config, seed = self.config.train.n_sample, self.config.model, self.config.train.seed
     if model_config.is_conditional:  # given the conditions (and labels) of the first test images
       conditions = self.model.batch_conditions(next(iter(self.dataset.test_dataset(n))))
-      rows = [self.model.sample(1, t, labels=conditions["labels"],
-                                seed=[self.config.train.seed, i],
-                                conditioning=conditions["conditioning"]).numpy()[0]
-              for i, t in enumerate(SAMPLE_TEMPERATURES)]
+      rows = sampling.conditions_grid(self.model, conditions["conditioning"],
+                                      SAMPLE_TEMPERATURES, seed, conditions["labels"])
     else:
-      rows = [self.model.sample(n, t, labels=labels, seed=[self.config.train.seed, i]).numpy()
-              for i, t in enumerate(SAMPLE_TEMPERATURES)]
+      labels = (np.arange(n) % model_config.n_classes) if model_config.ycond else None
+      rows = sampling.temperature_grid(self.model, SAMPLE_TEMPERATURES, n, seed, labels)
     grid = images_lib.make_grid(rows)
     if self.log.writes_files:
       images_lib.save_png(self.run_dir.samples_path(step), grid)
