@@ -220,10 +220,13 @@ def test_attributes_condition_on_tfds_celeb_a_and_the_original_shards(tmp_path):
   np.testing.assert_array_equal(c, (batch["attr"].numpy() > 0).astype(np.float32))
 
 
-@pytest.mark.slow  # three train.py processes
-def test_sigterm_resumes_a_conditional_run_exactly(tmp_path):
-  args = FAULT_ARGS + ["--epochs=6", "--condition=lowres", "--condition_factor=4",
-                       "--condition_width=8"]
+@pytest.mark.slow  # three train.py processes each
+@pytest.mark.parametrize("extra", [
+    ["--condition=lowres", "--condition_factor=4", "--condition_width=8"],
+    ["--dequantization=variational", "--dequant_depth=1", "--dequant_width=8"],
+], ids=["conditional", "variational"])
+def test_sigterm_resumes_a_conditional_or_variational_run_exactly(tmp_path, extra):
+  args = FAULT_ARGS + ["--epochs=6"] + extra
   reference = run_cli(args + [f"--logdir={tmp_path / 'reference'}"])
   assert reference.returncode == 0, reference.stderr[-3000:]
   ref_weights, _ = _final_weights(tmp_path / "reference")
