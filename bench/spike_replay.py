@@ -3,7 +3,10 @@
 Replays a run of train.py up to the step before `--step` (from the newest of
 its checkpoints before it, into a scratch directory: the run itself is not
 touched; resuming is bit-exact, so this is the run's own trajectory), then
-takes that step's batch and noise as train.py draws them and prints:
+takes that step's batch and noise as train.py draws them and prints
+(with no checkpoint before the step, from the run's start: its seed fixes
+it; run it on as many cores as the run had, e.g. under `taskset`, so that
+TensorFlow sums in the same order):
 
 * the batch's loss, and each image's bits/dim (the worst few);
 * for the worst image against the batch's median image, level by level:
@@ -43,9 +46,8 @@ def main():
   run = rundir.RunDir(args.logdir)
   config = run.read_config()
   before = [c for c in run.training_checkpoints() if int(c.rsplit("-", 1)[1]) < args.step]
-  if not before:
-    sys.exit(f"spike_replay: no checkpoint of {args.logdir} before step {args.step}")
-  start = max(before, key=lambda c: int(c.rsplit("-", 1)[1]))
+  # (none before the step: the run is replayed from its start, which its seed fixes)
+  start = max(before, key=lambda c: int(c.rsplit("-", 1)[1])) if before else ""
   scratch = tempfile.mkdtemp(prefix="spike_replay_")
   try:
     train = dataclasses.replace(config.train, logdir=scratch, restore_path=start,
@@ -64,7 +66,7 @@ def main():
     batch = next(iter(data))
     labels = batch.get("label") if config.model.ycond else None
     bits = model.losses(batch["image"], labels, noise=batch["noise"])["bits_x"].numpy()
-    print(f"step {args.step} (replayed from {start}): batch loss {bits.mean():.6g} bits/dim; "
+    print(f"step {args.step} (replayed from {start or 'the start'}): batch loss {bits.mean():.6g} bits/dim; "
           f"median image {np.median(bits):.6g}")
     order = np.argsort(-bits)
     for i in order[:args.worst]:

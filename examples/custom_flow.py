@@ -19,7 +19,7 @@ z = gb.Squeeze(2).inverse(images)
 for step in steps:                                   # data-dependent init
   z = step.initialize(z)
 
-# glow_tf's optimiser (Adam on TensorFlow's fused per-variable kernels): build its slots
+# glow_tf's optimiser (Adam, its slots stacked by shape): build its slots
 # before the first step, so that a tf.function step is traced once.
 optimizer = GlowOptimizer("adam", 1e-3, polyak=False)
 optimizer.build(model.trainable_variables)

@@ -26,22 +26,25 @@ before the data-dependent initialisation) and those keep the weight
 so it is the exponentially weighted mean of the weights after each update
 and nothing else.
 
-Each variable is updated by TensorFlow's fused kernels (`ResourceApplyAdaMax`,
-`ResourceApplyAdam`), one op per variable instead of a dozen, on every
-device and under XLA. A step can be skipped inside the traced step
+The slots of the variables of one dtype and shape are rows of stacked
+variables, and a step updates each stack with a few ops on the stacked
+gradients (the arithmetic of TensorFlow's `ResourceApplyAdam` and
+`ResourceApplyAdaMax` kernels), on every device and under XLA; per variable
+there remain only the read and the write of its value. This keeps the
+traced step small: its tracing and graph optimisation are most of the time
+to the first step. Checkpoints still hold one slot per variable
+(`optimizer/m/<i>`, `u/<i>`, `polyak/<i>`), so they restore whichever way
+the slots are stored. A step can be skipped inside the traced step
 (`apply_if`, train.py's finiteness check) without a branch: the update then
-runs with neutral operands (`beta1 = beta2 = 1`, learning rate, Polyak rate,
-gradient and the average's step 0, weight decay 1), which leave every weight,
-moment and average exactly as they were; an applied step uses the true operands, so it gives the
-same bits as an ungated update. The per-variable work is only the fused
-kernels and the reads of the Polyak update: the gradients' zeroing on a
-skipped step and the Polyak differences are taken on the stacked tensors of
-each shape, a few ops per shape, which keeps the traced step small (its
-tracing and graph optimisation are most of the time to the first step).
-Under `tf.distribute`,
-`apply_gradients` is called in replica context with gradients already summed
-over replicas; the update then runs once per device copy of each variable,
-on its device with that device's gradient, so replicas stay identical.
+runs with neutral operands (`beta1 = beta2 = 1`, learning rate, Polyak rate
+and gradient 0, weight decay 1), which leave every weight, moment and
+average exactly as they were; an applied step uses the true operands, so it
+gives the same bits as an ungated update.
+
+Under `tf.distribute`, `apply_gradients` is called in replica context with
+gradients already summed over replicas; the update then runs once per
+device copy of each stack, on its device with that device's gradients, so
+replicas stay identical.
 """
 
 import contextlib
@@ -90,9 +93,9 @@ class GlowOptimizer(tf.Module):
   step (after the data-dependent initialisation): slots created inside a
   function's first call make TensorFlow trace it twice. It is the optimiser
   to use with glow_tf's bijectors in any TFP model (`polyak=False` for plain
-  Adam/Adamax): one fused kernel per variable, so a step traces quickly
-  and the update costs little beside the backward pass (figures in
-  docs/performance.md). `polyak_values(variables)` are the
+  Adam/Adamax): the slots of variables of one shape are updated together,
+  so a step traces quickly and the update costs little beside the backward
+  pass (figures in docs/performance.md). `polyak_values(variables)` are the
   averaged weights; `with optimizer.averaged_weights(variables):` evaluates
   and samples with them and restores the raw weights exactly afterwards.
   """
@@ -126,8 +129,8 @@ class GlowOptimizer(tf.Module):
     # Checkpointed so that a restored optimiser debiases its averages correctly.
     self.polyak_decay = tf.Variable(self.beta2, dtype=tf.float64, trainable=False,
                                     name="polyak_decay")
-    self.m, self.u, self.polyak = [], [], []
-    self._index = {}
+    self.m, self.u, self.polyak = [], [], []  # per variable: the checkpoint's keys (`_Slot`)
+    self._index = None  # variable -> (its `_SlotStack`, its row), made by `build`
     self._strategy = tf.distribute.get_strategy()  # slots are created in the same scope
 
   @property
@@ -135,26 +138,37 @@ class GlowOptimizer(tf.Module):
     """The learning rate of the next update."""
     return self.schedule(self.iterations + 1)
 
+  @tf.__internal__.tracking.no_automatic_dependency_tracking
   def build(self, variables: Sequence[tf.Variable]) -> None:
-    """Creates the slots of `variables` (once; later calls check they match)."""
-    if self._index:
+    """Creates the slots of `variables` (once; later calls check they match).
+
+    The slots of the variables of one dtype and shape are rows of one
+    stacked variable (`_SlotStack`); each row is still checkpointed under
+    its variable's own key (`m/<i>`, `u/<i>`, `polyak/<i>`).
+    """
+    if self._index is not None:
       if len(self._index) != len(variables):
         raise ValueError("GlowOptimizer was built for other variables.")
       return
-    strategy = self._strategy
+    groups = {}
     for i, var in enumerate(variables):
-      self._index[var.ref()] = i
-      name = var.name.split(":")[0]
-      with strategy.scope(), strategy.extended.colocate_vars_with(var):
-        self.m.append(tf.Variable(tf.zeros_like(var), trainable=False, name=f"{name}/m"))
-        self.u.append(tf.Variable(tf.zeros_like(var), trainable=False, name=f"{name}/u"))
-        if self.use_polyak:
-          self.polyak.append(tf.Variable(tf.zeros_like(var), trainable=False,
-                                         name=f"{name}/polyak"))
-
-  def _slots(self, var):
-    i = self._index[var.ref()]
-    return self.m[i], self.u[i], self.polyak[i] if self.use_polyak else None
+      groups.setdefault((var.dtype, tuple(var.shape)), []).append(i)
+    names = ("m", "u", "polyak") if self.use_polyak else ("m", "u")
+    self._index = {}
+    stacks = []
+    for indices in groups.values():
+      stack = _SlotStack([variables[i] for i in indices], names, self._strategy)
+      stacks.append(stack)
+      for row, i in enumerate(indices):
+        self._index[variables[i].ref()] = (stack, row)
+    # (untracked: checkpoints hold the rows below; `variables` lists the stacks)
+    self._slot_variables = [v for stack in stacks for v in stack.slots.values()]
+    for var in variables:  # the checkpoint's per-variable slots, in the variables' order
+      stack, row = self._index[var.ref()]
+      self.m.append(_Slot(stack.slots["m"], row))
+      self.u.append(_Slot(stack.slots["u"], row))
+      if self.use_polyak:
+        self.polyak.append(_Slot(stack.slots["polyak"], row))
 
   def apply_gradients(self, grads_and_vars: Iterable[Tuple[tf.Tensor, tf.Variable]],
                       apply_if: Optional[tf.Tensor] = None) -> Union[tf.Tensor, tf.Variable]:
@@ -174,87 +188,100 @@ class GlowOptimizer(tf.Module):
         self._apply, args=(grads_and_vars, apply_if))
 
   def _apply(self, strategy, grads_and_vars, apply_if=None):
-    t = tf.cast(self.iterations + 1, tf.float64)  # scalars in float64, cast per variable
+    t = tf.cast(self.iterations + 1, tf.float64)  # scalars in float64, cast per dtype
     lr = self.schedule(t)
-    beta1_power = tf.pow(tf.constant(self.beta1, tf.float64), t)
-    beta2_power = tf.pow(tf.constant(self.beta2, tf.float64), t)
-    # Adamax's kernel divides by (1 - beta1^t) only; add the original's sqrt(1 - beta2^t).
-    lr_adamax = lr * tf.sqrt(1. - beta2_power)
+    alpha = (lr * tf.sqrt(1. - tf.pow(tf.constant(self.beta2, tf.float64), t))
+             / (1. - tf.pow(tf.constant(self.beta1, tf.float64), t)))
     scalars = {}
 
     def hyper(dtype, device, apply):
-      # The scalar operands, made once per dtype and device rather than once
-      # per variable: a few hundred variables would otherwise add thousands of
-      # Const and Cast ops to the traced step. Where `apply` is False, the
-      # neutral operands that leave every variable as it is (module docstring).
+      # The scalar operands, once per dtype and device. Where `apply` is
+      # False, the neutral operands that leave everything as it is (module
+      # docstring).
       key = (dtype, device)
       if key not in scalars:
         with tf.device(device):
           c = lambda x: tf.cast(x, dtype)
-          h = dict(beta1_power=c(beta1_power), beta2_power=c(beta2_power), lr=c(lr),
-                   lr_adamax=c(lr_adamax), beta1=c(self.beta1), beta2=c(self.beta2),
+          h = dict(alpha=c(alpha), beta1=c(self.beta1), beta2=c(self.beta2),
                    epsilon=c(self.epsilon), polyak_rate=c(1. - self.beta2),
-                   weight_decay=c(self.weight_decay))
+                   weight_decay=c(self.weight_decay), zero=tf.zeros([], dtype))
           if apply is not None:
             apply = tf.convert_to_tensor(apply)
-            neutral = dict(lr=0., lr_adamax=0., beta1=1., beta2=1., polyak_rate=0.,
-                           weight_decay=1.)
+            neutral = dict(alpha=0., beta1=1., beta2=1., polyak_rate=0., weight_decay=1.)
             for name, value in neutral.items():
               h[name] = tf.where(apply, h[name], tf.constant(value, dtype))
             h["apply"] = apply
-            h["zero"] = tf.zeros([], dtype)
           scalars[key] = h
       return scalars[key]
 
-    # Each device copy of each variable is updated on its device, with that
-    # device's gradient and `apply_if` (one value of either serves every copy).
+    # Each device copy of each stack is updated on its device, with that
+    # device's gradients and `apply_if` (one value of either serves every copy).
     applies = ((None,) if apply_if is None
                else strategy.experimental_local_results(apply_if))
-    updates = []  # (slots, gradient, scalar operands) of each device copy
+    by_stack = {}
     for grad, var in grads_and_vars:
-      m, u, avg = self._slots(var)
-      copies = strategy.experimental_local_results(var)
+      stack, row = self._index[var.ref()]
       grads = strategy.experimental_local_results(grad)
-      for i, copy in enumerate(copies):
-        g = grads[i if len(grads) > 1 else 0]
+      for g in grads:
         if not isinstance(g, tf.Tensor):
           raise ValueError(f"GlowOptimizer needs dense gradients; {var.name}'s is {type(g).__name__}.")
-        slots = {"var": copy, "m": _on_device_of(m, copy), "u": _on_device_of(u, copy)}
-        if avg is not None:
-          slots["avg"] = _on_device_of(avg, copy)
-        updates.append((slots, g, hyper(copy.dtype, copy.device, applies[i if len(applies) > 1 else 0])))
-    if apply_if is not None:
-      updates = _zero_skipped_gradients(updates)
-    for slots, g, h in updates:
-      with tf.device(slots["var"].device):
-        self._update_one(slots, g, h)
-    if self.use_polyak:
-      _update_averages(updates)
+      by_stack.setdefault(id(stack), (stack, {}))[1][row] = (var, grads)
+    for stack, members in by_stack.values():
+      if len(members) != stack.size:
+        raise ValueError("GlowOptimizer updates all the variables it was built for at once.")
+      ordered = [members[row] for row in range(stack.size)]
+      for i in range(len(strategy.experimental_local_results(ordered[0][0]))):
+        copies = [strategy.experimental_local_results(var)[i] for var, _ in ordered]
+        grads = [g[i if len(g) > 1 else 0] for _, g in ordered]
+        h = hyper(copies[0].dtype, copies[0].device, applies[i if len(applies) > 1 else 0])
+        with tf.device(copies[0].device):
+          self._update(stack.on_device(copies[0].device), copies, grads, h)
     if apply_if is None:
       return self.iterations.assign_add(1)
     return self.iterations.assign_add(tf.cast(applies[0], tf.int64))
 
-  def _update_one(self, slots: dict, grad: tf.Tensor, h: dict) -> None:
-    """Updates one variable and its moments (`slots["var"]`, `["m"]`, `["u"]`) by `grad`.
+  def _update(self, slots: dict, variables: List[tf.Variable], grads: List[tf.Tensor],
+              h: dict) -> None:
+    """Updates `variables` (one device's copies of one stack's), their moments and averages.
 
-    `h`: the scalar operands of `_apply`. (A skipped step's gradient is
-    already 0 here, and the Polyak averages follow in `_update_averages`.)
+    `slots`: that device's stacked `m`, `u` (and `polyak`), `[n, *shape]`;
+    `h`: the scalar operands of `_apply`. The arithmetic is that of
+    TensorFlow's `ResourceApplyAdam`/`ResourceApplyAdaMax`, on the stack.
     """
-    var, m, u = slots["var"], slots["m"], slots["u"]
     read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
-    if self.weight_decay != 1.:  # w <- wd * w, then the update (the gradient is w's)
-      tf.raw_ops.AssignVariableOp(resource=var.handle,
-                                  value=tf.raw_ops.Mul(x=read(var), y=h["weight_decay"]))
+    assign = lambda v, x: tf.raw_ops.AssignVariableOp(resource=v.handle, value=x)
+    g = tf.stack(grads)
+    if "apply" in h:  # a skipped step's gradient may be inf or NaN: 0 then
+      g = tf.raw_ops.SelectV2(condition=h["apply"], t=g, e=h["zero"])
+    m = read(slots["m"])
+    m = m + (g - m) * (1. - h["beta1"])
+    u = read(slots["u"])
     if self.kind == "adamax":
-      tf.raw_ops.ResourceApplyAdaMax(
-          var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
-          lr=h["lr_adamax"], beta1=h["beta1"], beta2=h["beta2"], epsilon=h["epsilon"],
-          grad=grad)
+      u = tf.maximum(h["beta2"] * u, tf.abs(g))
+      step = h["alpha"] * (m / (u + h["epsilon"]))
     else:
-      tf.raw_ops.ResourceApplyAdam(
-          var=var.handle, m=m.handle, v=u.handle, beta1_power=h["beta1_power"],
-          beta2_power=h["beta2_power"], lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
-          epsilon=h["epsilon"], grad=grad)
+      u = u + (g * g - u) * (1. - h["beta2"])
+      step = (m * h["alpha"]) / (tf.sqrt(u) + h["epsilon"])
+    assign(slots["m"], m)
+    assign(slots["u"], u)
+    if self.weight_decay == 1. and not self.use_polyak:
+      for var, d in zip(variables, tf.unstack(step, num=len(variables))):
+        tf.raw_ops.AssignSubVariableOp(resource=var.handle, value=d)
+      return
+    w = tf.stack([read(var) for var in variables])
+    if self.weight_decay != 1.:  # w <- wd * w, then the update (the gradient is w's)
+      w = w * h["weight_decay"]
+    w = w - step
+    for var, value in zip(variables, tf.unstack(w, num=len(variables))):
+      assign(var, value)
+    if self.use_polyak:
+      # avg <- avg - (1 - beta2) * (avg - w); where the step is skipped the
+      # difference is zeroed (`0 * (avg - w)` is not 0 where a weight is not finite).
+      avg = read(slots["polyak"])
+      delta = avg - w
+      if "apply" in h:
+        delta = tf.raw_ops.SelectV2(condition=h["apply"], t=delta, e=h["zero"])
+      assign(slots["polyak"], avg - h["polyak_rate"] * delta)
 
   def polyak_values(self, variables: Sequence[tf.Variable]) -> List[tf.Tensor]:
     """The (debiased) Polyak averages of `variables`, in order; the weights before any update."""
@@ -262,7 +289,11 @@ class GlowOptimizer(tf.Module):
     if int(self.iterations.numpy()) == 0 or not self.use_polyak:
       return [tf.identity(v) for v in variables]
     debias = 1. - tf.pow(tf.convert_to_tensor(self.polyak_decay), t)
-    return [self._slots(v)[2] / tf.cast(debias, v.dtype) for v in variables]
+    return [self._average(v) / tf.cast(debias, v.dtype) for v in variables]
+
+  def _average(self, var: tf.Variable) -> tf.Tensor:
+    stack, row = self._index[var.ref()]
+    return _read_row(stack.slots["polyak"], row)
 
   def assign_polyak(self, variables: Sequence[tf.Variable]) -> None:
     """Overwrites `variables` with their Polyak averages (cross-replica context)."""
@@ -281,60 +312,70 @@ class GlowOptimizer(tf.Module):
         var.assign(value)
 
 
-def _zero_skipped_gradients(updates):
-  """`updates` with each gradient 0 where its step is skipped (it may be inf or NaN).
+class _SlotStack:
+  """The slots (`m`, `u`, `polyak`) of the variables of one dtype and shape, stacked.
 
-  The gradients of one device, dtype and shape are stacked, selected and
-  unstacked together: three ops per shape rather than one per variable keeps
-  the traced step small.
+  `slots[name]` is one variable `[size, *shape]` (mirrored like the
+  variables under a `tf.distribute` strategy); row `i` belongs to the `i`-th
+  variable. One update of the stack is a few ops, where one per variable
+  would make the traced step, and the time to its first run, grow with the
+  number of variables.
   """
-  groups = {}
-  for index, (slots, g, _) in enumerate(updates):
-    groups.setdefault((slots["var"].device, g.dtype, tuple(g.shape)), []).append(index)
-  updates = list(updates)
-  for (device, _, _), indices in groups.items():
-    h = updates[indices[0]][2]
-    with tf.device(device):
-      stacked = tf.stack([updates[i][1] for i in indices])
-      zeroed = tf.raw_ops.SelectV2(condition=h["apply"], t=stacked, e=h["zero"])
-      for i, g in zip(indices, tf.unstack(zeroed, num=len(indices))):
-        updates[i] = (updates[i][0], g, updates[i][2])
-  return updates
+
+  def __init__(self, variables: Sequence[tf.Variable], names: Sequence[str], strategy):
+    self.size = len(variables)
+    first = variables[0]
+    base = first.name.split(":")[0]
+    with strategy.scope(), strategy.extended.colocate_vars_with(first):
+      self.slots = {name: tf.Variable(tf.zeros([self.size, *first.shape], first.dtype),
+                                      trainable=False, name=f"{base}/{name}_stack")
+                    for name in names}
+
+  def on_device(self, device: str) -> dict:
+    """The device copy of each slot that lives on `device`."""
+    found = {}
+    for name, slot in self.slots.items():
+      copies = [c for c in _local_copies(slot) if c.device == device]
+      if not copies:
+        raise ValueError(f"no copy of {slot.name} on {device}")
+      found[name] = copies[0]
+    return found
 
 
-def _update_averages(updates):
-  """`avg <- avg - (1 - beta2) * (avg - var)` for each update's Polyak average, after its variable's update.
+class _Slot(tf.__internal__.tracking.Trackable):
+  """One variable's row of a stacked slot, checkpointed as a variable of its own.
 
-  Like `_zero_skipped_gradients`, by device, dtype and shape: the differences
-  are taken and, where the step is skipped, zeroed (`0 * (avg - var)` is not
-  0 where a weight itself is not finite) a few ops per shape.
+  It saves and restores under the key of the per-variable slot variables
+  that GlowOptimizer once had (`optimizer/m/<i>/.ATTRIBUTES/VARIABLE_VALUE`),
+  so checkpoints of either layout restore into the other.
   """
-  read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
-  groups = {}
-  for slots, _, h in updates:
-    groups.setdefault((slots["var"].device, slots["var"].dtype, tuple(slots["var"].shape)),
-                      []).append((slots, h))
-  for (device, _, _), members in groups.items():
-    h = members[0][1]
-    with tf.device(device):
-      # (The reads follow the variables' updates: automatic control dependencies order them.)
-      delta = (tf.stack([read(slots["avg"]) for slots, _ in members])
-               - tf.stack([read(slots["var"]) for slots, _ in members]))
-      if "apply" in h:
-        delta = tf.raw_ops.SelectV2(condition=h["apply"], t=delta, e=h["zero"])
-      for (slots, _), d in zip(members, tf.unstack(delta, num=len(members))):
-        tf.raw_ops.ResourceApplyGradientDescent(var=slots["avg"].handle,
-                                                alpha=h["polyak_rate"], delta=d)
+
+  def __init__(self, stack: tf.Variable, row: int):
+    self._stack, self._row = stack, row
+
+  def _serialize_to_tensors(self):
+    return {"VARIABLE_VALUE": _read_row(self._stack, self._row)}
+
+  def _restore_from_tensors(self, restored_tensors):
+    value = restored_tensors["VARIABLE_VALUE"]
+    ops = []
+    for copy in _local_copies(self._stack):
+      with tf.device(copy.device):
+        ops.append(tf.raw_ops.ResourceScatterUpdate(
+            resource=copy.handle, indices=tf.constant([self._row]),
+            updates=tf.cast(value, copy.dtype)[tf.newaxis]))
+    return tf.group(ops)
 
 
-def _on_device_of(slot, var):
-  """The component of a (possibly mirrored) slot that lives with `var`'s component."""
-  if not isinstance(slot, tf.distribute.DistributedValues):
-    return slot
-  for component in slot.values:
-    if component.device == var.device:
-      return component
-  raise ValueError(f"no copy of {slot.name} on {var.device}")
+def _local_copies(var):
+  """The device copies of a (possibly mirrored) variable on this worker."""
+  return var.values if isinstance(var, tf.distribute.DistributedValues) else (var,)
+
+
+def _read_row(stack: tf.Variable, row: int) -> tf.Tensor:
+  """Row `row` of a stacked slot (of its first device copy: they are identical)."""
+  copy = _local_copies(stack)[0]
+  return tf.raw_ops.ResourceGather(resource=copy.handle, indices=tf.constant(row), dtype=copy.dtype)
 
 
 def make_optimizer(kind: str, lr: float, beta1: float, warmup_steps: float, beta2: float,

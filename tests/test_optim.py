@@ -120,36 +120,72 @@ def test_identical_under_two_replicas(two_replicas):
     ref.apply_gradients([(tf.fill([2, 3], 3.), single)])
   np.testing.assert_allclose(values[0], single.numpy(), rtol=1e-6)
   assert int(opt.iterations.numpy()) == 2
-  # The Polyak averages too: the same on both devices, and as on one.
-  averages = [a.numpy() for a in two_replicas.experimental_local_results(opt.polyak[0])]
-  np.testing.assert_array_equal(averages[0], averages[1])
-  np.testing.assert_allclose(averages[0], ref.polyak[0].numpy(), rtol=1e-6)
+  # The moments and Polyak averages too: the same on both devices, and as on one.
+  for slot in opt.variables:
+    copies = [c.numpy() for c in two_replicas.experimental_local_results(slot)]
+    assert len(copies) == 2
+    np.testing.assert_array_equal(copies[0], copies[1], err_msg=slot.name)
+  np.testing.assert_allclose(opt.polyak_values([var])[0], ref.polyak_values([single])[0],
+                             rtol=1e-6)
 
 
 def test_a_checkpointed_optimiser_resumes_to_the_same_bits(tmp_path):
   rng = np.random.RandomState(5)
-  w0 = rng.randn(4, 9).astype(np.float32)
-  grads = [tf.constant(rng.randn(4, 9).astype(np.float32)) for _ in range(6)]
+  shapes = [(4, 9), (3,), (4, 9)]  # two of one shape: their slots share a stack
+  w0 = [rng.randn(*s).astype(np.float32) for s in shapes]
+  grads = [[tf.constant(rng.randn(*s).astype(np.float32)) for s in shapes] for _ in range(6)]
 
   def make():
-    var = tf.Variable(w0)
+    variables = [tf.Variable(w) for w in w0]
     opt = optim.GlowOptimizer("adamax", 0.01, beta2=0.9)
-    opt.build([var])
-    return var, opt, tf.train.Checkpoint(var=var, optimizer=opt)
+    opt.build(variables)
+    return variables, opt, tf.train.Checkpoint(var=variables, optimizer=opt)
 
-  var, opt, ckpt = make()
+  variables, opt, ckpt = make()
   for g in grads[:3]:
-    opt.apply_gradients([(g, var)])
+    opt.apply_gradients(zip(g, variables))
   path = ckpt.save(str(tmp_path / "ckpt"))
   for g in grads[3:]:
-    opt.apply_gradients([(g, var)])
-  resumed_var, resumed_opt, resumed = make()
+    opt.apply_gradients(zip(g, variables))
+  resumed_vars, resumed_opt, resumed = make()
   resumed.restore(path).assert_consumed()
   for g in grads[3:]:
-    resumed_opt.apply_gradients([(g, resumed_var)])
-  np.testing.assert_array_equal(resumed_var.numpy(), var.numpy())
-  np.testing.assert_array_equal(resumed_opt.polyak_values([resumed_var])[0],
-                                opt.polyak_values([var])[0])
+    resumed_opt.apply_gradients(zip(g, resumed_vars))
+  for a, b in zip(resumed_vars + resumed_opt.polyak_values(resumed_vars),
+                  variables + opt.polyak_values(variables)):
+    np.testing.assert_array_equal(a, b)
+
+
+def _per_variable_slots(shapes, rng):
+  """A module with GlowOptimizer's checkpoint layout of one variable per slot, filled at random."""
+  old = tf.Module()
+  for name in ("m", "u", "polyak"):
+    setattr(old, name, [tf.Variable(rng.rand(*s).astype(np.float32)) for s in shapes])
+  old.iterations = tf.Variable(7, dtype=tf.int64)
+  old.polyak_decay = tf.Variable(0.9, dtype=tf.float64)
+  return old
+
+
+def test_stacked_slots_keep_each_variables_checkpoint_key(tmp_path):
+  """Slots are stored stacked by shape but saved under each variable's key (`m/<i>` ...),
+  so checkpoints with one variable per slot restore, and what is saved restores into them."""
+  rng = np.random.RandomState(2)
+  shapes = [(2, 3), (5,), (2, 3), (1, 1, 2, 3)]
+  old = _per_variable_slots(shapes, rng)
+  first = tf.train.Checkpoint(optimizer=old).write(str(tmp_path / "old"))
+  variables = [tf.Variable(tf.zeros(s)) for s in shapes]
+  opt = optim.GlowOptimizer("adam", 0.01, beta2=0.9)
+  opt.build(variables)
+  tf.train.Checkpoint(optimizer=opt).read(first).assert_consumed()
+  debias = 1. - 0.9 ** 7
+  for avg, value in zip(old.polyak, opt.polyak_values(variables)):
+    np.testing.assert_allclose(value, avg.numpy() / debias, rtol=1e-6)
+  again = tf.train.Checkpoint(optimizer=opt).write(str(tmp_path / "new"))
+  back = _per_variable_slots(shapes, np.random.RandomState(3))
+  tf.train.Checkpoint(optimizer=back).read(again).assert_consumed()
+  for a, b in zip(tf.nest.flatten([old.m, old.u, old.polyak]),
+                  tf.nest.flatten([back.m, back.u, back.polyak])):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 @pytest.mark.parametrize("kind, weight_decay, polyak, jit_compile", [
