@@ -340,6 +340,32 @@ class ScoreSummary:
             f"over {self.n} images, {self.images_per_sec:.1f} images/s")
 
 
+MAX_REDRAWS = 8
+
+
+def _finite_draws(draw: Callable[[tf.Tensor], tf.Tensor], n: int) -> Callable[[tf.Tensor], tf.Tensor]:
+  """`draw` (k -> log-weights `[B]`) with each image's non-finite draw replaced by a finite one.
+
+  `q`'s flow can overflow float32 for rare noise (a sample of `q` goes
+  through its steps in the generative direction, which divides by their
+  scales): such a draw of an image is replaced by its next draws, numbers
+  `k + n`, `k + 2n`, ... (at most `MAX_REDRAWS`), so the proposal is `q`
+  restricted to where it is finite, nearly all of its mass. An image still
+  not finite after them is left so (the scorer's error names it).
+  """
+
+  def finite(k):
+    def again(r, log_w):
+      return r + 1, tf.where(tf.math.is_finite(log_w), log_w, draw(k + r * n))
+
+    def pending(r, log_w):
+      return tf.logical_and(r <= MAX_REDRAWS, tf.reduce_any(~tf.math.is_finite(log_w)))
+
+    return tf.while_loop(pending, again, (tf.constant(1), draw(k)))[1]
+
+  return finite
+
+
 class Scorer:
   """Scores image sets under one model, strategy and `K`; its traced step is kept across sets.
 
@@ -395,6 +421,8 @@ class Scorer:
                             conditioning=conditioning, dequantization=self.dequantization)
 
     n = self.n_dequant_samples
+    if (self.dequantization or cfg.dequantization) == "variational":
+      draw = _finite_draws(draw, n)
     if n == 1:
       return draw(0)
     draws = tf.TensorArray(tf.float64, size=n, element_shape=images.shape[:1])
@@ -471,6 +499,7 @@ class Scorer:
     # next set of the same kind reuse this trace.
     step.get_concrete_function(dist.element_spec, tf.TensorSpec([], tf.int64))
     nll_all = np.full([image_set.size], np.nan)
+    scored = np.zeros([image_set.size], bool)
     png_all = np.full([image_set.size], np.nan) if png_bits else None
     done = 0
     for batch in dist:
@@ -478,8 +507,9 @@ class Scorer:
       index = out["index"].numpy()
       nll = out["nll"].numpy().astype(np.float64)
       labels = out["label"].numpy() if with_labels else None
-      if np.any(~np.isnan(nll_all[index])):
+      if np.any(scored[index]):
         raise RuntimeError("an image was scored twice: the input pipeline repeats examples.")
+      scored[index] = True
       nll_all[index] = nll
       if output is not None:
         bits = nll / (num_dims * math.log(2.))
@@ -496,7 +526,7 @@ class Scorer:
         elapsed = time.time() - start
         progress.update(f"{done}/{image_set.size} images, {done / max(elapsed, 1e-9):.1f} images/s",
                         done / image_set.size)
-    if done != image_set.size or np.any(np.isnan(nll_all)):
+    if done != image_set.size or not np.all(scored):
       raise RuntimeError(f"scored {done} of {image_set.size} images: the input pipeline lost some.")
     if not np.all(np.isfinite(nll_all)):
       bad = np.flatnonzero(~np.isfinite(nll_all))[:5].tolist()
