@@ -207,8 +207,9 @@ class Trainer:
     self.optimizer.build(self.variables)
     # Model, optimiser and step must all be there; the run state where the
     # checkpoint has it (checkpoints written before a part of it existed).
+    # (expect_partial: the run state is restored below; without it TensorFlow warns of it.)
     tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step).restore(
-        prefix).assert_existing_objects_matched()
+        prefix).assert_existing_objects_matched().expect_partial()
     tf.train.Checkpoint(**self._run_state()).restore(prefix).expect_partial()
     self.log.info(f"restored {prefix} at step {int(self.step.numpy())}")
     return prefix
