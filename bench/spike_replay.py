@@ -51,7 +51,8 @@ def main():
   scratch = tempfile.mkdtemp(prefix="spike_replay_")
   try:
     train = dataclasses.replace(config.train, logdir=scratch, restore_path=start,
-                                max_steps=args.step - 1, epochs_full_valid=10 ** 6,
+                                max_steps=args.step - 1, time_budget_minutes=None,
+                                epochs_full_valid=10 ** 6,
                                 epochs_full_sample=10 ** 6, checkpoint_every_minutes=10 ** 6)
     trainer = train_lib.prepare(dataclasses.replace(config, train=train),
                                 stream=open(os.devnull, "w"))
