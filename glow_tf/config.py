@@ -31,7 +31,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
 __all__ = ["ARCHITECTURE_FIELDS", "AUGMENTED_DATASETS", "CONDITIONS", "COUPLINGS", "DATASETS",
-           "DEQUANTIZATIONS",
+           "DEQUANTIZATIONS", "DEQUANT_SAMPLINGS",
            "IMAGE_CONDITIONS", "N_ATTRIBUTES", "check_condition", "check_conditioning_shape",
            "condition_shape",
            "NONFINITE_POLICIES", "OPTIMIZERS", "PERMUTATIONS", "PRECISIONS", "SAMPLE_MODES",
@@ -297,6 +297,9 @@ def _from_mapping(cls: Type[T], values: Mapping[str, Any], where: str,
 
 CONDITIONS = ("none", "lowres", "gray", "class", "attributes", "tensor")
 DEQUANTIZATIONS = ("uniform", "variational")
+# How q's flow maps noise to logits (glow_tf.dequantization): "encode", its encoding
+# direction (contracting: the default); "generate", the first version's (it can overflow).
+DEQUANT_SAMPLINGS = ("encode", "generate")
 IMAGE_CONDITIONS = ("lowres", "gray")
 N_ATTRIBUTES = 40  # CelebA's binary attributes
 
@@ -411,6 +414,10 @@ class ModelConfig:
       (`glow_tf.dequantization`; `--dequantization`).
     dequant_depth, dequant_width: the depth and width of `q`'s conditional
       Glow (`--dequant_depth`, `--dequant_width`).
+    dequant_sampling: which direction of `q`'s flow maps its noise to
+      logits: `"encode"` (new runs) or `"generate"` (runs whose config.json
+      predates the field; it can overflow float32, see
+      `glow_tf.dequantization`).
   """
   image_shape: Optional[Tuple[int, int, int]] = (32, 32, 3)
   n_levels: int = 3
@@ -435,6 +442,7 @@ class ModelConfig:
   dequantization: str = "uniform"
   dequant_depth: int = 4
   dequant_width: int = 32
+  dequant_sampling: str = "encode"
 
   def __post_init__(self):
     if self.image_shape is not None:
@@ -461,6 +469,7 @@ class ModelConfig:
     _one_of("ModelConfig", "dequantization", self.dequantization, DEQUANTIZATIONS)
     for name in ("dequant_depth", "dequant_width"):
       _positive_int(self, "ModelConfig", name)
+    _one_of("ModelConfig", "dequant_sampling", self.dequant_sampling, DEQUANT_SAMPLINGS)
     given = self.conditioning_shape if self.condition == "tensor" else None
     check_condition(self.condition, self.image_shape, self.condition_factor, given)
     if self.condition == "tensor":
@@ -522,7 +531,7 @@ def resolve_for_data(model: ModelConfig, image_shape: Sequence[int],
 ARCHITECTURE_FIELDS = ("n_levels", "depth", "width", "flow_permutation", "flow_coupling",
                        "lu_decomposed", "learntop", "ycond", "n_bits_x", "prior_log_scale_bound",
                        "condition", "condition_factor", "condition_width", "dequantization",
-                       "dequant_depth", "dequant_width")
+                       "dequant_depth", "dequant_width", "dequant_sampling")
 
 
 def with_architecture_of(saved: ModelConfig, model: ModelConfig, given: Sequence[str] = (),
@@ -898,6 +907,8 @@ class RunConfig:
     if missing:
       raise ConfigError(f"{where}: missing section(s) {', '.join(missing)}.")
     model = dict(d["model"])
+    # Variational runs written before `dequant_sampling` existed sample q generating.
+    model.setdefault("dequant_sampling", "generate")
     if model.get("image_shape") is not None:
       model["image_shape"] = tuple(model["image_shape"])
     # Runs written before `dal` and `anchor_size` existed trained without

@@ -82,7 +82,8 @@ class GlowModel(tf.Module):
           conditioning_width=config.condition_width)
       if config.dequantization == "variational":
         self.dequantizer = dequantization_lib.VariationalDequantization(
-            config.image_shape, config.dequant_depth, config.dequant_width, seed=config.seed)
+            config.image_shape, config.dequant_depth, config.dequant_width, seed=config.seed,
+            sampling=config.dequant_sampling)
       if config.ycond:
         self.classifier = nn.LinearZeros(
             config.latent_shapes[-1][-1], config.n_classes, name="classifier")

@@ -2,8 +2,10 @@
 
 import dataclasses
 import io
+import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from glow_tf import config as config_lib
@@ -17,10 +19,11 @@ from tests.test_train import small_config
 F64 = tf.float64
 
 
-def test_q_is_a_normalised_density_on_the_unit_cube():
+@pytest.mark.parametrize("sampling", ["encode", "generate"])
+def test_q_is_a_normalised_density_on_the_unit_cube(sampling):
   """log q(u | x) is the change of variables from eps: against the brute-force Jacobian of u(eps)."""
   q = dequantization.VariationalDequantization([2, 2, 2], depth=2, width=4, condition_width=3,
-                                               dtype=F64)
+                                               dtype=F64, sampling=sampling)
   rng = np.random.RandomState(0)
   centres = tf.constant(rng.uniform(-.5, .5, [3, 2, 2, 2]))
   q.initialize(centres, tf.constant(rng.uniform(0., 1., [3, 2, 2, 2])))
@@ -36,10 +39,11 @@ def test_q_is_a_normalised_density_on_the_unit_cube():
   assert np.abs(q.sample(-centres, eps)[1].numpy() - log_q.numpy()).min() > 1e-4
 
 
-def _toy(dequant):
+def _toy(dequant, sampling="encode"):
   """A 2x2x1 "image" model with 2 bits: its bin integrals can be computed on a grid."""
   model = GlowModel(image_shape=(2, 2, 1), n_levels=1, depth=2, width=8, flow_coupling="affine",
-                    n_bits_x=2, dequantization=dequant, dequant_depth=2, dequant_width=8)
+                    n_bits_x=2, dequantization=dequant, dequant_depth=2, dequant_width=8,
+                    dequant_sampling=sampling)
   images = tf.constant([[[[0], [64]], [[128], [192]]], [[[255], [255]], [[0], [128]]]], tf.uint8)
   model.initialize(tf.tile(images, [8, 1, 1, 1]), seed=[1, 1])
   util.perturb(model.glow, 0.3, seed=3)
@@ -106,13 +110,35 @@ def test_variational_training_is_the_same_on_two_replicas_and_scores_with_q(tmp_
   assert any("variational dequantisation (q as the proposal)" in line for line in lines)
 
 
+def _tiny_scales(model):
+  """q with one actnorm's scale tiny: generating divides by it (overflow on ~15% of draws)."""
+  actnorm = model.dequantizer.flow.levels[0][-1].actnorm
+  actnorm.log_scale.assign(tf.fill(actnorm.log_scale.shape, -28.8))
+  return model
+
+
+def test_sampling_q_by_encoding_does_not_overflow_where_generating_does():
+  noise = tf.random.stateless_uniform([400, 2, 2, 1], [3, 4])
+  for sampling, overflowing in (("generate", True), ("encode", False)):
+    model, images = _toy("variational", sampling)
+    log_w = _tiny_scales(model).log_prob(tf.tile(images, [200, 1, 1, 1]), noise=noise).numpy()
+    assert np.any(~np.isfinite(log_w)) == overflowing, sampling
+
+
+def test_a_config_json_without_dequant_sampling_samples_q_as_it_was_trained():
+  config = small_config("/tmp/unused")
+  d = json.loads(config.to_json())
+  del d["model"]["dequant_sampling"]
+  assert config.model.dequant_sampling == "encode"
+  assert config_lib.RunConfig.from_dict(d).model.dequant_sampling == "generate"
+
+
 def test_a_draw_on_which_q_overflows_is_redrawn_when_scoring():
-  """A sample of q goes through its flow in the generating direction, which can overflow float32
+  """A q sampled by generating (the first version's, kept for its runs) can overflow float32
   for rare noise. score.py then takes the image's next draw (k + K, k + 2K, ...) for it: the
   estimate is the K-sample one under q restricted to where it is finite."""
-  model, images = _toy("variational")
-  actnorm = model.dequantizer.flow.levels[0][-1].actnorm
-  actnorm.log_scale.assign(tf.fill(actnorm.log_scale.shape, -28.8))  # overflows on ~15% of draws
+  model, images = _toy("variational", "generate")
+  _tiny_scales(model)
   k, n = 3, 16
   examples = tf.data.Dataset.from_tensor_slices(
       {"image": tf.tile(images, [n // 2, 1, 1, 1]), "index": tf.range(n, dtype=tf.int64)})
