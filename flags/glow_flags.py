@@ -216,6 +216,10 @@ def define_flags(flag_values=flags.FLAGS):
   d.DEFINE_integer("dequant_width", _model("dequant_width"),
                    "--dequantization=variational: width of q's coupling networks.",
                    flag_values=f)
+  d.DEFINE_enum("dequant_sampling", _model("dequant_sampling"), config_lib.DEQUANT_SAMPLINGS,
+                "--dequantization=variational: the direction of q's flow that maps its noise "
+                "to logits: encode (cannot overflow) or generate (the first version's).",
+                flag_values=f)
   d.DEFINE_float(
       "weight_y", _model("weight_y"),
       "Weight of log p(y|x) in weighted loss.",
@@ -360,7 +364,8 @@ def config_from_flags(f: flags.FlagValues) -> config_lib.RunConfig:
       precision=f.precision, seed=f.seed, prior_log_scale_bound=f.prior_log_scale_bound,
       condition=f.condition, condition_factor=f.condition_factor,
       condition_width=f.condition_width, dequantization=f.dequantization,
-      dequant_depth=f.dequant_depth, dequant_width=f.dequant_width)
+      dequant_depth=f.dequant_depth, dequant_width=f.dequant_width,
+      dequant_sampling=f.dequant_sampling)
   if f.restore_path:
     model = _architecture_of_restore(f, model)
   train = TrainConfig(
