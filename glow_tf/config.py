@@ -908,7 +908,8 @@ class RunConfig:
       raise ConfigError(f"{where}: missing section(s) {', '.join(missing)}.")
     model = dict(d["model"])
     # Variational runs written before `dequant_sampling` existed sample q generating.
-    model.setdefault("dequant_sampling", "generate")
+    model.setdefault("dequant_sampling", "generate" if model.get("dequantization") == "variational"
+                     else "encode")
     if model.get("image_shape") is not None:
       model["image_shape"] = tuple(model["image_shape"])
     # Runs written before `dal` and `anchor_size` existed trained without

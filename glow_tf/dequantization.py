@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from glow_tf import config as config_lib
 from glow_tf import glow as glow_lib
+from glow_tf.bijectors import squeeze as squeeze_lib
 from glow_tf.tracing import no_autograph
 
 __all__ = ["VariationalDequantization", "gaussian_noise"]
@@ -103,7 +104,9 @@ class VariationalDequantization(tf.Module):
     if self.sampling == "encode":
       v, log_det = self.flow.inverse_and_log_det(
           tf.reshape(eps, [-1] + self._image_shape), conditioning=centres)
-      v = tf.reshape(v, [-1] + self._image_shape)
+      # The encoding is the flattened squeezed latent `[H/2, W/2, 4C]` (one level):
+      # unsqueezed, each logit sits on its own pixel, where its condition was.
+      v = squeeze_lib.unsqueeze(self.flow.split_latent(v)[0])
     else:
       v, log_det = self.flow.forward_and_log_det(flat, conditioning=centres)
     log_base = -0.5 * tf.reduce_sum(tf.square(flat), -1) - _HALF_LOG_2PI * float(size)

@@ -133,6 +133,17 @@ class GlowOptimizer(tf.Module):
     self._index = None  # variable -> (its `_SlotStack`, its row), made by `build`
     self._strategy = tf.distribute.get_strategy()  # slots are created in the same scope
 
+  def _trackable_children(self, save_type="checkpoint", **kwargs):
+    # A SavedModel of an object holding the optimiser (a tf_keras model.save) keeps the
+    # stacked slot variables themselves: the per-variable checkpoint rows read them
+    # eagerly, which a SavedModel's graph cannot capture.
+    children = super()._trackable_children(save_type, **kwargs)
+    if save_type == "savedmodel":
+      children = {k: v for k, v in children.items() if k not in ("m", "u", "polyak")}
+      children.update({f"slot_stack_{i}": v
+                       for i, v in enumerate(getattr(self, "_slot_variables", []))})
+    return children
+
   @property
   def learning_rate(self) -> tf.Tensor:
     """The learning rate of the next update."""

@@ -346,9 +346,9 @@ MAX_REDRAWS = 8
 def _finite_draws(draw: Callable[[tf.Tensor], tf.Tensor], n: int) -> Callable[[tf.Tensor], tf.Tensor]:
   """`draw` (k -> log-weights `[B]`) with each image's non-finite draw replaced by a finite one.
 
-  `q`'s flow can overflow float32 for rare noise (a sample of `q` goes
-  through its steps in the generative direction, which divides by their
-  scales): such a draw of an image is replaced by its next draws, numbers
+  For a `q` sampled by generating (`dequant_sampling="generate"`, the first
+  version's), whose flow can overflow float32 for rare noise (it divides by
+  its steps' scales): such a draw of an image is replaced by its next draws, numbers
   `k + n`, `k + 2n`, ... (at most `MAX_REDRAWS`), so the proposal is `q`
   restricted to where it is finite, nearly all of its mass. An image still
   not finite after them is left so (the scorer's error names it).
@@ -421,7 +421,8 @@ class Scorer:
                             conditioning=conditioning, dequantization=self.dequantization)
 
     n = self.n_dequant_samples
-    if (self.dequantization or cfg.dequantization) == "variational":
+    if ((self.dequantization or cfg.dequantization) == "variational"
+        and cfg.dequant_sampling == "generate"):
       draw = _finite_draws(draw, n)
     if n == 1:
       return draw(0)

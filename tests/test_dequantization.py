@@ -125,12 +125,41 @@ def test_sampling_q_by_encoding_does_not_overflow_where_generating_does():
     assert np.any(~np.isfinite(log_w)) == overflowing, sampling
 
 
-def test_a_config_json_without_dequant_sampling_samples_q_as_it_was_trained():
+@pytest.mark.parametrize("dequant", ["uniform", "variational"])
+def test_a_config_json_without_dequant_sampling_samples_q_as_it_was_trained(dequant):
+  """(A uniform run's resume with its old flags finds no difference.)"""
   config = small_config("/tmp/unused")
+  config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                 dequantization=dequant))
   d = json.loads(config.to_json())
   del d["model"]["dequant_sampling"]
   assert config.model.dequant_sampling == "encode"
-  assert config_lib.RunConfig.from_dict(d).model.dequant_sampling == "generate"
+  legacy = config_lib.RunConfig.from_dict(d)
+  assert legacy.model.dequant_sampling == ("generate" if dequant == "variational" else "encode")
+  assert bool(config_lib.resume_differences(legacy, config)) == (dequant == "variational")
+
+
+def test_each_pixels_noise_comes_from_its_own_block():
+  """At initialisation q's couplings are the identity, so (sampling by encoding) u at a pixel
+  depends on eps only within its 2x2 squeeze block: the logits are laid out on the image as
+  the condition is."""
+  q = dequantization.VariationalDequantization([4, 4, 2], depth=2, width=4, condition_width=3)
+  rng = np.random.RandomState(1)
+  centres = tf.constant(rng.uniform(-.5, .5, [1, 4, 4, 2]), tf.float32)
+  q.initialize(tf.tile(centres, [8, 1, 1, 1]), tf.constant(rng.uniform(0., 1., [8, 4, 4, 2]),
+                                                          tf.float32))
+  eps = tf.constant(rng.standard_normal([1, 4, 4, 2]), tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch(eps)
+    u = q.sample(centres, eps)[0]
+  jacobian = tape.jacobian(u, eps).numpy().reshape(4, 4, 2, 4, 4, 2)
+  for i in range(4):
+    for j in range(4):
+      outside = np.ones([4, 4], bool)
+      outside[i // 2 * 2:i // 2 * 2 + 2, j // 2 * 2:j // 2 * 2 + 2] = False
+      by_input_pixel = jacobian[i, j].transpose(1, 2, 0, 3)  # [h, w, c_out, c_in]
+      assert np.abs(by_input_pixel[outside]).max() == 0, (i, j)
+      assert np.abs(by_input_pixel[~outside]).max() > 0, (i, j)
 
 
 def test_a_draw_on_which_q_overflows_is_redrawn_when_scoring():

@@ -243,3 +243,19 @@ def test_apply_if_under_two_replicas(two_replicas):
   values = [v.numpy() for v in two_replicas.experimental_local_results(var)]
   np.testing.assert_array_equal(values[0], values[1])
   assert np.all(values[0] < w0)
+
+
+def test_a_saved_model_of_an_object_holding_the_optimiser(tmp_path):
+  """A SavedModel (e.g. tf_keras's model.save) of an object holding a built GlowOptimizer
+  keeps its stacked slots (checkpoints keep one row per variable)."""
+  module = tf.Module()
+  module.weights = [tf.Variable(tf.ones([2, 3])), tf.Variable(tf.ones([2, 3]))]
+  module.optimizer = optim.GlowOptimizer("adam", 0.1)
+  module.optimizer.build(module.weights)
+  module.optimizer.apply_gradients(zip([tf.ones([2, 3]), -tf.ones([2, 3])], module.weights))
+  tf.saved_model.save(module, str(tmp_path / "saved"))
+  loaded = tf.saved_model.load(str(tmp_path / "saved"))
+  stacks = [getattr(loaded.optimizer, f"slot_stack_{i}") for i in range(3)]  # m, u, polyak
+  assert {v.numpy().tobytes() for v in stacks} <= {
+      v.numpy().tobytes() for v in module.optimizer.variables}
+  assert [v.shape for v in stacks] == [(2, 2, 3)] * 3
