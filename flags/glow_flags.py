@@ -218,7 +218,8 @@ def define_flags(flag_values=flags.FLAGS):
                    flag_values=f)
   d.DEFINE_enum("dequant_sampling", _model("dequant_sampling"), config_lib.DEQUANT_SAMPLINGS,
                 "--dequantization=variational: the direction of q's flow that maps its noise "
-                "to logits: encode (cannot overflow) or generate (the first version's).",
+                "to logits: encode (its couplings contract) or generate (the first version's; "
+                "its couplings divide by their scales and can overflow).",
                 flag_values=f)
   d.DEFINE_float(
       "weight_y", _model("weight_y"),
