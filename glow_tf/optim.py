@@ -28,8 +28,7 @@ and nothing else.
 
 The slots of the variables of one dtype and shape are rows of stacked
 variables, and a step updates each stack with a few ops on the stacked
-gradients (the arithmetic of TensorFlow's `ResourceApplyAdam` and
-`ResourceApplyAdaMax` kernels), on every device and under XLA; per variable
+gradients (the formulas above), on every device and under XLA; per variable
 there remain only the read and the write of its value. This keeps the
 traced step small: its tracing and graph optimisation are most of the time
 to the first step. Checkpoints still hold one slot per variable
@@ -256,8 +255,9 @@ class GlowOptimizer(tf.Module):
     """Updates `variables` (one device's copies of one stack's), their moments and averages.
 
     `slots`: that device's stacked `m`, `u` (and `polyak`), `[n, *shape]`;
-    `h`: the scalar operands of `_apply`. The arithmetic is that of
-    TensorFlow's `ResourceApplyAdam`/`ResourceApplyAdaMax`, on the stack.
+    `h`: the scalar operands of `_apply`. The moments follow the original's
+    formulas (module docstring), in which an infinite `u` stays infinite
+    (TensorFlow's kernels' `u + (g^2 - u) * (1 - beta2)` turns it into NaN).
     """
     read = lambda v: tf.raw_ops.ReadVariableOp(resource=v.handle, dtype=v.dtype)
     assign = lambda v, x: tf.raw_ops.AssignVariableOp(resource=v.handle, value=x)
@@ -265,13 +265,13 @@ class GlowOptimizer(tf.Module):
     if "apply" in h:  # a skipped step's gradient may be inf or NaN: 0 then
       g = tf.raw_ops.SelectV2(condition=h["apply"], t=g, e=h["zero"])
     m = read(slots["m"])
-    m = m + (g - m) * (1. - h["beta1"])
+    m = h["beta1"] * m + (1. - h["beta1"]) * g
     u = read(slots["u"])
     if self.kind == "adamax":
       u = tf.maximum(h["beta2"] * u, tf.abs(g))
       step = h["alpha"] * (m / (u + h["epsilon"]))
     else:
-      u = u + (g * g - u) * (1. - h["beta2"])
+      u = h["beta2"] * u + (1. - h["beta2"]) * (g * g)
       step = (m * h["alpha"]) / (tf.sqrt(u) + h["epsilon"])
     assign(slots["m"], m)
     assign(slots["u"], u)

@@ -259,3 +259,16 @@ def test_a_saved_model_of_an_object_holding_the_optimiser(tmp_path):
   assert {v.numpy().tobytes() for v in stacks} <= {
       v.numpy().tobytes() for v in module.optimizer.variables}
   assert [v.shape for v in stacks] == [(2, 2, 3)] * 3
+
+
+def test_an_overflowing_second_moment_stays_infinite_and_the_weights_finite():
+  """Adam's `u = beta2 u + (1 - beta2) g^2` (the original's form): a gradient whose square
+  overflows makes u infinite, and its element then stops moving; the weights never become NaN
+  (TensorFlow's kernels' form, u + (g^2 - u)(1 - beta2), gives inf - inf = NaN at the next step)."""
+  var = tf.Variable([1., 2.])
+  opt = optim.GlowOptimizer("adam", 0.1, beta2=0.9)
+  opt.build([var])
+  opt.apply_gradients([(tf.constant([1e20, 1.]), var)])
+  opt.apply_gradients([(tf.constant([1., 1.]), var)])
+  assert np.all(np.isfinite(var.numpy())), var.numpy()
+  assert np.all(np.isfinite(opt.polyak_values([var])[0].numpy()))
