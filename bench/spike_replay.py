@@ -29,6 +29,44 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def replay(logdir: str, step: int):
+  """Replays the run in `logdir` to the end of step `step - 1` in a scratch directory.
+
+  Returns `(trainer, config, scratch, start)`: the `train_lib.Trainer` there
+  (close it, and remove `scratch`, when done), the run's config and the
+  checkpoint it started from (`""`: the run's start).
+  """
+  import dataclasses
+  from glow_tf import rundir, train_lib
+  run = rundir.RunDir(logdir)
+  config = run.read_config()
+  before = [c for c in run.training_checkpoints() if int(c.rsplit("-", 1)[1]) < step]
+  # (none before the step: the run is replayed from its start, which its seed fixes)
+  start = max(before, key=lambda c: int(c.rsplit("-", 1)[1])) if before else ""
+  scratch = tempfile.mkdtemp(prefix="spike_replay_")
+  train = dataclasses.replace(config.train, logdir=scratch, restore_path=start,
+                              max_steps=step - 1, time_budget_minutes=None,
+                              epochs_full_valid=10 ** 6,
+                              epochs_full_sample=10 ** 6, checkpoint_every_minutes=10 ** 6)
+  trainer = train_lib.prepare(dataclasses.replace(config, train=train),
+                              stream=open(os.devnull, "w"))
+  if int(trainer.step.numpy()) < step - 1:
+    trainer.train()
+  assert int(trainer.step.numpy()) == step - 1
+  return trainer, config, scratch, start
+
+
+def batch_at(trainer, step: int):
+  """The batch (`{'image', 'label', 'noise'}`) that train.py trains step `step` on."""
+  from glow_tf import steps
+  train = trainer.config.train
+  index = step - 1  # step N trains on batch N - 1
+  data = steps.with_noise(trainer.dataset.train_dataset(trainer.schedule.images_per_step,
+                                                        train.seed, start_step=index),
+                          train.seed, steps.TRAIN_NOISE_STREAM, first_batch=index)
+  return next(iter(data))
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,34 +75,14 @@ def main():
   p.add_argument("--worst", type=int, default=5, help="images to list")
   args = p.parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  import dataclasses
   import numpy as np
   import tensorflow as tf
-  from glow_tf import rundir, steps, train_lib
   from glow_tf.bijectors import squeeze as squeeze_lib
 
-  run = rundir.RunDir(args.logdir)
-  config = run.read_config()
-  before = [c for c in run.training_checkpoints() if int(c.rsplit("-", 1)[1]) < args.step]
-  # (none before the step: the run is replayed from its start, which its seed fixes)
-  start = max(before, key=lambda c: int(c.rsplit("-", 1)[1])) if before else ""
-  scratch = tempfile.mkdtemp(prefix="spike_replay_")
+  trainer, config, scratch, start = replay(args.logdir, args.step)
   try:
-    train = dataclasses.replace(config.train, logdir=scratch, restore_path=start,
-                                max_steps=args.step - 1, time_budget_minutes=None,
-                                epochs_full_valid=10 ** 6,
-                                epochs_full_sample=10 ** 6, checkpoint_every_minutes=10 ** 6)
-    trainer = train_lib.prepare(dataclasses.replace(config, train=train),
-                                stream=open(os.devnull, "w"))
-    if int(trainer.step.numpy()) < args.step - 1:
-      trainer.train()
-    assert int(trainer.step.numpy()) == args.step - 1
     model, glow = trainer.model, trainer.model.glow
-    index = args.step - 1  # step N trains on batch N - 1
-    data = steps.with_noise(trainer.dataset.train_dataset(trainer.schedule.images_per_step,
-                                                          train.seed, start_step=index),
-                            train.seed, steps.TRAIN_NOISE_STREAM, first_batch=index)
-    batch = next(iter(data))
+    batch = batch_at(trainer, args.step)
     labels = batch.get("label") if config.model.ycond else None
     bits = model.losses(batch["image"], labels, noise=batch["noise"])["bits_x"].numpy()
     print(f"step {args.step} (replayed from {start or 'the start'}): batch loss {bits.mean():.6g} bits/dim; "
