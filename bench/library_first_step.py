@@ -8,8 +8,8 @@ reports the time to its first finished step and its median step afterwards:
 
 * `keras`: Keras 3's `keras.optimizers.Adam` (what `tf.optimizers.Adam` is);
 * `tf_keras`: `tf_keras.optimizers.Adam` (Keras 2, which TFP builds on);
-* `glow`: `glow_tf.optim.GlowOptimizer("adam", polyak=False)`, TF's fused
-  Adam kernels, one op per variable.
+* `glow`: `glow_tf.optim.GlowOptimizer("adam", polyak=False)`, the
+  original's Adam, its slots stacked by shape (a few ops per shape).
 
 `--build` creates each optimiser's slots (`optimizer.build(variables)`)
 before the first step; without it they are created inside the first

@@ -17,8 +17,8 @@ the shared machine hits both. Ratios are ours / theirs.
 bfloat16, float32 weights): not the same arithmetic as tfp's, so its ratio
 is reported apart from the like-for-like float32 comparison.
 
-Optimiser: Adam (lr 1e-4) for both; ours runs it on TF's fused kernels
-(`glow_tf.optim.GlowOptimizer`, `polyak=False`: tfp's has no weight
+Optimiser: Adam (lr 1e-4) for both; ours is the original's Adam
+(`glow_tf.optim.GlowOptimizer`, its slots stacked by shape, `polyak=False`: tfp's has no weight
 averaging either), tfp's is `tf_keras.optimizers.Adam`.
 
 Architecture: affine coupling, LU-decomposed 1x1 convolutions, `L` levels of
@@ -110,7 +110,7 @@ def run_child(args):
   x = tf.constant(images.astype(np.float32) / 256. - .5
                   + rng.uniform(0, 1. / 256, images.shape).astype(np.float32))
   jit = args.mode == "jit"
-  if args.impl.startswith("ours"):  # the same Adam update, on TF's fused kernels (plus Polyak averages)
+  if args.impl.startswith("ours"):  # the same Adam update, the original's form (plus Polyak averages)
     from glow_tf import optim
     optimizer = optim.GlowOptimizer("adam", 1e-4, beta1=0.9, beta2=0.999, epsilon=1e-7,
                                     polyak=False)

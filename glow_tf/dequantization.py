@@ -29,7 +29,7 @@ log q(u | x) = log N(eps) - log|det dv/deps| - sum(log sigmoid(v) + log sigmoid(
 its couplings multiply by scales in `(0, 1)`, so they cannot blow rare noise up.
 The first version used the generating direction (`sampling="generate"`,
 kept for the runs trained with it), which divides by those scales and
-overflowed float32 on about one draw in 30,000 of a trained `q`.
+can overflow float32 on rare draws of a trained `q` (docs/scoring.md).
 """
 
 from typing import Sequence, Tuple

@@ -326,7 +326,7 @@ def save_histogram(path: str,
   Two overlaid semi-transparent histograms on the same bins, x axis "bits/dim",
   y axis "density" (each set integrates to 1, so sets of different sizes
   compare), a dashed vertical line at each set's mean and a legend such as
-  "Fashion-MNIST test (mean 2.93, n=10000)". Rendered headless with
+  "<set name> (mean <bits/dim>, n=<images>)". Rendered headless with
   matplotlib's Agg canvas (no pyplot, no global backend change) and written
   atomically (`glow_tf.rundir.atomic_write`).
 

@@ -487,8 +487,8 @@ class Scorer:
     num_dims = self.model.num_dims
     # Every worker reads the set and keeps its share of each global batch (sharding by file
     # would give the workers unequal numbers of batches). No autotuning: an autotuned
-    # iterator took up to 1.3 s to shut down after the last batch (its tuning thread), and
-    # its tuning took CPU from the flow (bench/RESULTS.md, scoring throughput).
+    # iterator's tuning thread delays its shut-down after the last batch and takes CPU
+    # from the flow.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.autotune.enabled = False

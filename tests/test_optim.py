@@ -44,7 +44,7 @@ def test_updates_match_the_original(kind, use_function, weight_decay):
                              beta2=beta2, weight_decay=weight_decay)
   assert opt.beta2 == pytest.approx(beta2)
   assert float(opt.learning_rate) == 0.  # the original's first step
-  var = tf.Variable(w0.astype(np.float32))  # TF's fused kernels run in the variable's dtype
+  var = tf.Variable(w0.astype(np.float32))  # the update runs in the variable's dtype
   opt.build([var])
   apply = lambda g: opt.apply_gradients([(g, var)])
   if use_function:
