@@ -17,7 +17,7 @@ from glow_tf import ood
 from glow_tf import sampling
 from glow_tf import scoring
 from tests import multi_worker
-from tests.synthetic_data import FASHION_MNIST_DIR
+from tests.synthetic_data import FASHION_MNIST_DIR, HAVE_DEBIAN_FASHION_MNIST
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = [f"--data_dir={FASHION_MNIST_DIR}"] if FASHION_MNIST_DIR else []
@@ -63,6 +63,15 @@ def test_per_image_bits_equal_the_model_and_more_draws_tighten(shipped, test_ima
                             n_dequant_samples=4)
   assert k4.mean < k1.mean  # log of a mean >= mean of logs: a tighter bound
   assert np.all(k4.bits_per_dim < k1.bits_per_dim + 0.05)
+
+
+@pytest.mark.skipif(not HAVE_DEBIAN_FASHION_MNIST, reason="needs the real test set (scripts/setup.sh)")
+def test_the_shipped_models_figure_has_not_moved(tmp_path):
+  """score.py's figure for the first 1,000 real test images, as recorded when the model shipped (1.4201)."""
+  out = tmp_path / "s.csv"
+  r = run_cli(["--logdir=pretrained/fashion_mnist", "--max_images=1000", f"--output={out}"])
+  assert r.returncode == 0, r.stderr
+  assert np.mean([float(row["bits_per_dim"]) for row in _rows(out)]) == pytest.approx(1.4201, abs=5e-5)
 
 
 def test_latents_decode_to_the_scored_images(shipped, test_images, tmp_path):
