@@ -129,6 +129,7 @@ class Trainer:
     self._train_step = None
     self._eval_step = None
     self._saved_step = None
+    self._initialised = False  # initialised, not restored, and not yet checkpointed
     self._scratch: Optional[str] = None  # a non-chief worker's checkpoint directory
 
   # ---- Set-up ---------------------------------------------------------------------
@@ -192,6 +193,7 @@ class Trainer:
     self.model.initialize(batch["image"], seed=[train.seed, 1],
                           **self.model.batch_conditions(batch))
     self.optimizer.build(self.variables)
+    self._initialised = True
     self.log.info(f"initialised actnorm on {batch['image'].shape[0]} training images drawn "
                   "uniformly from the whole training set")
     return None
@@ -315,6 +317,7 @@ class Trainer:
       if not np.all(np.isfinite(v.numpy())):
         raise TrainingError(f"refusing to checkpoint non-finite weights ({v.name}).")
     self._saved_step = int(self.step.numpy())
+    self._initialised = False
     return self.manager.save(checkpoint_number=self._saved_step)
 
   # ---- The loop -------------------------------------------------------------------------
@@ -344,6 +347,10 @@ class Trainer:
     self.log.info(
         f"training {self.model.num_parameters():,} parameters on {self.num_replicas} "
         f"replica(s), {self.steps_per_epoch} steps/epoch, from step {step} to {total_steps}")
+    if self._initialised:
+      # The initialised state (every worker alike): a divergence before the
+      # first periodic checkpoint can roll back to it instead of ending the run.
+      self.save_checkpoint()
     while step < total_steps:
       if train.time_budget_minutes and time.time() - start > 60 * train.time_budget_minutes:
         self.log.info(f"time budget of {train.time_budget_minutes} min reached at step {step}")
@@ -397,13 +404,16 @@ class Trainer:
     last = next(iter(self.run_dir.training_checkpoints()), None)
     rollbacks = int(self.recovery.rollbacks.numpy())
     if train.nonfinite_policy != "rollback" or last is None or rollbacks >= train.max_rollbacks:
-      why = ("" if train.nonfinite_policy != "rollback" else
-             " and there is no checkpoint to roll back to" if last is None else
-             f" after {rollbacks} rollbacks (--max_rollbacks)")
+      if train.nonfinite_policy != "rollback":
+        why, fix = "", "pass --nonfinite_policy=rollback, "
+      elif last is None:
+        why, fix = " and there is no checkpoint to roll back to", ""
+      else:
+        why, fix = f" after {rollbacks} rollbacks (--max_rollbacks)", "raise --max_rollbacks, "
+      kept = (f"the last good checkpoint in {self.run_dir.checkpoint_dir} is kept" if last
+              else "no checkpoint was written")
       raise TrainingError(
-          f"{what}{why}; the last good checkpoint in {self.run_dir.checkpoint_dir} is kept. "
-          "Lower --lr, increase --epochs_warmup, pass --nonfinite_policy=rollback, or check "
-          "the data.")
+          f"{what}{why}; {kept}. Lower --lr, increase --epochs_warmup, {fix}or check the data.")
     lr_scale = float(self.recovery.lr_scale.numpy()) * train.rollback_lr_factor
     self._restore(last)  # (restores the recovery state of then: set it after)
     self.recovery.rollbacks.assign(rollbacks + 1)

@@ -232,7 +232,7 @@ def test_sigterm_resumes_a_conditional_or_variational_run_exactly(tmp_path, extr
   ref_weights, _ = _final_weights(tmp_path / "reference")
   logdir = tmp_path / "stopped"
   proc = _start(args, logdir)
-  _wait_for(lambda: len(list((logdir / "checkpoints").glob("ckpt-*.index"))) >= 1, proc)
+  _wait_for(lambda: len(list((logdir / "checkpoints").glob("ckpt-[1-9]*.index"))) >= 1, proc)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=60)
   assert proc.returncode == 75, err[-3000:]

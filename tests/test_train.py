@@ -271,6 +271,38 @@ def test_nonfinite_steps_are_skipped_then_stop_without_bad_checkpoints(tmp_path)
     trainer.save_checkpoint()
 
 
+def test_a_divergence_before_the_first_checkpoint_rolls_back_to_the_initialisation(tmp_path, monkeypatch):
+  """A fresh run checkpoints its initialised state: steps 3 and 4 going non-finite roll back to step 0."""
+  build = train_lib.steps_lib.build_train_step
+
+  def build_breaking(model, optimizer, *args, **kwargs):
+    step, calls = build(model, optimizer, *args, **kwargs), [0]
+
+    def breaking_step(iterator, stop_requested=False):
+      calls[0] += 1
+      if calls[0] not in (3, 4):
+        return step(iterator, stop_requested)
+      shift = model.glow.levels[0][0].actnorm.shift
+      saved = shift.numpy()
+      shift.assign(tf.fill(shift.shape, np.nan))  # this step's loss is NaN
+      result = step(iterator, stop_requested)
+      shift.assign(saved)
+      return result
+
+    return breaking_step
+
+  monkeypatch.setattr(train_lib.steps_lib, "build_train_step", build_breaking)
+  config = small_config(tmp_path / "run", epochs=1, max_steps=6, max_nonfinite_steps=2,
+                        checkpoint_every_minutes=1000.)  # no periodic checkpoint before step 6
+  trainer = train_lib.prepare(config)
+  assert trainer.train() == 6
+  assert int(trainer.optimizer.iterations.numpy()) == 6  # steps 1-2 undone, then 1-6 again
+  with open(tmp_path / "run" / "events.txt") as f:
+    events = [json.loads(line)["event"] for line in f]
+  assert any("rolled back to" in e and "ckpt-0 (step 0)" in e for e in events), events
+  trainer.close()
+
+
 def test_rollback_policy_recovers_from_an_injected_nan(tmp_path):
   config = small_config(tmp_path / "run", epochs=1, max_steps=8, max_nonfinite_steps=2,
                         nonfinite_policy="rollback", rollback_lr_factor=0.25, max_rollbacks=1)
@@ -309,7 +341,7 @@ def test_multi_worker_training_keeps_workers_identical_and_stops_together(tmp_pa
       env=dict(env_base, **multi_worker.tf_config(ports, i)))
       for i in range(2)]
   try:
-    _wait_for(lambda: glob.glob(str(logdir / "checkpoints" / "ckpt-*.index")), procs[0])
+    _wait_for(lambda: glob.glob(str(logdir / "checkpoints" / "ckpt-[1-9]*.index")), procs[0])
     procs[1].send_signal(signal.SIGTERM)  # the non-chief worker only
     outs = [p.communicate(timeout=120) for p in procs]
   finally:
@@ -364,7 +396,7 @@ def test_sigkill_and_resume_continues_exactly(tmp_path, reference_run):
   deadline = time.time() + 300
   ckpt_dir = logdir / "checkpoints"
   while time.time() < deadline and proc.poll() is None:  # kill once 2 checkpoints exist
-    if len(glob.glob(str(ckpt_dir / "ckpt-*.index"))) >= 2:
+    if len(glob.glob(str(ckpt_dir / "ckpt-[1-9]*.index"))) >= 2:
       break
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
@@ -463,7 +495,7 @@ def test_sigterm_checkpoints_the_last_step_and_resumes_exactly(tmp_path, referen
   ref_weights, _ = reference_run
   logdir = tmp_path / "stopped"
   proc = _start(args, logdir)
-  _wait_for(lambda: len(glob.glob(str(logdir / "checkpoints" / "ckpt-*.index"))) >= 1, proc)
+  _wait_for(lambda: len(glob.glob(str(logdir / "checkpoints" / "ckpt-[1-9]*.index"))) >= 1, proc)
   proc.send_signal(signal.SIGTERM)
   sent = time.time()
   out, err = proc.communicate(timeout=60)
