@@ -11,10 +11,13 @@ state:
 * `clip_mean`: scaled to the guard's running geometric-mean norm;
 * `apply`: the update as computed (what the original does).
 
-Each then trains on for `--after` steps with train.py's own step (the guard
-on), on the same batches and noise, and is evaluated on the run's test
-images. Printed per policy: the training loss over the first 50 and the
-remaining steps after the spike, and test bits/dim at the end. Run it on as
+The policy's step is computed eagerly and does not feed the guard's
+statistics. Each then trains on for `--after` steps with train.py's own
+step (the guard on), on the same batches and noise (a rollback there goes
+back to the state after the policy's step), and is evaluated on the run's
+test images. Printed per policy: the mean training loss over the first 50
+and the remaining steps after the spike, and test bits/dim at the end, or
+why the run could not go on. Run it on as
 many cores as the run had (e.g. under `taskset`), so that TensorFlow sums in
 the same order and the spike reproduces.
 
@@ -47,7 +50,7 @@ def take_step(trainer, step: int, policy: str) -> dict:
   with tf.GradientTape() as tape:
     out = model.losses(batch["image"], conditions["labels"], noise=batch["noise"],
                        conditioning=conditions["conditioning"])
-    loss = tf.reduce_sum(out["loss"]) / trainer.config.train.n_batch_train
+    loss = tf.reduce_sum(out["loss"]) / trainer.schedule.images_per_step
   grads = tape.gradient(loss, variables)
   norm = float(tf.linalg.global_norm(grads).numpy())
   mean_log, deviation = guard.log_norm.numpy()
@@ -91,17 +94,29 @@ def main():
       train = dataclasses.replace(config.train, logdir=workdir, restore_path=state,
                                   max_steps=args.step - 1, time_budget_minutes=None,
                                   epochs_full_valid=10 ** 6, epochs_full_sample=10 ** 6,
-                                  checkpoint_every_minutes=10 ** 6, log_every_steps=10)
+                                  checkpoint_every_minutes=10 ** 6, log_every_steps=1)
       run = dataclasses.replace(config, train=train)
       trainer = train_lib.prepare(run, stream=open(os.devnull, "w"))
       figures = take_step(trainer, args.step, policy)
-      trainer.save_checkpoint()
-      trainer.close()
+      try:
+        trainer.save_checkpoint()
+      except train_lib.TrainingError as e:  # the policy's update made the weights non-finite
+        print(f"{policy:>10}: the step's loss {figures['loss']:.4g} bits/dim; {e}", flush=True)
+        continue
+      finally:
+        trainer.close()
       # On from the step's checkpoint in `workdir`, with train.py's loop.
       train = dataclasses.replace(train, restore_path="", max_steps=args.step + args.after)
       trainer = train_lib.prepare(dataclasses.replace(run, train=train),
                                   stream=open(os.devnull, "w"))
-      trainer.train()
+      try:
+        trainer.train()
+      except train_lib.TrainingError as e:  # the policy left a run that cannot go on
+        trainer.close()
+        print(f"{policy:>10}: the step's loss {figures['loss']:.4g} bits/dim, gradient norm "
+              f"{figures['grad_norm']:.4g} (guard's limit {figures['guard_limit']:.4g}, applied "
+              f"{figures['applied_norm']:.4g}); the run could not go on: {str(e)[:160]}", flush=True)
+        continue
       test, n_images = trainer.evaluate()
       trainer.close()
       logged = [json.loads(line) for line in open(rundir.RunDir(workdir).log_path("train"))]

@@ -292,8 +292,8 @@ def define_flags(flag_values=flags.FLAGS):
       "checkpoint).",
       flag_values=f)
   d.DEFINE_float("checkpoint_every_minutes", _train("checkpoint_every_minutes"),
-                 "Minutes between checkpoints (also at "
-                 "every epoch end and at the end).", flag_values=f)
+                 "Minutes between checkpoints (also at a new "
+                 "run's start, every epoch end and the end).", flag_values=f)
   d.DEFINE_integer(
       "keep_checkpoints", _train("keep_checkpoints"),
       "Number of checkpoints kept.",

@@ -129,7 +129,7 @@ class Trainer:
     self._train_step = None
     self._eval_step = None
     self._saved_step = None
-    self._initialised = False  # initialised, not restored, and not yet checkpointed
+    self._unsaved_start = False  # a new run's starting state, not yet checkpointed
     self._scratch: Optional[str] = None  # a non-chief worker's checkpoint directory
 
   # ---- Set-up ---------------------------------------------------------------------
@@ -181,19 +181,20 @@ class Trainer:
     if train.restore_path:  # start from another run's checkpoint, or an export's weights
       prefix = rundir_lib.resolve_checkpoint(train.logdir, train.restore_path)
       try:
-        if rundir_lib.holds_optimizer(prefix):
-          return self._restore(prefix)
-        return self._restore_weights(prefix)
+        restored = (self._restore(prefix) if rundir_lib.holds_optimizer(prefix)
+                    else self._restore_weights(prefix))
       except Exception as e:  # pylint: disable=broad-except
         raise TrainingError(
             f"cannot restore --restore_path {prefix} into this model ({type(e).__name__}: "
             f"{str(e).strip()[:300]}). It must hold a checkpoint or an export of the same "
             "architecture (compare its run's config.json with these flags).") from None
+      self._unsaved_start = True
+      return restored
     batch = self.dataset.init_batch(self.schedule.init_images, train.seed)
     self.model.initialize(batch["image"], seed=[train.seed, 1],
                           **self.model.batch_conditions(batch))
     self.optimizer.build(self.variables)
-    self._initialised = True
+    self._unsaved_start = True
     self.log.info(f"initialised actnorm on {batch['image'].shape[0]} training images drawn "
                   "uniformly from the whole training set")
     return None
@@ -317,7 +318,7 @@ class Trainer:
       if not np.all(np.isfinite(v.numpy())):
         raise TrainingError(f"refusing to checkpoint non-finite weights ({v.name}).")
     self._saved_step = int(self.step.numpy())
-    self._initialised = False
+    self._unsaved_start = False
     return self.manager.save(checkpoint_number=self._saved_step)
 
   # ---- The loop -------------------------------------------------------------------------
@@ -347,9 +348,10 @@ class Trainer:
     self.log.info(
         f"training {self.model.num_parameters():,} parameters on {self.num_replicas} "
         f"replica(s), {self.steps_per_epoch} steps/epoch, from step {step} to {total_steps}")
-    if self._initialised:
-      # The initialised state (every worker alike): a divergence before the
-      # first periodic checkpoint can roll back to it instead of ending the run.
+    if self._unsaved_start:
+      # A new run's starting state (initialised, or from --restore_path; every
+      # worker alike): a divergence before the first periodic checkpoint can
+      # roll back to it instead of ending the run.
       self.save_checkpoint()
     while step < total_steps:
       if train.time_budget_minutes and time.time() - start > 60 * train.time_budget_minutes:

@@ -271,8 +271,15 @@ def test_nonfinite_steps_are_skipped_then_stop_without_bad_checkpoints(tmp_path)
     trainer.save_checkpoint()
 
 
-def test_a_divergence_before_the_first_checkpoint_rolls_back_to_the_initialisation(tmp_path, monkeypatch):
-  """A fresh run checkpoints its initialised state: steps 3 and 4 going non-finite roll back to step 0."""
+@pytest.mark.parametrize("start", ["initialised", "restore_path"])
+def test_a_divergence_before_the_first_checkpoint_rolls_back_to_the_start(tmp_path, monkeypatch, start):
+  """A new run checkpoints its starting state: its steps 3 and 4 going non-finite roll back to it."""
+  first_step, overrides = 0, {}
+  if start == "restore_path":  # a new run from another run's checkpoint of step 2
+    other = train_lib.prepare(small_config(tmp_path / "other", epochs=1, max_steps=2))
+    assert other.train() == 2
+    other.close()
+    first_step, overrides = 2, dict(restore_path=str(tmp_path / "other"))
   build = train_lib.steps_lib.build_train_step
 
   def build_breaking(model, optimizer, *args, **kwargs):
@@ -292,14 +299,15 @@ def test_a_divergence_before_the_first_checkpoint_rolls_back_to_the_initialisati
     return breaking_step
 
   monkeypatch.setattr(train_lib.steps_lib, "build_train_step", build_breaking)
-  config = small_config(tmp_path / "run", epochs=1, max_steps=6, max_nonfinite_steps=2,
-                        checkpoint_every_minutes=1000.)  # no periodic checkpoint before step 6
+  config = small_config(tmp_path / "run", epochs=1, max_steps=first_step + 6, max_nonfinite_steps=2,
+                        checkpoint_every_minutes=1000., **overrides)  # no periodic checkpoint
   trainer = train_lib.prepare(config)
-  assert trainer.train() == 6
-  assert int(trainer.optimizer.iterations.numpy()) == 6  # steps 1-2 undone, then 1-6 again
+  assert trainer.train() == first_step + 6
+  # Its first two steps undone, then six again.
+  assert int(trainer.optimizer.iterations.numpy()) == first_step + 6
   with open(tmp_path / "run" / "events.txt") as f:
     events = [json.loads(line)["event"] for line in f]
-  assert any("rolled back to" in e and "ckpt-0 (step 0)" in e for e in events), events
+  assert any(f"ckpt-{first_step} (step {first_step})" in e for e in events if "rolled back" in e), events
   trainer.close()
 
 
