@@ -168,13 +168,27 @@ trainer = train_lib.train_and_evaluate(config, strategy=strategy)
 seen.update(iterations=int(trainer.optimizer.iterations.numpy()),
             spikes=int(trainer.spike_guard.spikes.numpy()),
             weights=[v.numpy().tolist() for v in trainer.variables[:6]])
+# The evaluation's median (each worker scores its share) against numpy's over every image.
+import numpy as np
+from glow_tf import steps
+figures, n = trainer.evaluate()
+train = trainer.config.train
+batches = steps.with_noise(trainer.dataset.test_dataset(train.n_batch_test), train.seed,
+                           steps.TEST_NOISE_STREAM)
+bits = np.concatenate([trainer.model.losses(b["image"], noise=b["noise"])["bits_x"].numpy()
+                       for b in batches])
+seen.update(median=figures["bits_x_median"], n=n, numpy_median=float(np.median(bits)),
+            n_images=len(bits))
 json.dump(seen, open(out, "w"))
 '''
 
 
 @pytest.mark.slow  # two worker processes
 def test_two_workers_skip_a_spike_of_one_workers_batch_alike(tmp_path):
-  """Only worker 1's batch spikes; the summed loss is the same on both, and both skip the step."""
+  """Only worker 1's batch spikes; the summed loss is the same on both, and both skip the step.
+
+  Both then report the test median over every image of both workers.
+  """
   ports = multi_worker.free_ports(2)
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
   outs = [tmp_path / f"worker{i}.json" for i in range(2)]
@@ -195,3 +209,6 @@ def test_two_workers_skip_a_spike_of_one_workers_batch_alike(tmp_path):
     assert s["finite"] and s["spike"], s  # worker 0's own batch was ordinary
     assert s["iterations"] == 9 and s["spikes"] == 1, s
   assert seen[0]["weights"] == seen[1]["weights"]
+  for s in seen:  # the test median is gathered over both workers' images
+    assert s["n"] == s["n_images"] == 128, s
+    assert s["median"] == pytest.approx(s["numpy_median"], rel=1e-5), s
