@@ -24,6 +24,7 @@ while each first step then pays for what the other already loaded.
 """
 
 import argparse
+import atexit
 import importlib
 import json
 import os
@@ -82,11 +83,18 @@ def child(root: str, config: str, steps: int) -> dict:
           "first_loss": float(first.sums["loss"])}
 
 
+def _scratch(prefix: str) -> str:
+  """A temporary directory, removed when this process exits."""
+  path = tempfile.mkdtemp(prefix=prefix)
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
 def checkout(base: str) -> str:
   """The directory holding `base`'s `glow_tf`: `base` itself, or a git revision exported to a temporary one."""
   if os.path.isdir(base):
     return base
-  into = tempfile.mkdtemp(prefix="glow_ab_base_")
+  into = _scratch("glow_ab_base_")
   archive = subprocess.run(["git", "-C", ROOT, "archive", base, "glow_tf"],
                            check=True, capture_output=True).stdout
   subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
@@ -99,8 +107,7 @@ def as_base_package(base: str) -> str:
   Put it on `sys.path` to import both revisions in one process.
   """
   source = os.path.join(checkout(base), "glow_tf")
-  into = tempfile.mkdtemp(prefix="glow_ab_package_")
-  # copy2 keeps the files' times (a build cache that compares them stays valid).
+  into = _scratch("glow_ab_package_")
   shutil.copytree(source, os.path.join(into, "glow_tf_base"))
   for folder, _, files in os.walk(into):
     for name in files:
@@ -110,8 +117,6 @@ def as_base_package(base: str) -> str:
           text = f.read().replace("glow_tf", "glow_tf_base")
         with open(path, "w") as f:
           f.write(text)
-        shutil.copystat(os.path.join(source, os.path.relpath(path, os.path.join(
-            into, "glow_tf_base"))), path)
   return into
 
 
