@@ -170,13 +170,9 @@ seen.update(iterations=int(trainer.optimizer.iterations.numpy()),
             weights=[v.numpy().tolist() for v in trainer.variables[:6]])
 # The evaluation's median (each worker scores its share) against numpy's over every image.
 import numpy as np
-from glow_tf import steps
+from tests.test_train import every_test_image_bits
 figures, n = trainer.evaluate()
-train = trainer.config.train
-batches = steps.with_noise(trainer.dataset.test_dataset(train.n_batch_test), train.seed,
-                           steps.TEST_NOISE_STREAM)
-bits = np.concatenate([trainer.model.losses(b["image"], noise=b["noise"])["bits_x"].numpy()
-                       for b in batches])
+bits = every_test_image_bits(trainer)
 seen.update(median=figures["bits_x_median"], n=n, numpy_median=float(np.median(bits)),
             n_images=len(bits))
 json.dump(seen, open(out, "w"))

@@ -111,16 +111,21 @@ def test_each_epoch_evaluates_the_raw_and_the_polyak_weights(short_run):
   assert last["bits_x_median"] > 0 and last["polyak_bits_x_median"] > 0
 
 
-def test_the_test_median_is_over_every_image_of_every_replica(tmp_path, two_replicas):
+def every_test_image_bits(trainer):
+  """Each test image's bits/dim with its evaluation noise, computed here in one process: `[n_test]`."""
   from glow_tf import steps  # pylint: disable=import-outside-toplevel
-  trainer = train_lib.prepare(small_config(tmp_path / "run", max_steps=1, epochs=1),
-                              strategy=two_replicas)
-  figures, n = trainer.evaluate()
   train = trainer.config.train
   batches = steps.with_noise(trainer.dataset.test_dataset(train.n_batch_test), train.seed,
                              steps.TEST_NOISE_STREAM)
-  bits = np.concatenate([trainer.model.losses(b["image"], noise=b["noise"])["bits_x"].numpy()
+  return np.concatenate([trainer.model.losses(b["image"], noise=b["noise"])["bits_x"].numpy()
                          for b in batches])
+
+
+def test_the_test_median_is_over_every_image_of_every_replica(tmp_path, two_replicas):
+  trainer = train_lib.prepare(small_config(tmp_path / "run", max_steps=1, epochs=1),
+                              strategy=two_replicas)
+  figures, n = trainer.evaluate()
+  bits = every_test_image_bits(trainer)
   assert len(bits) == n == 128
   assert figures["bits_x_median"] == pytest.approx(float(np.median(bits)), rel=1e-5)
   assert figures["bits_x"] == pytest.approx(float(np.mean(bits)), rel=1e-5)
