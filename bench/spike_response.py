@@ -53,8 +53,8 @@ def take_step(trainer, step: int, policy: str) -> dict:
     loss = tf.reduce_sum(out["loss"]) / trainer.schedule.images_per_step
   grads = tape.gradient(loss, variables)
   norm = float(tf.linalg.global_norm(grads).numpy())
-  mean_log, deviation = guard.log_norm.numpy()
-  limit = float(np.exp(mean_log + guard.threshold * max(deviation, guard.min_deviations[1])))
+  mean_log = float(guard.log_norm.numpy()[0])
+  limit = float(np.exp(guard.limits().numpy()[1]))
   target = {"skip": None, "apply": norm, "clip_limit": min(norm, limit),
             "clip_mean": min(norm, float(np.exp(mean_log)))}[policy]
   if target is not None:

@@ -75,6 +75,13 @@ class SpikeGuard(tf.Module):
   def _figures(self, loss, grad_norm):
     return tf.cast(loss, tf.float64), tf.math.log(tf.cast(grad_norm, tf.float64))
 
+  def limits(self) -> tf.Tensor:
+    """The largest loss (bits/dim) and log gradient norm a step may have and not be a spike: float64 `[2]`."""
+    return tf.stack([
+        stats[0] + self.threshold * tf.maximum(stats[1], floor)
+        for stats, floor in zip((tf.convert_to_tensor(self.loss), tf.convert_to_tensor(self.log_norm)),
+                                self.min_deviations)])
+
   def is_spike(self, loss: tf.Tensor, grad_norm: tf.Tensor) -> tf.Tensor:
     """Whether a step of this mean batch `loss` (bits/dim) and gradient norm is a spike: bool scalar.
 
@@ -82,16 +89,11 @@ class SpikeGuard(tf.Module):
     finiteness check's business).
     """
     loss, log_norm = self._figures(loss, grad_norm)
-    above = []
     finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(log_norm))
-    for value, stats, floor in zip((loss, log_norm), (self.loss, self.log_norm),
-                                   self.min_deviations):
-      stats = tf.convert_to_tensor(stats)
-      limit = stats[0] + self.threshold * tf.maximum(stats[1], floor)
-      above.append(value > limit)
+    loss_limit, log_norm_limit = tf.unstack(self.limits())
     armed = self.count >= max(self.warmup, 1)  # (statistics of at least one step)
     return tf.logical_and(tf.logical_and(armed, finite),
-                          tf.logical_or(*above))
+                          tf.logical_or(loss > loss_limit, log_norm > log_norm_limit))
 
   def update(self, loss: tf.Tensor, grad_norm: tf.Tensor, applied: tf.Tensor,
              spike: tf.Tensor) -> None:
