@@ -110,7 +110,7 @@ def run_child(args):
   x = tf.constant(images.astype(np.float32) / 256. - .5
                   + rng.uniform(0, 1. / 256, images.shape).astype(np.float32))
   jit = args.mode == "jit"
-  if args.impl.startswith("ours"):  # the same Adam update, the original's form (plus Polyak averages)
+  if args.impl.startswith("ours"):  # the same Adam update, in the original's form (no Polyak averages, as tfp's)
     from glow_tf import optim
     optimizer = optim.GlowOptimizer("adam", 1e-4, beta1=0.9, beta2=0.999, epsilon=1e-7,
                                     polyak=False)
